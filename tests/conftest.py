@@ -1,0 +1,121 @@
+"""Shared fixtures: real Celery worker and beat processes against the test database."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data" / "igniting"
+
+
+def require_shared_data() -> Path:
+    """The paper's data folder; missing data fails under CI=true and skips elsewhere."""
+    if not SHARED_DATA.is_dir():
+        message = f"the shared data folder {SHARED_DATA} is missing"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return SHARED_DATA
+
+
+def database_url_for_subprocesses() -> str:
+    """A DATABASE_URL for subprocesses that points at the test database pytest-django made."""
+    from django.db import connection
+
+    settings = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{settings['NAME']}"
+    if connection.vendor == "postgresql":
+        user = settings.get("USER") or "postgres"
+        password = f":{settings['PASSWORD']}" if settings.get("PASSWORD") else ""
+        host = settings.get("HOST") or "127.0.0.1"
+        port = settings.get("PORT") or 5432
+        return f"postgres://{user}{password}@{host}:{port}/{settings['NAME']}"
+    raise RuntimeError(f"unsupported database vendor {connection.vendor}")
+
+
+def subprocess_env(**extra) -> dict:
+    from django.conf import settings
+
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database_url_for_subprocesses(),
+        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+        CELERY_RESULT_BACKEND=settings.CELERY_RESULT_BACKEND,
+        ZHUFU_TESTING="1",
+        ZHUFU_VAR_DIR=str(settings.VAR_DIR),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+class ManagedProcess:
+    """A child process whose output goes to a log file, stopped for sure at teardown."""
+
+    def __init__(self, name: str, args: list[str], env: dict, log_dir: Path):
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            args, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+        self.proc.wait(timeout=30)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=15)
+        self._log.close()
+
+
+def start_celery(kind: str, tmp_path: Path, **env_extra) -> ManagedProcess:
+    python = sys.executable
+    if kind == "worker":
+        args = [python, "-m", "celery", "-A", "webapp", "worker", "--pool", "solo", "-Q", "default,generate,train",
+                "-n", f"test-{os.getpid()}@%h", "--without-gossip", "--without-mingle", "-l", "info"]
+    elif kind == "beat":
+        args = [python, "-m", "celery", "-A", "webapp", "beat", "-l", "info", "--pidfile", str(tmp_path / "beat.pid")]
+    else:
+        raise ValueError(kind)
+    return ManagedProcess(kind, args, subprocess_env(**env_extra), tmp_path)
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.5, describe: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {describe}")
+
+
+@pytest.fixture
+def celery_processes(transactional_db, tmp_path, settings):
+    """A real worker and a real beat on the configured broker (Redis in CI); yields a dict."""
+    started: dict[str, ManagedProcess] = {}
+
+    def start(kind: str, **env_extra) -> ManagedProcess:
+        process = start_celery(kind, tmp_path, **env_extra)
+        started[kind] = process
+        return process
+
+    yield start
+    for process in started.values():
+        process.stop()

@@ -1,0 +1,57 @@
+"""The checkpoint registry: registering trained runs, promotion, lookup."""
+from django.db import transaction
+from django.utils import timezone
+
+from webapp.checkpoints.models import Checkpoint
+
+
+class RegistryError(Exception):
+    pass
+
+
+def active_checkpoint() -> Checkpoint | None:
+    return Checkpoint.objects.filter(status=Checkpoint.Status.ACTIVE).first()
+
+
+def register_checkpoint(*, name: str, run_name: str, path: str, preset: str, model_config: dict,
+                        data: dict, metrics: dict) -> Checkpoint:
+    if Checkpoint.objects.filter(name=name).exists():
+        raise RegistryError(f"a checkpoint named {name!r} is already registered")
+    return Checkpoint.objects.create(
+        name=name, run_name=run_name, path=path, preset=preset, model_config=model_config,
+        data=data, metrics=metrics, status=Checkpoint.Status.CANDIDATE,
+    )
+
+
+@transaction.atomic
+def promote_checkpoint(checkpoint: Checkpoint) -> Checkpoint:
+    """Make `checkpoint` the one active checkpoint; the previous one is retired atomically."""
+    locked = Checkpoint.objects.select_for_update().get(pk=checkpoint.pk)
+    problem = locked.missing_files()
+    if problem:
+        raise RegistryError(f"cannot promote {locked.name}: {problem}")
+    if locked.status == Checkpoint.Status.ACTIVE:
+        return locked
+    Checkpoint.objects.select_for_update().filter(status=Checkpoint.Status.ACTIVE).update(
+        status=Checkpoint.Status.RETIRED
+    )
+    locked.status = Checkpoint.Status.ACTIVE
+    locked.promoted_at = timezone.now()
+    locked.save(update_fields=["status", "promoted_at"])
+    return locked
+
+
+def resolve_checkpoint(identifier: str | None) -> Checkpoint:
+    """A checkpoint by id or name, or the active one when `identifier` is None."""
+    if identifier is None:
+        checkpoint = active_checkpoint()
+        if checkpoint is None:
+            raise RegistryError("no active checkpoint: train one with `python manage.py train_model --preset small`")
+        return checkpoint
+    query = Checkpoint.objects.filter(name=identifier)
+    if identifier.isdigit():
+        query = Checkpoint.objects.filter(pk=int(identifier)) | query
+    checkpoint = query.first()
+    if checkpoint is None:
+        raise RegistryError(f"no checkpoint with id or name {identifier!r}")
+    return checkpoint

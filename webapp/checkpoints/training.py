@@ -1,0 +1,52 @@
+"""Train a generator run and register its checkpoint: the glue between training/ and the registry."""
+from datetime import datetime, timezone
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from webapp.checkpoints.models import Checkpoint
+from webapp.checkpoints.services import RegistryError, promote_checkpoint, register_checkpoint
+
+
+def new_run_name(preset: str) -> str:
+    return f"{preset}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+
+
+def train_and_register(*, preset: str, data_paths: list[Path], resume_run: str | None = None, seed: int = 0,
+                       deterministic: bool = False, max_steps: int | None = None, promote: bool = False,
+                       on_progress=None) -> Checkpoint:
+    """Train (or resume) a run under var/runs/, then register its checkpoint as a candidate.
+
+    Nothing is written to the registry unless training finished and the checkpoint folder
+    is complete; with `promote` (or when nothing is active yet) it becomes the active one."""
+    from training.trainer import TrainConfig, train_model
+
+    run_name = resume_run or new_run_name(preset)
+    out_dir = Path(settings.RUNS_DIR) / run_name
+    if resume_run and not out_dir.is_dir():
+        raise RegistryError(f"no run named {resume_run!r} under {settings.RUNS_DIR}")
+    if Checkpoint.objects.filter(name=run_name).exists():
+        raise RegistryError(f"run {run_name!r} already finished and is registered")
+    config = TrainConfig(preset=preset, data_paths=[Path(p) for p in data_paths], out_dir=out_dir, seed=seed,
+                         deterministic=deterministic, max_steps=max_steps)
+    result = train_model(config, resume=bool(resume_run), on_progress=on_progress)
+    with transaction.atomic():
+        checkpoint = register_checkpoint(
+            name=run_name, run_name=run_name, path=str(result.checkpoint_dir), preset=preset,
+            model_config=result.model_config, data=jsonable(result.data), metrics=jsonable(result.metrics),
+        )
+        if promote or not Checkpoint.objects.filter(status=Checkpoint.Status.ACTIVE).exists():
+            checkpoint = promote_checkpoint(checkpoint)
+    return checkpoint
+
+
+def jsonable(value):
+    """Paths and other non-JSON leaves become strings so the registry can store them."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

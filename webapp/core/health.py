@@ -1,0 +1,105 @@
+"""Health of each part of the app, as plain data: the status page and /healthz render it."""
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from webapp.core.heartbeats import is_fresh, latest_heartbeat
+
+
+@dataclass
+class PartHealth:
+    name: str
+    ok: bool
+    detail: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_database() -> PartHealth:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:  # noqa: BLE001 - the page shows why
+        return PartHealth("database", False, f"{connection.vendor}: {exc}")
+    return PartHealth("database", True, f"{connection.vendor} ({connection.settings_dict['NAME']})")
+
+
+def check_broker() -> PartHealth:
+    from webapp.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
+    except Exception as exc:  # noqa: BLE001
+        return PartHealth("broker", False, f"{settings.BROKER_KIND}: cannot connect ({exc})")
+    return PartHealth("broker", True, f"{settings.BROKER_KIND}: {redact_url(settings.CELERY_BROKER_URL)}")
+
+
+def redact_url(url: str) -> str:
+    """Hide a password in a broker URL before showing it."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+def check_heartbeat(role: str) -> PartHealth:
+    try:
+        heartbeat = latest_heartbeat(role)
+    except Exception as exc:  # noqa: BLE001
+        return PartHealth(role, False, f"cannot read heartbeats: {exc}")
+    if heartbeat is None:
+        return PartHealth(role, False, f"no {role} has ever reported: is it running?")
+    age = (timezone.now() - heartbeat.last_seen).total_seconds()
+    if not is_fresh(heartbeat):
+        return PartHealth(role, False, f"{heartbeat.name} last seen {age:.0f} s ago (stale)")
+    return PartHealth(role, True, f"{heartbeat.name} seen {age:.0f} s ago")
+
+
+def check_checkpoint() -> PartHealth:
+    from webapp.checkpoints.services import active_checkpoint
+
+    try:
+        checkpoint = active_checkpoint()
+    except Exception as exc:  # noqa: BLE001
+        return PartHealth("checkpoint", False, f"cannot read the registry: {exc}")
+    if checkpoint is None:
+        return PartHealth("checkpoint", False, "no active checkpoint: run `python manage.py train_model`")
+    problem = checkpoint.missing_files()
+    if problem:
+        return PartHealth("checkpoint", False, f"{checkpoint.name}: {problem}")
+    return PartHealth("checkpoint", True, f"{checkpoint.name} ({checkpoint.preset})")
+
+
+@lru_cache(maxsize=1)
+def describe_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"GPU: {torch.cuda.get_device_name(0)}"
+    return f"CPU: {torch.get_num_threads()} threads (no GPU)"
+
+
+def check_device() -> PartHealth:
+    try:
+        return PartHealth("device", True, describe_device())
+    except Exception as exc:  # noqa: BLE001
+        return PartHealth("device", False, f"torch unavailable: {exc}")
+
+
+def check_all() -> list[PartHealth]:
+    return [
+        check_database(),
+        check_broker(),
+        check_heartbeat("worker"),
+        check_heartbeat("beat"),
+        check_checkpoint(),
+        check_device(),
+    ]

@@ -1,0 +1,41 @@
+"""Heartbeats of background processes, stored in the database."""
+import logging
+import os
+import socket
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
+
+
+def record_heartbeat(name: str, role: str) -> None:
+    """Upsert the heartbeat row. Never raises: a database hiccup must not kill a worker."""
+    from webapp.core.models import Heartbeat
+
+    try:
+        close_old_connections()
+        Heartbeat.objects.update_or_create(
+            name=name,
+            defaults={
+                "role": role,
+                "last_seen": timezone.now(),
+                "info": {"pid": os.getpid(), "host": socket.gethostname(), "broker": settings.BROKER_KIND},
+            },
+        )
+    except Exception:  # noqa: BLE001 - logged, retried on the next tick
+        logger.warning("could not record heartbeat %s", name, exc_info=True)
+
+
+def latest_heartbeat(role: str):
+    from webapp.core.models import Heartbeat
+
+    return Heartbeat.objects.filter(role=role).order_by("-last_seen").first()
+
+
+def is_fresh(heartbeat) -> bool:
+    if heartbeat is None:
+        return False
+    return timezone.now() - heartbeat.last_seen <= timedelta(seconds=settings.HEARTBEAT_STALE_AFTER)

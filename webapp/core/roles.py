@@ -1,0 +1,37 @@
+"""Roles are Django groups: writer (anyone who signs up), annotator, admin."""
+import secrets
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+
+WRITER, ANNOTATOR, ADMIN = "writer", "annotator", "admin"
+ROLES = (WRITER, ANNOTATOR, ADMIN)
+
+
+def ensure_roles() -> None:
+    for name in ROLES:
+        Group.objects.get_or_create(name=name)
+
+
+def has_role(user, role: str) -> bool:
+    if not user.is_authenticated:
+        return False
+    if role == ADMIN and user.is_superuser:
+        return True
+    return user.groups.filter(name=role).exists()
+
+
+def create_user_with_role(username: str, role: str, password: str | None = None) -> tuple[object, str | None]:
+    """Create `username` with `role`; returns (user, password) — the password only when new."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+    ensure_roles()
+    User = get_user_model()
+    user = User.objects.filter(username=username).first()
+    if user is not None:
+        return user, None
+    password = password or secrets.token_urlsafe(12)
+    is_admin = role == ADMIN
+    user = User.objects.create_user(username=username, password=password, is_staff=is_admin, is_superuser=is_admin)
+    user.groups.add(Group.objects.get(name=role))
+    return user, password

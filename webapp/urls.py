@@ -1,0 +1,11 @@
+from django.contrib import admin
+from django.urls import path
+
+from webapp.core import views as core_views
+
+urlpatterns = [
+    path("", core_views.status_page, name="status"),
+    path("status/parts/", core_views.status_parts, name="status-parts"),
+    path("healthz", core_views.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+]
