@@ -1,0 +1,47 @@
+"""Settings come from the environment, with embedded defaults for the demo."""
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+PRINT_SETTINGS = (
+    "import json, django; django.setup(); from django.conf import settings as s; "
+    "print(json.dumps({'broker': s.CELERY_BROKER_URL, 'kind': s.BROKER_KIND, 'debug': s.DEBUG, "
+    "'engine': s.DATABASES['default']['ENGINE'], 'db': str(s.DATABASES['default']['NAME'])}))"
+)
+
+
+def read_settings(tmp_path, **env) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items()
+             if k not in {"DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "SECRET_KEY",
+                          "DEBUG", "ZHUFU_DEMO", "ZHUFU_TESTING"}}
+    clean.update(DJANGO_SETTINGS_MODULE="webapp.settings", ZHUFU_VAR_DIR=str(tmp_path), **env)
+    return subprocess.run([sys.executable, "-c", PRINT_SETTINGS], cwd=REPO, env=clean, capture_output=True, text=True)
+
+
+def test_secret_key_is_required_when_debug_is_off(tmp_path):
+    result = read_settings(tmp_path)
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set when DEBUG is off" in result.stderr
+
+
+def test_demo_defaults_are_embedded(tmp_path):
+    result = read_settings(tmp_path, ZHUFU_DEMO="1", REDIS_URL="off")
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)
+    assert values["debug"] is True
+    assert values["broker"] == f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}"
+    assert values["engine"].endswith("sqlite3") and values["db"] == str(tmp_path / "zhufu.sqlite3")
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+
+
+def test_explicit_urls_win(tmp_path):
+    result = read_settings(tmp_path, SECRET_KEY="x" * 50, DATABASE_URL="postgres://u:p@db.example:5432/zhufu",
+                           REDIS_URL="redis://cache.example:6379/2")
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)
+    assert values["debug"] is False
+    assert values["kind"] == "redis" and values["broker"] == "redis://cache.example:6379/2"
+    assert values["engine"].endswith("postgresql") and values["db"] == "zhufu"
