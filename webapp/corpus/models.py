@@ -170,6 +170,8 @@ class Label(models.Model):
     value = models.CharField(max_length=4, choices=Value.choices)
     source_kind = models.CharField(max_length=10, choices=SourceKind.choices)
     source_name = models.CharField(max_length=300, help_text="A username, a judge version, a dataset name.")
+    score = models.FloatField(null=True, blank=True, help_text="A judge's score in [0, 1], when it gives one.")
+    detail = models.JSONField(default=dict, blank=True, help_text="A judge's reason and rubric scores.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
@@ -180,6 +182,9 @@ class Label(models.Model):
                 fields=["greeting", "source_kind", "source_name"], name="corpus_label_one_per_source"
             ),
             models.CheckConstraint(condition=Q(value__in=["good", "bad"]), name="corpus_label_value_valid"),
+            models.CheckConstraint(
+                condition=Q(score__isnull=True) | (Q(score__gte=0) & Q(score__lte=1)), name="corpus_label_score_range"
+            ),
         ]
 
     def __str__(self):
