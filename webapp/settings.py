@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "webapp.corpus",
     "webapp.checkpoints",
     "webapp.judges",
+    "webapp.annotation",
 ]
 
 MIDDLEWARE = [
@@ -161,7 +162,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
 
 LANGUAGE_CODE = "zh-hans"
 TIME_ZONE = "UTC"

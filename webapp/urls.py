@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from webapp.core import views as core_views
 
@@ -7,5 +7,7 @@ urlpatterns = [
     path("", core_views.status_page, name="status"),
     path("status/parts/", core_views.status_parts, name="status-parts"),
     path("healthz", core_views.healthz, name="healthz"),
+    path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
+    path("annotate/", include("webapp.annotation.urls")),
 ]

@@ -1,0 +1,59 @@
+from django import forms
+
+from webapp.annotation.models import Batch, Choice, Kind, Verdict
+from webapp.annotation.rubric import RUBRIC, RUBRIC_MAX, RUBRIC_MIN
+from webapp.annotation.services import SOURCE_TYPES
+from webapp.corpus.models import Greeting, PreferencePair
+from webapp.judges.models import JudgeVersion
+
+
+class PointwiseRatingForm(forms.Form):
+    verdict = forms.ChoiceField(choices=Verdict.choices)
+    comment = forms.CharField(required=False, max_length=2000)
+    seconds = forms.FloatField(required=False, min_value=0)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for part in RUBRIC:
+            self.fields[part.key] = forms.IntegerField(min_value=RUBRIC_MIN, max_value=RUBRIC_MAX, label=part.title)
+
+
+class PairwiseRatingForm(forms.Form):
+    choice = forms.ChoiceField(choices=Choice.choices)
+    comment = forms.CharField(required=False, max_length=2000)
+    seconds = forms.FloatField(required=False, min_value=0)
+
+
+class BatchForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    kind = forms.ChoiceField(choices=Kind.choices)
+    k = forms.IntegerField(min_value=1, max_value=20, initial=2, label="Annotators per item (k)")
+    lease_minutes = forms.IntegerField(min_value=1, max_value=24 * 60, initial=15, label="Lease (minutes)")
+    source_type = forms.ChoiceField(choices=list(SOURCE_TYPES.items()), label="Source")
+    origin = forms.CharField(required=False, max_length=300, label="Origin contains")
+    checkpoint_name = forms.CharField(required=False, max_length=100, label="Checkpoint (for its outputs)")
+    generation_source = forms.ChoiceField(
+        required=False, label="Generations by",
+        choices=[("", "human and model"), (Greeting.Source.HUMAN, "human"), (Greeting.Source.MODEL, "model")])
+    pair_source = forms.ChoiceField(required=False, label="Pairs from",
+                                    choices=[("", "any")] + list(PreferencePair.Source.choices))
+    limit = forms.IntegerField(min_value=1, max_value=5000, initial=100, label="At most this many items")
+
+    def clean_name(self):
+        name = self.cleaned_data["name"].strip()
+        if Batch.objects.filter(name=name).exists():
+            raise forms.ValidationError("A batch with this name exists already.")
+        return name
+
+
+class GuidelinesForm(forms.Form):
+    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 14}), max_length=20000)
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField(help_text="JSON Lines as exported here.")
+
+
+class AlignmentForm(forms.Form):
+    judge = forms.ModelChoiceField(queryset=JudgeVersion.objects.order_by("-created_at"), required=False)
+    batch = forms.ModelChoiceField(queryset=Batch.objects.all(), required=False, empty_label="all batches")
