@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# Triton kernels run on the CPU in its interpreter; triton reads this once, at first import.
+os.environ.setdefault("TRITON_INTERPRET", "1")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "igniting"
 

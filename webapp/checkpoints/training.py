@@ -1,4 +1,6 @@
 """Train a generator run and register its checkpoint: the glue between training/ and the registry."""
+import json
+import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -10,7 +12,8 @@ from webapp.checkpoints.services import RegistryError, promote_checkpoint, regis
 
 
 def new_run_name(preset: str) -> str:
-    return f"{preset}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    # The random tail keeps two runs started in the same second apart.
+    return f"{preset}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
 def train_and_register(*, preset: str, data_paths: list[Path], resume_run: str | None = None, seed: int = 0,
@@ -34,7 +37,8 @@ def train_and_register(*, preset: str, data_paths: list[Path], resume_run: str |
     with transaction.atomic():
         checkpoint = register_checkpoint(
             name=run_name, run_name=run_name, path=str(result.checkpoint_dir), preset=preset,
-            model_config=result.model_config, data=jsonable(result.data), metrics=jsonable(result.metrics),
+            # What config.json says, so loading can check the folder still holds this model.
+            model_config=json.loads((Path(result.checkpoint_dir) / "config.json").read_text()), data=jsonable(result.data), metrics=jsonable(result.metrics),
         )
         if promote or not Checkpoint.objects.filter(status=Checkpoint.Status.ACTIVE).exists():
             checkpoint = promote_checkpoint(checkpoint)

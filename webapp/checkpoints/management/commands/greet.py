@@ -34,4 +34,5 @@ class Command(BaseCommand):
         greetings = generate_greetings(model, tokenizer, query, n=n, temperature=temperature, top_p=top_p,
                                        max_new_tokens=max_new_tokens, seed=seed)
         for index, text in enumerate(greetings, 1):
-            self.stdout.write(f"{index}. {text}")
+            # A greeting may span lines (a poem); indent its continuation under the number.
+            self.stdout.write(f"{index}. " + text.replace("\n", "\n   "))
