@@ -1,0 +1,218 @@
+"""Our serving engine vs transformers' generate() on the same model. ``python -m bench.engine --json [--quick]``
+
+Same model (the newest checkpoint under var/checkpoints or var/runs, else a random model of the
+``small`` preset's shapes), same prompts (random token ids), greedy decoding of a fixed number
+of new tokens (end token ignored) so both sides emit exactly the same tokens — and we check that
+they do. transformers runs twice: as shipped (its per-expert loop; the "generate" columns and
+the ``speedup_vs_generate_*`` keys) and with our fast MoE path switched in (``*_fast_moe``). Scenarios: batch 1, 8, 32 x prompt length 16, 512. Each scenario runs both sides
+``--repeats`` times interleaved and keeps the best run of each: the machine is shared, so the
+best run is the least disturbed one. transformers' ``generate_batch()`` (its continuous
+batching) is attempted and its error recorded.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import signal
+import time
+from pathlib import Path
+
+import torch
+from transformers import DynamicCache, GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+from generation.engine import Engine, SamplingParams
+from generation.moe import disable_fast_moe, enable_fast_moe
+from training.metrics import emit
+
+REPO = Path(__file__).resolve().parents[1]
+VOCAB = 2268  # the corpus tokenizer's size: a random model gets the real embedding / lm_head cost
+
+
+def find_checkpoint() -> Path | None:
+    folders = [p.parent for root in ("var/checkpoints", "var/runs") for p in (REPO / root).glob("**/config.json")]
+    folders = [f for f in folders if (f / "model.safetensors").is_file()]
+    return max(folders, key=lambda f: f.stat().st_mtime) if folders else None
+
+
+def load_model():
+    folder = find_checkpoint()
+    if folder is not None:
+        from generation.checkpoint import load_checkpoint
+
+        model, tokenizer = load_checkpoint(folder)
+        source = str(folder.relative_to(REPO))
+    else:
+        from generation.engine.testing import random_model, toy_tokenizer
+
+        tokenizer = toy_tokenizer()
+        model = random_model(tokenizer, vocab_size=VOCAB)
+        source = "random small preset (no checkpoint)"
+    # default rope has no length limit; let 512-token prompts + 128 new tokens fit the engine's context
+    model.config.max_position_embeddings = max(model.config.max_position_embeddings, 1024)
+    return model, tokenizer, source
+
+
+class _Clock(LogitsProcessor):
+    """Timestamps each decoding step of generate() (called once per new token)."""
+
+    def __init__(self):
+        self.times = []
+
+    def __call__(self, input_ids, scores):
+        self.times.append(time.perf_counter())
+        return scores
+
+
+def run_transformers(model, prompts, new_tokens, stock_moe=False):
+    """generate() as load_checkpoint leaves the model (our fast MoE path), or with transformers' own expert loop."""
+    if stock_moe:
+        disable_fast_moe(model)
+    try:
+        return _generate(model, prompts, new_tokens)
+    finally:
+        enable_fast_moe(model)
+
+
+def _generate(model, prompts, new_tokens):
+    ids = torch.tensor(prompts)
+    clock = _Clock()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, do_sample=False,
+                             eos_token_id=None, pad_token_id=0, logits_processor=LogitsProcessorList([clock]))
+    total = time.perf_counter() - start
+    return total, _diffs(clock.times), out[:, ids.shape[1]:].tolist()
+
+
+def run_engine(engine, prompts, new_tokens):
+    params = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
+    start = time.perf_counter()
+    requests = [engine._submit(p, params, None, None) for p in prompts]
+    stamps = []
+    while engine.has_unfinished():
+        engine.step()
+        stamps.append(time.perf_counter())
+    total = time.perf_counter() - start
+    return total, _diffs(stamps), [r.candidates[0].tokens for r in requests]
+
+
+def _diffs(times):
+    return [b - a for a, b in zip(times, times[1:])]
+
+
+def _pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else None
+
+
+def scenario(model, engine, batch, prompt_len, new_tokens, repeats, seed=0):
+    g = torch.Generator().manual_seed(seed + batch * 1000 + prompt_len)
+    prompts = torch.randint(4, model.config.vocab_size, (batch, prompt_len), generator=g).tolist()
+    best = {}
+    match = True
+    for _ in range(repeats):
+        for name, fn in (("ours", lambda: run_engine(engine, prompts, new_tokens)),
+                         ("generate", lambda: run_transformers(model, prompts, new_tokens, stock_moe=True)),
+                         ("generate_fast_moe", lambda: run_transformers(model, prompts, new_tokens))):
+            total, itl, tokens = fn()
+            best.setdefault(name + "_tokens", tokens)
+            if name not in best or total < best[name][0]:
+                best[name] = (total, itl)
+        match &= best["ours_tokens"] == best["generate_tokens"] == best["generate_fast_moe_tokens"]
+    row = {"batch": batch, "prompt_len": prompt_len, "new_tokens": new_tokens, "outputs_match": match}
+    for name in ("ours", "generate", "generate_fast_moe"):
+        total, itl = best[name]
+        row[f"{name}_tokens_per_s"] = round(batch * new_tokens / total, 1)
+        row[f"{name}_itl_p50_ms"] = round(_pct(itl, 0.5) * 1e3, 2)
+        row[f"{name}_itl_p99_ms"] = round(_pct(itl, 0.99) * 1e3, 2)
+    row["speedup"] = round(row["ours_tokens_per_s"] / row["generate_tokens_per_s"], 2)
+    row["speedup_fast_moe"] = round(row["ours_tokens_per_s"] / row["generate_fast_moe_tokens_per_s"], 2)
+    return row
+
+
+def try_generate_batch(model, tokenizer, timeout_s=120):
+    """transformers' continuous batching on this architecture: expected to fail in 5.24."""
+    def _alarm(*_):
+        raise TimeoutError(f"generate_batch did not finish in {timeout_s}s")
+
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(timeout_s)
+    try:
+        config = GenerationConfig(max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
+        results = model.generate_batch(inputs=[[5, 6, 7, 8], [9, 10]], generation_config=config, progress_bar=False)
+        # failures are logged and stored per request, not raised
+        errors = [r.error for r in results.values() if r.error] if results else ["no results returned"]
+        complete = bool(results) and all(len(r.generated_tokens) == 8 for r in results.values())
+        if errors or not complete:
+            return {"works": False, "error": (errors or ["requests returned incomplete outputs"])[0][:300]}
+        return {"works": True, "error": None}
+    except Exception as exc:  # recorded, not raised: this is the result
+        return {"works": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def transformers_cache_bytes_per_token(model, length=16):
+    cache = DynamicCache(config=model.config)
+    with torch.inference_mode():
+        model(torch.arange(4, 4 + length)[None], past_key_values=cache, use_cache=True)
+    total = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+    return total // length
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="prompt length 16 only, 32 new tokens, one repeat")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    new_tokens = 32 if args.quick else 128
+    prompt_lens = (16,) if args.quick else (16, 512)
+    repeats = args.repeats or (1 if args.quick else 2)
+
+    # the machine is shared: one thread per process keeps both sides out of each other's barriers
+    torch.set_num_threads(args.threads)
+    model, tokenizer, source = load_model()
+    engine = Engine(model, tokenizer, max_slots=32, max_len=max(prompt_lens) + new_tokens)
+    run_engine(engine, [[5, 6, 7]], 4)  # warm-up (lazy inits on both sides)
+    run_transformers(model, [[5, 6, 7]], 4)
+    rows = [scenario(model, engine, b, p, new_tokens, repeats) for p in prompt_lens for b in (1, 8, 32)]
+    peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # before generate_batch's cache
+    summary = {
+        "model": source,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "scenarios": rows,
+        "generate_batch": try_generate_batch(model, tokenizer),
+        "kv_cache_bytes_per_token": {"ours": engine.cache.bytes_per_token,
+                                     "transformers_dynamic_cache": transformers_cache_bytes_per_token(model)},
+        "ours_cache_preallocated_bytes": engine.cache.nbytes,
+        "peak_rss_mb": peak_rss_mb,
+    }
+    for row in rows:
+        summary[f"speedup_vs_generate_batch{row['batch']}_prompt{row['prompt_len']}"] = row["speedup"]
+        summary[f"speedup_vs_generate_fast_moe_batch{row['batch']}_prompt{row['prompt_len']}"] = row["speedup_fast_moe"]
+    for b in (1, 8, 32):  # headline: prompt length 16
+        summary[f"speedup_vs_generate_batch{b}"] = next(r["speedup"] for r in rows if r["batch"] == b)
+        summary[f"speedup_vs_generate_fast_moe_batch{b}"] = next(r["speedup_fast_moe"] for r in rows if r["batch"] == b)
+    summary["all_outputs_match"] = all(r["outputs_match"] for r in rows)
+    lines = [f"model: {source}; threads {summary['torch_threads']}; load {summary['load_average_1min']}",
+             "generate = transformers as shipped (its expert loop); +fastMoE = generate() with our MoE path",
+             f"{'batch':>5} {'prompt':>6} {'ours tok/s':>10} {'generate':>9} {'speedup':>7} {'+fastMoE':>9} {'speedup':>7} "
+             f"{'ours p50/p99 ms':>16} {'gen p50/p99 ms':>15} match"]
+    for r in rows:
+        lines.append(f"{r['batch']:>5} {r['prompt_len']:>6} {r['ours_tokens_per_s']:>10} {r['generate_tokens_per_s']:>9} "
+                     f"{r['speedup']:>7} {r['generate_fast_moe_tokens_per_s']:>9} {r['speedup_fast_moe']:>7} "
+                     f"{r['ours_itl_p50_ms']:>7}/{r['ours_itl_p99_ms']:<8} "
+                     f"{r['generate_itl_p50_ms']:>7}/{r['generate_itl_p99_ms']:<7} {r['outputs_match']}")
+    lines.append(f"generate_batch: {summary['generate_batch']}")
+    lines.append(f"KV bytes/token: {summary['kv_cache_bytes_per_token']}; peak RSS {summary['peak_rss_mb']} MB")
+    emit(summary, "\n".join(lines), args.json)
+
+
+if __name__ == "__main__":
+    main()

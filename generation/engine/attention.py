@@ -1,0 +1,104 @@
+"""MLA forward over the slot cache, with the up-projection absorbed (DeepSeek-V2 section 2.1.2).
+
+transformers' ``LongcatFlashMLA`` caches the compressed KV but re-expands every cached token
+through ``kv_b_proj`` on each step. Here ``kv_b_proj`` splits per head into ``W_uk`` [dn, r] and
+``W_uv`` [dv, r]; since  q_nope . (W_uk c) = (q_nope W_uk) . c  and  sum_t p_t W_uv c_t =
+W_uv (sum_t p_t c_t),  a step multiplies the *query* by W_uk and the attention output by W_uv,
+and attends over the cached rows [c, k_rope] directly: one key shared by all heads (MQA shaped).
+
+Matches ``LongcatFlashMLA.forward`` (transformers 5.24): q LoRA with ``q_a_layernorm``, the
+``mla_scale_q_lora`` / ``mla_scale_kv_lora`` factors, interleaved rope on the rope parts only,
+``self.scaling`` (which already carries yarn's mscale when configured), fp32 softmax.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers.models.deepseek_v3.modeling_deepseek_v3 import apply_rotary_pos_emb_interleave
+
+
+@dataclass
+class AttentionBatch:
+    """Where a step's flat tokens go in the cache and what they attend to (shared by all sublayers).
+
+    The first ``num_decode`` tokens are decode tokens (one per running sequence); prefill tokens
+    follow, one contiguous segment per new prompt.
+    """
+
+    write_slots: torch.Tensor  # [N] slot of each token
+    write_pos: torch.Tensor  # [N] position of each token
+    num_decode: int
+    decode_slots: torch.Tensor | None  # [D] slots, when not one contiguous range
+    decode_range: tuple[int, int] | None  # (first, stop) when the slots are contiguous: read a view
+    decode_len: int  # longest cached length among decode rows (after this step's write)
+    decode_mask: torch.Tensor | None  # [D, 1, decode_len] additive mask (0 or -inf)
+    prefill_segments: list[tuple[int, int]]  # (start, length) in the flat batch
+
+
+class AbsorbedMLA:
+    """Reads the weights of one ``LongcatFlashMLA`` sublayer; owns none."""
+
+    def __init__(self, attn, sublayer: int):
+        self.attn = attn
+        self.sublayer = sublayer
+        self.num_heads = attn.num_heads
+        self.nope = attn.qk_nope_head_dim
+        self.rope = attn.qk_rope_head_dim
+        self.rank = attn.kv_lora_rank
+        self.v_dim = attn.v_head_dim
+        self.scaling = attn.scaling
+        # LongcatFlashMLA adds these LoRA factors; plain DeepSeek MLA has none
+        self.scale_q = getattr(attn, "mla_scale_q_lora", 1.0)
+        self.scale_kv = getattr(attn, "mla_scale_kv_lora", 1.0)
+
+    def _up_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # Views of kv_b_proj.weight (rows are head-major [k_nope | v] blocks), never copies.
+        w = self.attn.kv_b_proj.weight.view(self.num_heads, self.nope + self.v_dim, self.rank)
+        return w[:, : self.nope], w[:, self.nope :]
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: torch.Tensor, batch: AttentionBatch):
+        """x [N, hidden] -> [N, hidden]; ``cache`` is this sublayer's [slots, max_len, rank + rope]."""
+        attn, n = self.attn, x.shape[0]
+        w_uk, w_uv = self._up_weights()
+
+        q = attn.q_b_proj(attn.q_a_layernorm(attn.q_a_proj(x))).view(n, self.num_heads, self.nope + self.rope)
+        q_nope, q_rot = q.split([self.nope, self.rope], dim=-1)
+        latent, k_rot = attn.kv_a_proj_with_mqa(x).split([self.rank, self.rope], dim=-1)
+        latent = attn.kv_a_layernorm(latent) * self.scale_kv
+        q_rot, k_rot = apply_rotary_pos_emb_interleave(q_rot * self.scale_q, k_rot.unsqueeze(1), cos, sin)
+
+        # absorb W_uk into the query: [H, N, nope] @ [H, nope, rank]
+        q_latent = torch.bmm(q_nope.transpose(0, 1) * self.scale_q, w_uk).transpose(0, 1)
+        query = torch.cat([q_latent, q_rot], dim=-1)  # [N, H, rank + rope]
+        rows = torch.cat([latent, k_rot.squeeze(1)], dim=-1)  # [N, rank + rope]
+        cache[batch.write_slots, batch.write_pos] = rows
+
+        out = query.new_empty(n, self.num_heads, self.rank)
+        d = batch.num_decode
+        if d:
+            out[:d] = self._decode(query[:d], cache, batch)
+        for start, length in batch.prefill_segments:
+            out[start : start + length] = self._prefill(query[start : start + length], rows[start : start + length])
+
+        # absorb W_uv into the output: [H, N, rank] @ [H, rank, v]
+        values = torch.bmm(out.transpose(0, 1), w_uv.transpose(1, 2)).transpose(0, 1)
+        return attn.o_proj(values.reshape(n, self.num_heads * self.v_dim))
+
+    def _decode(self, query: torch.Tensor, cache: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
+        if batch.decode_range is not None:
+            keys = cache[batch.decode_range[0] : batch.decode_range[1], : batch.decode_len]
+        else:
+            keys = cache[:, : batch.decode_len].index_select(0, batch.decode_slots)
+        scores = torch.baddbmm(batch.decode_mask, query, keys.transpose(1, 2), alpha=self.scaling)
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+        return torch.bmm(probs, keys[..., : self.rank])  # [D, H, rank]
+
+    def _prefill(self, query: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        # one new prompt: causal attention over its own rows (the shared key broadcasts over heads)
+        q = query.transpose(0, 1).unsqueeze(0)  # [1, H, T, rank + rope]
+        k = rows.unsqueeze(0).unsqueeze(0).expand(1, self.num_heads, -1, -1)
+        v = k[..., : self.rank]
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scaling)
+        return out[0].transpose(0, 1)  # [T, H, rank]
