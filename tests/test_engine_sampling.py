@@ -110,7 +110,7 @@ def test_eos_stops_a_candidate(engine, model, tokenizer):
     assert out.finish_reason == "stop" and out.token_ids[-1] == eos and len(out.token_ids) < 20
 
 
-@pytest.mark.parametrize("max_tokens", [39, 45, 120])  # 39: the shortest document
+@pytest.mark.parametrize("max_tokens", [39, 64])  # 39: the shortest document
 def test_json_output_always_parses(engine, max_tokens):
     params = SamplingParams(n=6, max_tokens=max_tokens, temperature=1.2, seed=max_tokens, json_schema=JUDGE)
     out = engine.generate([PROMPT], params)[0]
