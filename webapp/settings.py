@@ -191,6 +191,14 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = env_flag("SECURE_COOKIES", default=True)
     CSRF_COOKIE_SECURE = env_flag("SECURE_COOKIES", default=True)
 
+# --- Judges: trained judge folders, and the LLM judge's OpenAI-compatible endpoint (none by default).
+JUDGES_DIR = VAR_DIR / "judges"
+JUDGE_LLM_BASE_URL = os.environ.get("JUDGE_LLM_BASE_URL", "")
+JUDGE_LLM_MODEL = os.environ.get("JUDGE_LLM_MODEL", "")
+JUDGE_LLM_API_KEY = os.environ.get("JUDGE_LLM_API_KEY", "")
+JUDGE_LLM_TIMEOUT = float(os.environ.get("JUDGE_LLM_TIMEOUT", "30"))
+JUDGE_LLM_MAX_CONCURRENCY = int(os.environ.get("JUDGE_LLM_MAX_CONCURRENCY", "4"))
+
 # Seconds after which a worker or beat heartbeat counts as stale on the status page.
 HEARTBEAT_STALE_AFTER = int(os.environ.get("ZHUFU_HEARTBEAT_STALE_AFTER", "20"))
 

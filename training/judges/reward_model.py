@@ -1,0 +1,484 @@
+"""A Bradley-Terry reward model on the generator's LongCat-Flash MoE backbone.
+
+    result = train_reward_model(pairs, RewardModelConfig(preset="small"), out_dir=Path("var/judges/rm-1"))
+    judge = RewardModelJudge.load(Path("var/judges/rm-1"))
+    judge.evaluate("七十生日祝福语", "愿您福如东海，寿比南山")  # -> Verdict
+
+* Model: ``LongcatFlashModel`` from a preset (or the backbone of a generator checkpoint, so it
+  starts from a trained LM, with that checkpoint's tokenizer) plus a linear head on the hidden
+  state of the last non-pad token (the ``<eos>`` closing ``<bos> prompt <sep> greeting <eos>``;
+  sequences are right-padded and attention is causal, so no mask is needed).
+* Loss: ``-log sigmoid(r_chosen - r_rejected)`` per pair, weighted: pairs the length rule gets
+  wrong or cannot tell apart (chosen not longer, or length difference <= 10 characters) weigh
+  ``hard_pair_weight``, because the data's preferences are ~96% "the longer one wins" and a
+  reward model that only learns length is useless.
+* Validation: a split by query of the training pairs (salted, so it never coincides with an
+  outer held-out split made by ``split_by_query``); every ``eval_every`` steps the accuracy on
+  the three subsets (overall / chosen not longer / length matched) is logged.
+* Calibration: the reward threshold that best separates validation chosen from rejected texts
+  turns rewards into Good/Bad; ``score = sigmoid((r - threshold) / scale)``, scale = the std of
+  validation rewards.
+* Fast MoE path on; router biases steered towards the preset's K_e as in the generator trainer;
+  seeded; tqdm progress bar with ETA; ``on_progress(dict)`` returning False stops it.
+* Saved as a folder, written to a temp folder and renamed into place: the backbone via
+  ``save_pretrained`` (safetensors), the tokenizer, ``reward_head.safetensors`` and
+  ``reward_model.json`` (threshold, scale, preset, pooling, metrics), plus the training-query
+  hashes (``trained_queries.json``) for the evaluation's leakage guard.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from generation.presets import Preset, PresetError, get_preset
+from generation.tokenizer import build_tokenizer, encode_prompt, format_prompt
+from training.judges.base import BAD, GOOD, Verdict
+from training.judges.evaluation import LENGTH_MATCH_CHARS, Pair, accuracy_on, pair_subsets
+from training.judges.registry import write_trained_queries
+from training.judges.tfidf import best_threshold
+
+META_FILE = "reward_model.json"
+HEAD_FILE = "reward_head.safetensors"
+FORMAT_VERSION = 1
+
+
+class RewardModelError(Exception):
+    """Training that cannot start or a reward-model folder that cannot be loaded."""
+
+
+@dataclass
+class RewardModelConfig:
+    preset: str | Preset = "small"
+    init_checkpoint: Path | None = None  # a generator checkpoint folder to start the backbone from
+    max_steps: int | None = None  # default: the preset's max_steps
+    batch_pairs: int | None = None  # pairs per step; default: half the preset's batch size
+    lr: float | None = None  # default: the preset's lr
+    seed: int = 0
+    validation_fraction: float = 0.1
+    hard_pair_weight: float = 2.0  # loss weight of pairs the length rule gets wrong or cannot tell apart
+    eval_every: int | None = None  # default: about 4 evaluations per run
+    max_validation_pairs: int = 600  # validation evaluation is a forward pass over these (both sides)
+    pooling: str = "last"  # "last": the last non-pad token; "mean": the mean over real tokens
+    name: str = "reward-model"
+    progress_bar: bool = True
+    fast_moe: bool = True
+
+
+@dataclass
+class RewardModelResult:
+    folder: Path | None
+    metrics: dict
+    history: list[dict] = field(default_factory=list)
+    completed: bool = True
+    judge: "RewardModelJudge | None" = None
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+
+
+class RewardModel(nn.Module):
+    def __init__(self, backbone: nn.Module, pooling: str = "last"):
+        super().__init__()
+        if pooling not in ("last", "mean"):
+            raise RewardModelError(f"pooling must be 'last' or 'mean', not {pooling!r}")
+        self.backbone = backbone
+        self.pooling = pooling
+        self.head = nn.Linear(backbone.config.hidden_size, 1)
+        nn.init.normal_(self.head.weight, std=1.0 / math.sqrt(backbone.config.hidden_size))
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """One scalar reward per right-padded sequence of `lengths` real tokens."""
+        hidden = self.backbone(input_ids=input_ids).last_hidden_state  # [B, S, H]
+        if self.pooling == "last":
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
+        else:
+            mask = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]).to(hidden.dtype)
+            pooled = (hidden * mask[..., None]).sum(1) / lengths[:, None].to(hidden.dtype)
+        return self.head(pooled).squeeze(-1)
+
+
+def encode_item(tokenizer, query: str, response: str, seq_len: int) -> list[int]:
+    """<bos> prompt <sep> response <eos>, the response cut so that <eos> always ends it."""
+    prompt = encode_prompt(tokenizer, query)[: seq_len // 2]
+    answer = tokenizer.encode(response.strip(), add_special_tokens=False)[: seq_len - len(prompt) - 1]
+    return prompt + answer + [tokenizer.eos_token_id]
+
+
+def collate(seqs: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        ids[row, : len(seq)] = torch.tensor(seq)
+    return ids, torch.tensor([len(s) for s in seqs])
+
+
+@torch.no_grad()
+def compute_rewards(model: RewardModel, seqs: Sequence[list[int]], pad_id: int, batch_size: int = 64) -> list[float]:
+    """Rewards in input order; batches of similar length to waste little on padding."""
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    out = [0.0] * len(seqs)
+    device = next(model.parameters()).device
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        ids, lengths = collate([seqs[i] for i in chunk], pad_id)
+        for i, value in zip(chunk, model(ids.to(device), lengths.to(device)).float().tolist()):
+            out[i] = value
+    model.train(was_training)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The judge
+
+
+@dataclass
+class RewardModelJudge:
+    model: RewardModel
+    tokenizer: object
+    threshold: float = 0.0
+    scale: float = 1.0
+    seq_len: int = 128
+    name: str = "reward-model"
+    info: dict = field(default_factory=dict)
+    batch_size: int = 64
+
+    @property
+    def version(self) -> str:
+        return self.name
+
+    def rewards(self, queries: Sequence[str], responses: Sequence[str]) -> list[float]:
+        if len(queries) != len(responses):
+            raise ValueError(f"{len(queries)} queries but {len(responses)} responses")
+        if not responses:
+            return []
+        seqs = [encode_item(self.tokenizer, q, r, self.seq_len) for q, r in zip(queries, responses)]
+        return compute_rewards(self.model, seqs, self.tokenizer.pad_token_id, self.batch_size)
+
+    def scores(self, queries: Sequence[str], responses: Sequence[str]) -> list[float]:
+        return [_sigmoid((r - self.threshold) / self.scale) for r in self.rewards(queries, responses)]
+
+    def evaluate(self, query: str, response: str) -> Verdict:
+        reward = self.rewards([query], [response])[0]
+        score = _sigmoid((reward - self.threshold) / self.scale)
+        return Verdict(GOOD if score >= 0.5 else BAD, score,
+                       f"reward {reward:.3f} vs threshold {self.threshold:.3f}", self.version)
+
+    @classmethod
+    def load(cls, folder: Path) -> "RewardModelJudge":
+        return load_reward_model(Path(folder))
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-min(max(x, -50.0), 50.0)))
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+
+
+def train_reward_model(pairs: Sequence[Pair], cfg: RewardModelConfig, out_dir: Path | None,
+                       on_progress=None) -> RewardModelResult:
+    """Train, calibrate, and (when out_dir is given) save. Returns the folder and metrics."""
+    preset = _resolve_preset(cfg)
+    pairs = [p for p in pairs if p.chosen.strip() and p.rejected.strip() and p.chosen.strip() != p.rejected.strip()]
+    if not pairs:
+        raise RewardModelError("no usable preference pairs (need distinct, non-empty chosen and rejected texts)")
+    train, validation = validation_split(pairs, cfg.validation_fraction)
+    if not train:
+        raise RewardModelError(f"all {len(pairs)} pairs fell into the validation split; add pairs or lower the fraction")
+    validation_is_train = not validation
+    if validation_is_train:  # tiny data: calibrate on the training pairs (recorded in the metrics)
+        validation = list(train)
+    validation = validation[: cfg.max_validation_pairs]
+    if cfg.hard_pair_weight <= 0:
+        raise RewardModelError(f"hard_pair_weight must be positive, not {cfg.hard_pair_weight}")
+
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    model, tokenizer, init_info = _build(cfg, preset, train)
+    pad = tokenizer.pad_token_id
+    seq_len = preset.seq_len
+    train_seqs = [(encode_item(tokenizer, p.query, p.chosen, seq_len), encode_item(tokenizer, p.query, p.rejected, seq_len))
+                  for p in train]
+    weights = torch.tensor([cfg.hard_pair_weight if _is_hard(p) else 1.0 for p in train])
+    val_chosen = [encode_item(tokenizer, p.query, p.chosen, seq_len) for p in validation]
+    val_rejected = [encode_item(tokenizer, p.query, p.rejected, seq_len) for p in validation]
+
+    from training.routing import RoutingRecorder, update_router_bias
+    from training.trainer import batch_indices, lr_at, make_optimizer, set_lr
+
+    batch_pairs = cfg.batch_pairs or max(1, preset.batch_size // 2)
+    max_steps = cfg.max_steps or preset.max_steps
+    if max_steps < 1:
+        raise RewardModelError(f"max_steps must be at least 1, got {max_steps}")
+    schedule = replace(preset, max_steps=max_steps, lr=cfg.lr or preset.lr,
+                       warmup_steps=min(preset.warmup_steps, max(1, max_steps // 10)))
+    optimizer = make_optimizer(model, schedule)
+    recorder = RoutingRecorder(model).attach()
+    eval_every = cfg.eval_every or max(1, max_steps // 4)
+    history: list[dict] = []
+    bar = tqdm(total=max_steps, desc=f"reward model {preset.name}", unit="step", disable=not cfg.progress_bar,
+               dynamic_ncols=True)
+    started, losses, stopped, step = time.perf_counter(), [], False, 0
+    model.train()
+    try:
+        while step < max_steps:
+            set_lr(optimizer, lr_at(step, schedule))
+            chosen_idx = batch_indices(len(train_seqs), step, batch_pairs, cfg.seed)
+            seqs = [train_seqs[i][0] for i in chosen_idx] + [train_seqs[i][1] for i in chosen_idx]
+            ids, lengths = collate(seqs, pad)
+            recorder.clear()
+            rewards = model(ids, lengths)
+            margin = rewards[: len(chosen_idx)] - rewards[len(chosen_idx):]
+            w = weights[chosen_idx]
+            loss = (w * -nn.functional.logsigmoid(margin)).sum() / w.sum()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), preset.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            real_tokens = torch.arange(ids.shape[1])[None, :] < lengths[:, None]
+            update_router_bias(model.backbone, recorder, preset.bias_update_rate, preset.target_real_experts,
+                               real_tokens)
+            step += 1
+            losses.append(loss.item())
+            elapsed = time.perf_counter() - started
+            eta = elapsed / step * (max_steps - step)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            keep_going = _notify(on_progress, {"event": "step", "step": step, "max_steps": max_steps,
+                                              "loss": loss.item(), "elapsed_s": elapsed, "eta_s": eta})
+            if step % eval_every == 0 or step == max_steps:
+                recorder.detach()
+                record = {"step": step, "loss": sum(losses) / len(losses), "elapsed_s": round(elapsed, 1),
+                          "epoch": round(step * batch_pairs / len(train_seqs), 3),
+                          **validation_accuracy(model, validation, val_chosen, val_rejected, pad)}
+                recorder.attach()
+                losses = []
+                history.append(record)
+                bar.write(_describe(record))
+                keep_going = _notify(on_progress, {"event": "eval", **record}) and keep_going
+            if not keep_going and step < max_steps:
+                stopped = True
+                break
+    finally:
+        bar.close()
+        recorder.detach()
+    model.eval()
+    if stopped:
+        return RewardModelResult(None, history[-1] if history else {}, history, completed=False)
+
+    chosen_r = compute_rewards(model, val_chosen, pad)
+    rejected_r = compute_rewards(model, val_rejected, pad)
+    threshold = best_threshold(np.array(chosen_r), np.array(rejected_r))
+    scale = float(np.std(chosen_r + rejected_r)) or 1.0
+    metrics = {
+        **(history[-1] if history else {}),
+        "train_pairs": len(train), "validation_pairs": len(validation),
+        "validation_is_train": validation_is_train,
+        "steps": step, "batch_pairs": batch_pairs, "hard_pair_weight": cfg.hard_pair_weight,
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "calibration_accuracy": (sum(c >= threshold for c in chosen_r) + sum(r < threshold for r in rejected_r))
+        / (2 * len(chosen_r)),
+    }
+    judge = RewardModelJudge(model, tokenizer, threshold, scale, seq_len, cfg.name,
+                             info={"preset": preset.name, "pooling": cfg.pooling, "init": init_info})
+    folder = None
+    if out_dir is not None:
+        folder = save_reward_model(judge, Path(out_dir), preset, metrics, history,
+                                   trained_queries=[p.query for p in pairs])
+    _notify(on_progress, {"event": "done", **metrics})
+    return RewardModelResult(folder, metrics, history, judge=judge)
+
+
+def _resolve_preset(cfg: RewardModelConfig) -> Preset:
+    if isinstance(cfg.preset, Preset):
+        return cfg.preset
+    try:
+        return get_preset(cfg.preset)
+    except PresetError as exc:
+        raise RewardModelError(str(exc)) from None
+
+
+def _is_hard(pair: Pair) -> bool:
+    return len(pair.chosen) <= len(pair.rejected) or abs(len(pair.chosen) - len(pair.rejected)) <= LENGTH_MATCH_CHARS
+
+
+def validation_split(pairs: Sequence[Pair], fraction: float) -> tuple[list[Pair], list[Pair]]:
+    """Split by query with a salt: the same query on the same side always, and independent of
+    split_by_query's own split (whose held-out set would otherwise contain this one)."""
+    if not 0 <= fraction < 1:
+        raise RewardModelError(f"validation_fraction must be in [0, 1), not {fraction}")
+    train, validation = [], []
+    for pair in pairs:
+        digest = int(hashlib.sha256(f"reward-model-validation\x00{pair.query.strip()}".encode()).hexdigest()[:8], 16)
+        (validation if digest % 10_000 < fraction * 10_000 else train).append(pair)
+    return train, validation
+
+
+def _build(cfg: RewardModelConfig, preset: Preset, train: Sequence[Pair]):
+    """(RewardModel, tokenizer, description of where the backbone came from)."""
+    from transformers import LongcatFlashModel
+
+    if cfg.init_checkpoint is not None:
+        from generation.checkpoint import CheckpointError, load_checkpoint
+
+        try:
+            lm, tokenizer = load_checkpoint(Path(cfg.init_checkpoint), fast_moe=cfg.fast_moe)
+        except CheckpointError as exc:
+            raise RewardModelError(f"cannot start from the generator checkpoint: {exc}") from exc
+        backbone = lm.model
+        if backbone.config.hidden_size != preset.model["hidden_size"] or backbone.config.num_layers != preset.model["num_layers"]:
+            raise RewardModelError(
+                f"the checkpoint {cfg.init_checkpoint} does not match preset {preset.name!r} "
+                f"(hidden {backbone.config.hidden_size}, layers {backbone.config.num_layers}); pass its preset")
+        init = {"checkpoint": str(cfg.init_checkpoint)}
+    else:
+        texts = [text for p in train for text in (format_prompt(p.query), p.chosen, p.rejected)]
+        tokenizer = build_tokenizer(texts, min_freq=preset.tokenizer_min_freq)
+        torch.manual_seed(cfg.seed)
+        backbone = LongcatFlashModel(preset.model_config(tokenizer))
+        init = {"checkpoint": None}
+    if cfg.fast_moe:
+        from generation.moe import enable_fast_moe
+
+        backbone = enable_fast_moe(backbone)
+    torch.manual_seed(cfg.seed + 1)
+    return RewardModel(backbone, cfg.pooling), tokenizer, init
+
+
+def validation_accuracy(model, validation, val_chosen, val_rejected, pad) -> dict:
+    """Pairwise accuracy on the validation pairs, overall / chosen not longer / length matched."""
+    chosen = compute_rewards(model, val_chosen, pad)
+    rejected = compute_rewards(model, val_rejected, pad)
+    correct = [c > r for c, r in zip(chosen, rejected)]
+    return {f"val_{subset}": accuracy_on(correct, indices) for subset, indices in pair_subsets(validation).items()}
+
+
+def _describe(record: dict) -> str:
+    parts = [f"step {record['step']}", f"loss {record['loss']:.4f}"]
+    for key, value in record.items():
+        if key.startswith("val_") and isinstance(value, dict):
+            acc = "n/a" if value["accuracy"] is None else f"{value['accuracy']:.3f}"
+            parts.append(f"{key[4:]} {acc} (n={value['count']})")
+    return "  ".join(parts)
+
+
+def _notify(on_progress, payload: dict) -> bool:
+    return True if on_progress is None else on_progress(payload) is not False
+
+
+# --------------------------------------------------------------------------------------------
+# Saving and loading
+
+
+def save_reward_model(judge: RewardModelJudge, folder: Path, preset: Preset, metrics: dict, history: list[dict],
+                      trained_queries: Sequence[str] = ()) -> Path:
+    from generation.checkpoint import _fsync_tree, replace_dir_atomically
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        judge.model.backbone.save_pretrained(tmp, safe_serialization=True)
+        judge.tokenizer.save_pretrained(tmp)
+        head = judge.model.head
+        save_file({"weight": head.weight.detach().contiguous().cpu(), "bias": head.bias.detach().contiguous().cpu()},
+                  str(tmp / HEAD_FILE))
+        meta = {"kind": "reward_model", "format_version": FORMAT_VERSION, "name": judge.name,
+                "threshold": judge.threshold, "scale": judge.scale, "seq_len": judge.seq_len,
+                "preset": preset.name, "pooling": judge.model.pooling, "init": judge.info.get("init"),
+                "metrics": metrics, "history": history}
+        (tmp / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+        write_trained_queries(tmp, trained_queries)
+        _fsync_tree(tmp)
+        replace_dir_atomically(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def read_meta(folder: Path) -> dict:
+    path = folder / META_FILE
+    if not folder.is_dir():
+        raise RewardModelError(f"reward-model folder {folder} does not exist")
+    if not path.is_file():
+        raise RewardModelError(f"{folder}: missing {META_FILE} (not a reward-model folder)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RewardModelError(f"{path}: invalid JSON: {exc}") from exc
+    if not isinstance(meta, dict) or meta.get("kind") != "reward_model":
+        raise RewardModelError(f"{path}: not a reward-model description (kind={meta.get('kind') if isinstance(meta, dict) else None!r})")
+    for key in ("threshold", "scale", "seq_len"):
+        if isinstance(meta.get(key), bool) or not isinstance(meta.get(key), (int, float)):
+            raise RewardModelError(f"{path}: {key} is {meta.get(key)!r}, expected a number")
+    if meta["scale"] <= 0 or meta["seq_len"] < 4:
+        raise RewardModelError(f"{path}: scale must be positive and seq_len at least 4")
+    return meta
+
+
+def load_reward_model(folder: Path) -> RewardModelJudge:
+    """A RewardModelJudge from a saved folder; safetensors only; RewardModelError names any problem."""
+    from transformers import AutoTokenizer, LongcatFlashModel
+
+    from generation.checkpoint import CheckpointError, _restore_router_biases, check_checkpoint
+    from generation.moe import enable_fast_moe
+
+    meta = read_meta(folder)
+    try:
+        check_checkpoint(folder)  # safetensors present and readable, config.json sane, tokenizer there
+    except CheckpointError as exc:
+        raise RewardModelError(f"reward model backbone: {exc}") from exc
+    head_path = folder / HEAD_FILE
+    if not head_path.is_file():
+        raise RewardModelError(f"{folder}: missing {HEAD_FILE}")
+    try:
+        head = load_file(str(head_path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise RewardModelError(f"{head_path}: corrupt safetensors file: {exc}") from exc
+    try:
+        backbone, info = LongcatFlashModel.from_pretrained(folder, use_safetensors=True, trust_remote_code=False,
+                                                           output_loading_info=True, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    except Exception as exc:  # transformers raises many types; name the folder and the cause
+        raise RewardModelError(f"{folder}: the backbone or tokenizer could not be loaded: {exc}") from exc
+    problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+    if problems:
+        raise RewardModelError(f"{folder}: backbone weights do not match config.json: {problems}")
+    try:
+        _restore_router_biases(backbone, folder)
+    except CheckpointError as exc:
+        raise RewardModelError(str(exc)) from exc
+    model = RewardModel(enable_fast_moe(backbone), meta.get("pooling", "last"))
+    hidden = backbone.config.hidden_size
+    if set(head) != {"weight", "bias"} or tuple(head["weight"].shape) != (1, hidden) or tuple(head["bias"].shape) != (1,):
+        raise RewardModelError(f"{head_path}: expected weight [1, {hidden}] and bias [1], "
+                               f"found {({k: tuple(v.shape) for k, v in head.items()})}")
+    with torch.no_grad():
+        model.head.weight.copy_(head["weight"])
+        model.head.bias.copy_(head["bias"])
+    model.eval()
+    return RewardModelJudge(model, tokenizer, float(meta["threshold"]), float(meta["scale"]), int(meta["seq_len"]),
+                            meta.get("name", folder.name),
+                            info={"preset": meta.get("preset"), "pooling": meta.get("pooling"),
+                                  "metrics": meta.get("metrics", {}), "init": meta.get("init")})
