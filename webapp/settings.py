@@ -191,6 +191,13 @@ if not DEBUG:
     SESSION_COOKIE_SECURE = env_flag("SECURE_COOKIES", default=True)
     CSRF_COOKIE_SECURE = env_flag("SECURE_COOKIES", default=True)
 
+# --- Generation: the local engine (default) or a remote OpenAI-compatible server (vLLM, SGLang).
+GENERATION_BACKEND = os.environ.get("GENERATION_BACKEND", "local")  # local | openai
+GENERATION_REMOTE_URL = os.environ.get("GENERATION_REMOTE_URL", "")
+GENERATION_REMOTE_MODEL = os.environ.get("GENERATION_REMOTE_MODEL", "")
+GENERATION_REMOTE_API_KEY = os.environ.get("GENERATION_REMOTE_API_KEY", "")
+ENGINE_MAX_SLOTS = int(os.environ.get("ENGINE_MAX_SLOTS", "32"))
+
 # --- Judges: trained judge folders, and the LLM judge's OpenAI-compatible endpoint (none by default).
 JUDGES_DIR = VAR_DIR / "judges"
 JUDGE_LLM_BASE_URL = os.environ.get("JUDGE_LLM_BASE_URL", "")
