@@ -10,6 +10,8 @@ import pytest
 
 # Triton kernels run on the CPU in its interpreter; triton reads this once, at first import.
 os.environ.setdefault("TRITON_INTERPRET", "1")
+# Test processes share 2 cores with Celery and web subprocesses: idle OpenMP threads should sleep, not spin.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "igniting"

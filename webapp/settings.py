@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "webapp.checkpoints",
     "webapp.judges",
     "webapp.annotation",
+    "webapp.api",
 ]
 
 MIDDLEWARE = [
@@ -197,6 +198,7 @@ GENERATION_REMOTE_URL = os.environ.get("GENERATION_REMOTE_URL", "")
 GENERATION_REMOTE_MODEL = os.environ.get("GENERATION_REMOTE_MODEL", "")
 GENERATION_REMOTE_API_KEY = os.environ.get("GENERATION_REMOTE_API_KEY", "")
 ENGINE_MAX_SLOTS = int(os.environ.get("ENGINE_MAX_SLOTS", "32"))
+API_RATE_LIMIT_PER_MINUTE = int(os.environ.get("API_RATE_LIMIT_PER_MINUTE", "60"))  # per API key
 
 # --- Judges: trained judge folders, and the LLM judge's OpenAI-compatible endpoint (none by default).
 JUDGES_DIR = VAR_DIR / "judges"

@@ -10,4 +10,5 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("annotate/", include("webapp.annotation.urls")),
+    path("v1/", include("webapp.api.urls")),
 ]
