@@ -66,6 +66,7 @@ INSTALLED_APPS = [
     "webapp.checkpoints",
     "webapp.judges",
     "webapp.annotation",
+    "webapp.studio",
     "webapp.api",
 ]
 

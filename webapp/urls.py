@@ -10,5 +10,6 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("annotate/", include("webapp.annotation.urls")),
+    path("write/", include("webapp.studio.urls")),
     path("v1/", include("webapp.api.urls")),
 ]

@@ -1,16 +1,14 @@
 """OpenAI-compatible endpoints under /v1/: thin wrappers over webapp.api.services.
 
 Token auth (Bearer API keys), so no CSRF. Errors use OpenAI's JSON error shape."""
-import threading
 from functools import wraps
 
-from asgiref.sync import sync_to_async
-from django.core.handlers.asgi import ASGIRequest
-from django.http import JsonResponse, StreamingHttpResponse
+from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from webapp.api import services
 from webapp.api.services import ApiError
+from webapp.core.streaming import event_stream_response
 
 
 def error_response(error: ApiError) -> JsonResponse:
@@ -58,36 +56,7 @@ def generate(request, kind: str):
     if not api_request.stream:
         generation.run()
         return JsonResponse(generation.completion_body(), json_dumps_params={"ensure_ascii": False})
-    chunks = generation.sse_chunks()
-    content = async_chunks(chunks) if isinstance(request, ASGIRequest) else chunks
-    response = StreamingHttpResponse(content, content_type="text/event-stream; charset=utf-8")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"  # nginx would otherwise hold the events back
-    return response
-
-
-async def async_chunks(chunks):
-    """Under ASGI Django buffers a sync iterator whole; step it in a thread per chunk instead.
-
-    On a client disconnect Django cancels the response task: this generator is closed, and the sync
-    generator is closed in a thread (it may still be inside next(); closing waits for that step)
-    which cancels the engine request and frees its slots."""
-    done = object()
-    try:
-        while (chunk := await sync_to_async(next, thread_sensitive=False)(chunks, done)) is not done:
-            yield chunk
-    finally:
-        threading.Thread(target=close_quietly, args=(chunks,), daemon=True).start()
-
-
-def close_quietly(chunks) -> None:
-    # the generator may still be running in the executor thread: wait for it to leave next()
-    for _ in range(600):
-        try:
-            chunks.close()
-            return
-        except ValueError:  # "generator already executing"
-            threading.Event().wait(0.05)
+    return event_stream_response(request, generation.sse_chunks())
 
 
 @api_view("POST")

@@ -1,0 +1,66 @@
+/* Writing studio: live candidate text over server-sent events (htmx polling when they fail),
+   and the copy button. All text goes in with textContent: nothing from the server is parsed as HTML. */
+(function () {
+  "use strict";
+  var STATUS = { queued: "排队中 queued", running: "生成中 running", done: "完成 done", failed: "失败 failed" };
+
+  function connect() {
+    var cards = document.getElementById("cards");
+    if (!cards || cards.dataset.status === "done" || cards.dataset.status === "failed") return;
+    if (!window.EventSource) return; // the section's htmx polling stays on
+    var source = new EventSource(cards.dataset.streamUrl);
+    window.studioLive = true;
+    source.addEventListener("progress", function (e) {
+      var state = JSON.parse(e.data);
+      var section = document.getElementById("cards");
+      if (!section) return;
+      section.dataset.status = state.status;
+      var label = document.getElementById("req-state");
+      label.className = "state state-" + state.status;
+      label.textContent = (STATUS[state.status] || state.status) + (state.reason ? "：" + state.reason : "");
+      state.candidates.forEach(function (c) {
+        var card = document.getElementById("card-" + c.index);
+        if (!card) return;
+        card.querySelector("[data-text]").textContent = c.text;
+        card.classList.toggle("writing", !c.finished);
+      });
+    });
+    source.addEventListener("end", function () {
+      source.close();
+      window.studioLive = false;
+      var section = document.getElementById("cards");
+      if (section && window.htmx) htmx.ajax("GET", section.dataset.cardsUrl, { target: "#cards", swap: "outerHTML" });
+    });
+    source.onerror = function () { source.close(); window.studioLive = false; }; // polling takes over
+  }
+
+  function fallbackCopy(text) {
+    var area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.style.position = "fixed";
+    area.style.opacity = "0";
+    document.body.appendChild(area);
+    area.select();
+    try { document.execCommand("copy"); } finally { document.body.removeChild(area); }
+  }
+
+  document.addEventListener("click", function (e) {
+    var button = e.target.closest("[data-copy]");
+    if (!button) return;
+    var card = button.closest(".card");
+    var text = card.querySelector("[data-text]").textContent;
+    var shown = function () {
+      var note = card.querySelector(".copied");
+      note.hidden = false;
+      clearTimeout(note._timer);
+      note._timer = setTimeout(function () { note.hidden = true; }, 2500);
+    };
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(text).then(shown, function () { fallbackCopy(text); shown(); });
+    } else { fallbackCopy(text); shown(); }
+  });
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", connect);
+  else connect();
+})();

@@ -1,0 +1,36 @@
+"""Shared helpers for the studio tests (a fake backend; a local-memory cache)."""
+from generation.engine import StreamEvent
+
+
+class FakeBackend:
+    """Streams the given texts character by character, candidate i getting texts[i]."""
+
+    def __init__(self, texts, error: Exception | None = None):
+        self.texts, self.error, self.queries = texts, error, []
+
+    def greeting_prompt(self, query):
+        self.queries.append(query)
+        return query
+
+    def stream(self, prompt, params):
+        for index in range(params.n):
+            text = self.texts[index % len(self.texts)]
+            for char in text:
+                yield StreamEvent("r", index, char, False, None)
+                if self.error is not None:
+                    raise self.error
+            yield StreamEvent("r", index, "", True, "stop")
+
+
+def use_fake_backend(monkeypatch, texts, error=None, checkpoint="ckpt-test") -> FakeBackend:
+    from webapp.checkpoints import serving
+    from webapp.studio import services
+
+    backend = FakeBackend(texts, error)
+    monkeypatch.setattr(serving, "get_backend", lambda: backend)
+    monkeypatch.setattr(serving, "active_checkpoint_name", lambda: checkpoint)
+    monkeypatch.setattr(services, "model_status", lambda: "")
+    return backend
+
+
+LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "studio-tests"}}

@@ -1,0 +1,40 @@
+"""Validation of a generation request, shared by the page and the JSON API."""
+from django import forms
+from django.contrib.auth.forms import UserCreationForm
+
+from webapp.corpus.models import QUERY_MAX_LENGTH
+from webapp.studio.models import N_DEFAULT, N_MAX, N_MIN, Length, Tone
+from webapp.studio.services import control_characters
+
+TEXT_FIELDS = ("query", "occasion", "recipient", "details", "avoid")
+
+
+class RequestForm(forms.Form):
+    query = forms.CharField(label="想要什么祝福 Request", max_length=QUERY_MAX_LENGTH, strip=True,
+                            widget=forms.Textarea(attrs={"rows": 2, "placeholder": "例如：给妈妈的生日祝福", "maxlength": QUERY_MAX_LENGTH}),
+                            error_messages={"required": "请写下想要的祝福。 The request cannot be empty."})
+    occasion = forms.CharField(label="场合 Occasion", max_length=100, required=False)
+    recipient = forms.CharField(label="对象/关系 Recipient", max_length=100, required=False)
+    tone = forms.ChoiceField(label="风格 Tone", choices=[("", "—")] + list(Tone.choices), required=False)
+    length = forms.ChoiceField(label="篇幅 Length", choices=[("", "—")] + list(Length.choices), required=False)
+    details = forms.CharField(label="要写进的细节 Details", max_length=300, required=False)
+    avoid = forms.CharField(label="避免 Avoid", max_length=300, required=False)
+    n = forms.IntegerField(label="条数 How many", min_value=N_MIN, max_value=N_MAX, initial=N_DEFAULT, required=False)
+
+    def clean(self):
+        data = super().clean()
+        for name in TEXT_FIELDS:
+            bad = control_characters(data.get(name) or "")
+            if bad:
+                self.add_error(name, f"不能包含控制字符 Control characters are not allowed ({', '.join(bad[:3])}).")
+        if data.get("n") is None and "n" not in self.errors:
+            data["n"] = N_DEFAULT
+        return data
+
+
+class FeedbackForm(forms.Form):
+    action = forms.ChoiceField(choices=[("up", "up"), ("down", "down"), ("used", "used")])
+
+
+class SignUpForm(UserCreationForm):
+    pass

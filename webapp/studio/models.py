@@ -1,0 +1,119 @@
+"""A writer's generation request and its candidate greetings.
+
+A request owns its candidates: ``reset_candidates`` puts exactly ``n`` empty ones in place (a
+redelivered task starts clean), and status changes go through ``mark_*`` so the timestamps and
+the failure reason stay consistent."""
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from webapp.corpus.models import QUERY_MAX_LENGTH, Greeting
+
+N_MIN, N_MAX, N_DEFAULT = 1, 5, 3
+
+
+def new_share_token() -> str:
+    return secrets.token_urlsafe(16)
+
+
+class Tone(models.TextChoices):
+    WARM = "温馨", "温馨"
+    HUMOROUS = "幽默", "幽默"
+    CLASSICAL = "古风", "古风"
+    FORMAL = "正式", "正式"
+    LITERARY = "文艺", "文艺"
+
+
+class Length(models.TextChoices):
+    SHORT = "短", "短"
+    MEDIUM = "中", "中"
+    LONG = "长", "长"
+
+
+class GenerationRequest(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "排队中 queued"
+        RUNNING = "running", "生成中 running"
+        DONE = "done", "完成 done"
+        FAILED = "failed", "失败 failed"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generation_requests")
+    query = models.CharField(max_length=QUERY_MAX_LENGTH)
+    occasion = models.CharField(max_length=100, blank=True, default="")
+    recipient = models.CharField(max_length=100, blank=True, default="")
+    tone = models.CharField(max_length=4, choices=Tone.choices, blank=True, default="")
+    length = models.CharField(max_length=2, choices=Length.choices, blank=True, default="")
+    details = models.CharField(max_length=300, blank=True, default="")
+    avoid = models.CharField(max_length=300, blank=True, default="")
+    n = models.PositiveSmallIntegerField(default=N_DEFAULT)
+    prompt_query = models.TextField(blank=True, default="", help_text="What the model was asked (services.prompt_query).")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    reason = models.TextField(blank=True, default="", help_text="Why it failed.")
+    checkpoint_name = models.CharField(max_length=100, blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(n__gte=N_MIN) & Q(n__lte=N_MAX), name="studio_request_n_range"),
+            models.CheckConstraint(condition=Q(status__in=["queued", "running", "done", "failed"]),
+                                   name="studio_request_status_valid"),
+            models.CheckConstraint(condition=~Q(status="failed") | ~Q(reason=""),
+                                   name="studio_request_failed_has_reason"),
+        ]
+
+    def __str__(self):
+        return f"#{self.pk} {self.query[:40]} [{self.status}]"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)
+
+    def reset_candidates(self) -> None:
+        """Exactly n empty candidates 0..n-1 (share tokens kept for indexes that existed)."""
+        self.candidates.filter(index__gte=self.n).delete()
+        for index in range(self.n):
+            Candidate.objects.update_or_create(
+                request=self, index=index,
+                defaults={"text": "", "finished": False, "finish_reason": "", "greeting": None},
+            )
+
+    def mark_running(self, checkpoint_name: str = "") -> None:
+        self.status, self.reason, self.finished_at = self.Status.RUNNING, "", None
+        self.started_at = timezone.now()
+        self.checkpoint_name = checkpoint_name or self.checkpoint_name
+        self.attempts += 1
+        self.save(update_fields=["status", "reason", "started_at", "finished_at", "checkpoint_name", "attempts"])
+
+    def mark_done(self) -> None:
+        self.status, self.reason, self.finished_at = self.Status.DONE, "", timezone.now()
+        self.save(update_fields=["status", "reason", "finished_at"])
+
+    def mark_failed(self, reason: str) -> None:
+        self.status, self.reason, self.finished_at = self.Status.FAILED, (reason or "unknown error")[:2000], timezone.now()
+        self.save(update_fields=["status", "reason", "finished_at"])
+
+
+class Candidate(models.Model):
+    """One of a request's n greetings; ``greeting`` is its corpus row once the request is done."""
+
+    request = models.ForeignKey(GenerationRequest, on_delete=models.CASCADE, related_name="candidates")
+    index = models.PositiveSmallIntegerField()
+    text = models.TextField(blank=True, default="")
+    finished = models.BooleanField(default=False)
+    finish_reason = models.CharField(max_length=20, blank=True, default="")
+    greeting = models.ForeignKey(Greeting, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    share_token = models.CharField(max_length=32, unique=True, default=new_share_token, editable=False)
+
+    class Meta:
+        ordering = ["request", "index"]
+        constraints = [models.UniqueConstraint(fields=["request", "index"], name="studio_candidate_one_per_index")]
+
+    def __str__(self):
+        return f"#{self.request_id}.{self.index}: {self.text[:40]}"

@@ -1,0 +1,266 @@
+"""The writing studio's logic: requests, the generation run, progress, feedback, rate limits.
+
+Progress travels through the cache (``progress_key``): the worker writes the whole state of a
+request there every ~200 ms, and the page's event stream reads it every ~100 ms. The database
+gets the same state at each flush and at the end, so a missing cache only slows the page."""
+from __future__ import annotations
+
+import time
+import unicodedata
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+
+from webapp.corpus.models import Greeting, Label, Query, normalise_text
+from webapp.studio.models import Candidate, GenerationRequest
+
+FLUSH_SECONDS = 0.2
+PROGRESS_TTL = 3600
+MAX_TOKENS_BY_LENGTH = {"短": 48, "中": 96, "长": 160, "": 96}
+STOP = ["\n\n"]
+REQUEST_FIELDS = ("query", "occasion", "recipient", "tone", "length", "details", "avoid", "n")
+
+
+class StudioError(Exception):
+    status = 400
+
+
+class RateLimited(StudioError):
+    status = 429
+
+
+class ModelNotReadyError(StudioError):
+    status = 503
+
+
+def control_characters(text: str) -> list[str]:
+    """Control characters in `text` other than newline and tab, as U+XXXX names."""
+    return [f"U+{ord(c):04X}" for c in text if unicodedata.category(c) in ("Cc", "Cf") and c not in "\n\t"]
+
+
+# --- The one place where a request's fields become the model's prompt query.
+def prompt_query(*, query: str, occasion: str = "", recipient: str = "", tone: str = "", length: str = "",
+                 details: str = "", avoid: str = "") -> str:
+    """The query handed to the model (its prompt is ``format_prompt(query)``: "请只生成一条祝福语：{query}").
+
+    The free text comes first, unchanged; each optional field adds one clause in a fixed order,
+    in brackets, so the model sees e.g. "给妈妈的生日祝福（场合：生日；对象：妈妈；风格：温馨；篇幅：短；
+    写进：爱喝茶；避免：提年龄）". With no optional field the query is the free text alone, exactly
+    like the training corpus's queries."""
+    clauses = [(label, value.strip()) for label, value in (
+        ("场合", occasion), ("对象", recipient), ("风格", tone), ("篇幅", length), ("写进", details), ("避免", avoid))]
+    extra = "；".join(f"{label}：{value}" for label, value in clauses if value)
+    base = normalise_text(query)
+    return f"{base}（{extra}）" if extra else base
+
+
+def model_status() -> str:
+    """'' when a checkpoint can serve; otherwise the reason, for the page and the API."""
+    from webapp.checkpoints.services import active_checkpoint
+
+    if settings.GENERATION_BACKEND == "openai":
+        return ""
+    checkpoint = active_checkpoint()
+    if checkpoint is None:
+        return "模型尚未就绪：还没有训练并启用任何模型。 The model is not ready yet: no checkpoint has been trained and promoted."
+    problem = checkpoint.missing_files()
+    if problem:
+        return f"模型尚未就绪 The model is not ready: the active checkpoint {checkpoint.name} cannot be loaded: {problem}"
+    return ""
+
+
+# --- Rate limits: fixed windows counted in the cache, per user and per client address.
+def _limits() -> dict:
+    return {"user": 10, "ip": 30, "window": 60, **getattr(settings, "STUDIO_RATE_LIMITS", {})}
+
+
+def client_ip(request) -> str:
+    return request.META.get("REMOTE_ADDR", "") or "unknown"
+
+
+def check_rate_limit(user, ip: str) -> None:
+    """Counts one generation for `user` and `ip`; raises RateLimited when either is over its limit."""
+    limits = _limits()
+    window = int(limits["window"])
+    bucket = int(time.time() // window)
+    over = []
+    for kind, who in (("user", user.pk), ("ip", ip)):  # every attempt counts on both
+        key = f"studio:rl:{kind}:{who}:{bucket}"
+        cache.add(key, 0, timeout=window * 2)
+        try:
+            count = cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.set(key, 1, timeout=window * 2)
+            count = 1
+        if count > int(limits[kind]):
+            over.append(kind)
+    if over:
+        kind = over[0]
+        raise RateLimited(f"请求太频繁，请稍后再试。 Too many requests: at most {limits[kind]} per {window} s "
+                          f"per {'account' if kind == 'user' else 'address'}.")
+
+
+# --- Requests.
+def create_request(*, user, ip: str, fields: dict) -> GenerationRequest:
+    """Validated `fields` (forms.RequestForm.cleaned_data) → a queued request whose task is enqueued."""
+    problem = model_status()
+    if problem:
+        raise ModelNotReadyError(problem)
+    check_rate_limit(user, ip)
+    values = {name: fields.get(name) or "" for name in REQUEST_FIELDS if name != "n"}
+    with transaction.atomic():
+        req = GenerationRequest.objects.create(
+            user=user, n=fields.get("n") or 3,
+            prompt_query=prompt_query(**values), **values)
+        req.reset_candidates()
+        transaction.on_commit(lambda: enqueue(req.pk))
+    return req
+
+
+def regenerate(req: GenerationRequest, *, user, ip: str) -> GenerationRequest:
+    """A new request with the same fields (the old one stays in the history)."""
+    fields = {name: getattr(req, name) for name in REQUEST_FIELDS}
+    return create_request(user=user, ip=ip, fields=fields)
+
+
+def enqueue(request_id: int) -> None:
+    from webapp.studio.tasks import run_request
+
+    run_request.delay(request_id)
+
+
+def progress_key(req: GenerationRequest) -> str:
+    """Keyed by id and creation time: a database reset (tests) never meets an older run's state."""
+    return f"studio:progress:{req.pk}:{int(req.created_at.timestamp() * 1_000_000)}"
+
+
+def progress(req: GenerationRequest) -> dict:
+    """The request's live state: the cache's when the worker wrote one, else the database's."""
+    state = cache.get(progress_key(req))
+    if state is not None:
+        return state
+    req.refresh_from_db()
+    return snapshot(req, list(req.candidates.all()))
+
+
+def snapshot(req: GenerationRequest, candidates: list[Candidate]) -> dict:
+    return {
+        "id": req.pk, "status": req.status, "reason": req.reason, "checkpoint": req.checkpoint_name, "n": req.n,
+        "candidates": [{"index": c.index, "text": c.text, "finished": c.finished, "finish_reason": c.finish_reason}
+                       for c in sorted(candidates, key=lambda c: c.index)],
+    }
+
+
+@dataclass
+class _Run:
+    req: GenerationRequest
+    candidates: list[Candidate]
+    last_flush: float = 0.0
+
+    def flush(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_flush < FLUSH_SECONDS:
+            return
+        self.last_flush = now
+        Candidate.objects.bulk_update(self.candidates, ["text", "finished", "finish_reason"])
+        cache.set(progress_key(self.req), snapshot(self.req, self.candidates), PROGRESS_TTL)
+
+
+def run_generation(request_id: int) -> str:
+    """Generate the request's candidates, streaming them to cache and database; idempotent.
+
+    Returns what happened: 'missing', 'already done', 'done' or 'failed'. A request already done
+    is left alone; any other (queued, half-run by a lost worker, failed) restarts from empty."""
+    from webapp.checkpoints.serving import ModelNotReady, active_checkpoint_name, get_backend
+    from generation.engine import SamplingParams
+
+    req = GenerationRequest.objects.filter(pk=request_id).first()
+    if req is None:
+        return "missing"
+    if req.status == GenerationRequest.Status.DONE:
+        return "already done"
+    req.reset_candidates()
+    run = _Run(req, list(req.candidates.order_by("index")))
+    try:
+        backend = get_backend()
+    except ModelNotReady as exc:
+        return _fail(run, f"模型尚未就绪 The model is not ready: {exc}")
+    req.mark_running(active_checkpoint_name() or settings.GENERATION_REMOTE_MODEL or "remote")
+    run.flush(force=True)
+    try:
+        prompt = backend.greeting_prompt(req.prompt_query or req.query)
+        max_tokens = MAX_TOKENS_BY_LENGTH.get(req.length, 96)
+        engine = getattr(backend, "engine", None)
+        if engine is not None and isinstance(prompt, list):
+            max_tokens = min(max_tokens, engine.max_len - len(prompt) - 1)
+            if max_tokens < 1:
+                return _fail(run, "请求太长，模型放不下。 The request is too long for this model's context.")
+        params = SamplingParams(n=req.n, temperature=0.8, top_p=0.95, max_tokens=max_tokens, seed=None, stop=STOP)
+        for event in backend.stream(prompt, params):
+            candidate = run.candidates[event.candidate_index]
+            candidate.text += event.text_delta
+            if event.finished:
+                candidate.finished, candidate.finish_reason = True, event.finish_reason or ""
+            run.flush()
+    except Exception as exc:  # noqa: BLE001 — any failure becomes the request's visible reason
+        return _fail(run, f"生成失败 Generation failed: {type(exc).__name__}: {exc}")
+    with transaction.atomic():
+        for candidate in run.candidates:
+            candidate.text = candidate.text.strip()
+            candidate.finished = True
+            candidate.finish_reason = candidate.finish_reason or "stop"
+            candidate.greeting = store_greeting(req, candidate.text)
+        Candidate.objects.bulk_update(run.candidates, ["text", "finished", "finish_reason", "greeting"])
+        req.mark_done()
+    cache.set(progress_key(req), snapshot(req, run.candidates), PROGRESS_TTL)
+    return "done"
+
+
+def _fail(run: _Run, reason: str) -> str:
+    run.req.mark_failed(reason)
+    run.flush(force=True)
+    return "failed"
+
+
+def store_greeting(req: GenerationRequest, text: str) -> Greeting | None:
+    """The candidate as a corpus Greeting(source=model), once per (query, text); None when empty."""
+    text = normalise_text(text)
+    if not text:
+        return None
+    query, _ = Query.objects.get_or_create(content_hash=Query.hash_for(req.prompt_query or req.query),
+                                           defaults={"text": req.prompt_query or req.query})
+    greeting = Greeting.objects.filter(content_hash=Greeting.hash_for(query.content_hash, text)).first()
+    if greeting is None:
+        greeting = Greeting.objects.create(
+            query=query, text=text, source=Greeting.Source.MODEL, checkpoint_name=req.checkpoint_name or "unknown",
+            origin="studio", meta={"studio_request": req.pk, "occasion": req.occasion, "recipient": req.recipient,
+                                   "tone": req.tone, "length": req.length})
+    return greeting
+
+
+# --- Implicit feedback: click labels on the candidate's corpus greeting.
+FEEDBACK = {"up": ("thumb", Label.Value.GOOD), "down": ("thumb", Label.Value.BAD), "used": ("used", Label.Value.GOOD)}
+
+
+def record_feedback(candidate: Candidate, user, action: str) -> Label:
+    if action not in FEEDBACK:
+        raise StudioError(f"unknown action {action!r}; actions are {', '.join(FEEDBACK)}")
+    if candidate.greeting_id is None:
+        raise StudioError("这条祝福还没有写完，暂不能评价。 This greeting is not finished yet.")
+    kind, value = FEEDBACK[action]
+    label, _ = Label.objects.update_or_create(
+        greeting_id=candidate.greeting_id, source_kind=Label.SourceKind.CLICK, source_name=f"user:{user.pk}:{kind}",
+        defaults={"value": value, "detail": {"studio_request": candidate.request_id, "candidate": candidate.index}})
+    return label
+
+
+def feedback_for(user, candidates) -> dict[int, dict]:
+    """{greeting_id: {"thumb": "good"|"bad", "used": "good"}} for this user's click labels."""
+    ids = [c.greeting_id for c in candidates if c.greeting_id]
+    out: dict[int, dict] = {}
+    names = {f"user:{user.pk}:thumb": "thumb", f"user:{user.pk}:used": "used"}
+    for label in Label.objects.filter(greeting_id__in=ids, source_kind=Label.SourceKind.CLICK, source_name__in=names):
+        out.setdefault(label.greeting_id, {})[names[label.source_name]] = label.value
+    return out

@@ -1,0 +1,19 @@
+"""Thin Celery tasks: the work is services.run_generation."""
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from webapp.studio import services
+
+
+@shared_task(name="webapp.generate.run_request", acks_late=True, reject_on_worker_lost=True,
+             soft_time_limit=150, time_limit=180)
+def run_request(request_id: int) -> str:
+    try:
+        return services.run_generation(request_id)
+    except SoftTimeLimitExceeded:
+        from webapp.studio.models import GenerationRequest
+
+        req = GenerationRequest.objects.filter(pk=request_id).first()
+        if req is not None and not req.is_finished:
+            req.mark_failed("生成超时 Generation took too long and was stopped.")
+        return "failed"
