@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-# Triton kernels run on the CPU in its interpreter; triton reads this once, at first import.
-os.environ.setdefault("TRITON_INTERPRET", "1")
 # Test processes share 2 cores with Celery and web subprocesses: idle OpenMP threads should sleep, not spin.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
