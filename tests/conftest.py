@@ -1,4 +1,5 @@
 """Shared fixtures: real Celery worker and beat processes against the test database."""
+import json
 import os
 import signal
 import subprocess
@@ -122,3 +123,57 @@ def celery_processes(transactional_db, tmp_path, settings):
     yield start
     for process in started.values():
         process.stop()
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture
+def browser():
+    """Debian's Chromium driven by Playwright, headless; missing Chromium fails under CI=true."""
+    if not CHROMIUM.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{CHROMIUM} is missing")
+        pytest.skip(f"{CHROMIUM} is missing")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                     args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"])
+        yield chromium
+        chromium.close()
+
+
+# --- A tiny corpus and a private runs folder, for tests that train a tiny checkpoint.
+GREETINGS = [
+    ("七十生日祝福语", "愿您福如东海，寿比南山，身体康健，笑口常开。"),
+    ("给妈妈的生日祝福", "妈妈，生日快乐！谢谢您一路的温柔与陪伴，愿您永远年轻美丽。"),
+    ("古风新年祝福语", "岁序更新，瑞雪迎春；愿君新岁皆顺遂，长安常乐。"),
+    ("同事升职祝福", "恭喜高升！实至名归，愿你在新岗位上大展宏图，再创佳绩。"),
+    ("朋友乔迁祝福", "恭贺乔迁之喜！新居纳福，愿你在新家里的每一天都温暖明亮。"),
+    ("高考加油的话", "十年磨一剑，今朝试锋芒。愿你从容落笔，金榜题名！"),
+]
+
+
+@pytest.fixture
+def one_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a second OpenMP thread only spins against other processes here
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def corpus_file(tmp_path):
+    path = tmp_path / "sft.json"
+    records = [{"instruction": q, "input": "", "output": r} for q, r in GREETINGS * 3]
+    path.write_text(json.dumps(records, ensure_ascii=False))
+    return path
+
+
+@pytest.fixture
+def runs_dir(tmp_path, settings):
+    settings.RUNS_DIR = tmp_path / "runs"
+    return settings.RUNS_DIR

@@ -1,7 +1,6 @@
 """Two annotators rate an overlapping batch with the keyboard only, in a real Chromium; the
 admin's alignment page then shows their agreement. Screenshots go to var/screenshots/."""
 import os
-from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
@@ -16,25 +15,9 @@ from webapp.judges.models import JudgeVersion
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
 
 SCREENSHOTS = REPO / "var" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
 GREETINGS = ["福如东海长流水，寿比南山不老松。祝您七十大寿快乐！",
              "爸爸，七十岁生日快乐！愿您身体硬朗，每天都能去公园下棋、遛弯，儿孙常回家陪您吃饭。",
              "生日快乐。"]
-
-
-@pytest.fixture
-def browser():
-    if not CHROMIUM.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing")
-        pytest.skip(f"{CHROMIUM} is missing")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                     args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"])
-        yield chromium
-        chromium.close()
 
 
 def logged_in_page(browser, live_server, user):

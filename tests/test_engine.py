@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from generation.engine import Engine, InvalidRequestError, PromptTooLongError, SamplingParams
+from generation.engine.engine import output_of
 from generation.engine.cache import bytes_per_token
 from generation.engine.testing import random_model, toy_tokenizer
 
@@ -56,13 +57,15 @@ def test_requests_join_and_leave_the_running_batch(model, tokenizer):
     lengths = [16, 6, 12, 9]
     expected = [reference(model, p, n) for p, n in zip(prompts, lengths)]
     engine = Engine(model, tokenizer, max_slots=4)
-    first = [engine.submit(p, SamplingParams(max_tokens=n, **GREEDY)) for p, n in zip(prompts[:2], lengths[:2])]
+    # _submit returns the Request, whose tokens are compared with transformers' at the end
+    first = [engine._submit(p, SamplingParams(max_tokens=n, **GREEDY), None, None)
+             for p, n in zip(prompts[:2], lengths[:2])]
     done = {}
     for _ in range(4):
         engine.step()
     assert engine.num_running == 2
-    for p, n in zip(prompts[2:], lengths[2:]):
-        engine.submit(p, SamplingParams(max_tokens=n, **GREEDY))
+    later = [engine._submit(p, SamplingParams(max_tokens=n, **GREEDY), None, None)
+             for p, n in zip(prompts[2:], lengths[2:])]
     running_sizes = []
     while engine.has_unfinished():
         running_sizes.append(engine.num_running)
@@ -73,6 +76,7 @@ def test_requests_join_and_leave_the_running_batch(model, tokenizer):
     assert len(set(running_sizes)) > 1
     assert set(done.values()) == {"length"}
     assert engine.cache.free_slots == 4
+    assert [output_of(r).candidates[0].token_ids for r in first + later] == expected
 
 
 def test_continuous_batching_outputs_match_reference(model, tokenizer):

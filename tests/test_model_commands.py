@@ -4,41 +4,13 @@ import re
 from io import StringIO
 
 import pytest
-import torch
 from django.core.management import CommandError, call_command
 
+from tests.conftest import GREETINGS  # noqa: F401 - other tests import it from here
 from webapp.checkpoints.models import Checkpoint
 
-GREETINGS = [
-    ("七十生日祝福语", "愿您福如东海，寿比南山，身体康健，笑口常开。"),
-    ("给妈妈的生日祝福", "妈妈，生日快乐！谢谢您一路的温柔与陪伴，愿您永远年轻美丽。"),
-    ("古风新年祝福语", "岁序更新，瑞雪迎春；愿君新岁皆顺遂，长安常乐。"),
-    ("同事升职祝福", "恭喜高升！实至名归，愿你在新岗位上大展宏图，再创佳绩。"),
-    ("朋友乔迁祝福", "恭贺乔迁之喜！新居纳福，愿你在新家里的每一天都温暖明亮。"),
-    ("高考加油的话", "十年磨一剑，今朝试锋芒。愿你从容落笔，金榜题名！"),
-]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a second OpenMP thread only spins against other processes here
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def corpus_file(tmp_path):
-    path = tmp_path / "sft.json"
-    records = [{"instruction": q, "input": "", "output": r} for q, r in GREETINGS * 3]
-    path.write_text(json.dumps(records, ensure_ascii=False))
-    return path
-
-
-@pytest.fixture
-def runs_dir(tmp_path, settings):
-    settings.RUNS_DIR = tmp_path / "runs"
-    return settings.RUNS_DIR
 
 
 def train(corpus_file, **options) -> str:

@@ -4,9 +4,10 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
-from tests.test_model_commands import corpus_file, one_thread, runs_dir  # noqa: F401 - fixtures
 from webapp.checkpoints import serving
 from webapp.checkpoints.models import Checkpoint
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +24,7 @@ def test_no_checkpoint_means_model_not_ready():
 
 
 @pytest.mark.django_db
-def test_backend_serves_the_active_checkpoint_and_swaps_on_promotion(corpus_file, runs_dir, monkeypatch):  # noqa: F811
+def test_backend_serves_the_active_checkpoint_and_swaps_on_promotion(corpus_file, runs_dir, monkeypatch):
     call_command("train_model", preset="tiny", data=[str(corpus_file)], max_steps=3, stdout=StringIO())
     first = serving.get_backend()
     assert serving.get_backend() is first

@@ -4,7 +4,6 @@ Screenshots go to var/screenshots/ (desktop and a 390 px phone)."""
 import json
 import os
 from io import StringIO
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,7 +20,6 @@ from webapp.studio.models import GenerationRequest
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
 
 SCREENSHOTS = REPO / "var" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
 PAIRS = [("七十生日祝福语", "愿您福如东海，寿比南山，身体康健，笑口常开。"),
          ("给妈妈的生日祝福", "妈妈，生日快乐！谢谢您一路的温柔与陪伴，愿您永远年轻美丽。"),
          ("古风新年祝福语", "岁序更新，瑞雪迎春；愿君新岁皆顺遂，长安常乐。")]
@@ -75,21 +73,6 @@ def test_real_worker_generates_a_request_made_through_the_api(tiny_checkpoint, c
     assert {c.greeting_id for c in candidates if c.text} == set(stored.values_list("id", flat=True))
     detail = client.get(f"/write/api/requests/{req.pk}").json()
     assert detail["status"] == "done" and [c["text"] for c in detail["candidates"]] == [c.text for c in candidates]
-
-
-@pytest.fixture
-def browser():
-    if not CHROMIUM.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing")
-        pytest.skip(f"{CHROMIUM} is missing")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                     args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"])
-        yield chromium
-        chromium.close()
 
 
 def test_browser_sign_in_write_copy_and_rate(tiny_checkpoint, celery_processes, browser, live_server):
