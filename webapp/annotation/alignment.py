@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from webapp.annotation import metrics
-from webapp.annotation.models import Batch, Item, Kind, Rating, Settlement
+from webapp.annotation.models import Batch, Item, Rating, Settlement
 from webapp.corpus.models import Label
 from webapp.judges.models import JudgeVersion
 
