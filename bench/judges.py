@@ -43,15 +43,16 @@ def run(data_dir: Path) -> dict:
 
 
 def print_table(report: dict) -> None:
+    """Pairwise accuracy per subset and pointwise metrics, each judge with its counts."""
     print(f"held-out pairs: {report['split']['heldout_pairs']}  (train {report['split']['train_pairs']})")
     for subset, judges in report["pairs"].items():
-        row = "  ".join(f"{name} {v['accuracy']:.3f}" if v["accuracy"] is not None else f"{name} n/a"
-                        for name, v in judges.items())
-        print(f"  {subset:<18} n={next(iter(judges.values()))['count']:<5} {row}")
+        row = "  ".join(f"{name} {v['accuracy']:.3f} ({v['correct']}/{v['count']})" if v["accuracy"] is not None
+                        else f"{name} n/a" for name, v in judges.items())
+        print(f"  {subset:<18} {row}")
     print(f"labeled, unseen queries: n={report['split']['labeled_unseen_queries']}")
     for name, m in report["labeled"].items():
-        print(f"  {name:<8} acc {m['accuracy']:.3f}  P {m['precision']:.3f}  R {m['recall']:.3f}  "
-              f"F1 {m['f1']:.3f}  kappa {m['kappa']:.3f}")
+        print(f"  {name:<13} acc {m['accuracy']:.3f}  P {m['precision']:.3f}  R {m['recall']:.3f}  "
+              f"F1 {m['f1']:.3f}  kappa {m['kappa']:.3f}  (n={m['count']})")
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from bench.judges import print_table as print_judge_table
 from training.judges.data import load_labeled, load_pairs
 from training.judges.evaluation import evaluate_labeled, evaluate_pairs, split_by_query
 from training.judges.length import LengthJudge, best_length_threshold
@@ -71,15 +72,7 @@ def print_table(report: dict) -> None:
     print(f"reward model: preset {rm['preset']}, {rm['steps']} steps, pooling {rm['pooling']}, "
           f"hard-pair weight {rm['hard_pair_weight']}, {rm['threads']} thread(s), trained in {rm['train_seconds']} s; "
           f"wall {report['wall_seconds']} s")
-    print(f"held-out pairs: {report['split']['heldout_pairs']}  (train {report['split']['train_pairs']})")
-    for subset, judges in report["pairs"].items():
-        row = "  ".join(f"{name} {v['accuracy']:.3f} ({v['correct']}/{v['count']})" if v["accuracy"] is not None
-                        else f"{name} n/a" for name, v in judges.items())
-        print(f"  {subset:<18} {row}")
-    print(f"labeled, unseen queries: n={report['split']['labeled_unseen_queries']}")
-    for name, m in report["labeled"].items():
-        print(f"  {name:<13} acc {m['accuracy']:.3f}  P {m['precision']:.3f}  R {m['recall']:.3f}  "
-              f"F1 {m['f1']:.3f}  kappa {m['kappa']:.3f}  (n={m['count']})")
+    print_judge_table(report)
 
 
 def main() -> None:
