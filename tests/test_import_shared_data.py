@@ -3,28 +3,21 @@
 The data lives outside the repository (no licence: never copied in), beside the clone in
 ../shared/data/igniting. Missing data fails under CI=true and skips elsewhere.
 """
-import os
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_shared_data
 from tests.test_import_corpus import counts, db_counts, serve_folder
 from webapp.corpus.models import Greeting, Label, PreferencePair, Query
 from webapp.corpus.services import import_file
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "igniting"
 
 pytestmark = [pytest.mark.django_db, pytest.mark.shared_data]
 
 
 @pytest.fixture
 def data_dir() -> Path:
-    if not DATA.is_dir():
-        message = f"the paper's public data folder {DATA} is missing"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return DATA
+    return require_shared_data()
 
 
 # name, format, label source, records read, distinct queries, (greetings, pairs, labels) rows made

@@ -3,7 +3,6 @@ import json
 import shutil
 
 import pytest
-import torch
 from django.core.management import CommandError, call_command
 
 from training.judges.registry import query_hash, read_trained_queries
@@ -17,12 +16,8 @@ HOLLOW = ["祝你快乐快乐", "天天开心开心", "万事如意如意", "好
 
 
 @pytest.fixture(autouse=True)
-def _one_thread_and_a_judges_dir(settings, tmp_path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread_and_a_judges_dir(one_thread, settings, tmp_path):
     settings.JUDGES_DIR = tmp_path / "judges"
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_pairs(path, n_queries=40, offset=0, long_rejected_every=0):

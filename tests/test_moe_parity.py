@@ -12,13 +12,9 @@ from kernels.moe import moe_forward, moe_forward_reference, moe_forward_torch
 VOCAB = 61
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 shared cores: a second OpenMP thread spin-waits against the other processes
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# 2 shared cores: a second OpenMP thread spin-waits against the other processes (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 CONFIGS = {
     # hidden 32, 4 real + 2 zero experts, top-2: zero-only tokens are possible

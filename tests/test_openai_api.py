@@ -37,17 +37,9 @@ uvicorn.run("webapp.asgi:application", host="127.0.0.1", port=int(sys.argv[1]), 
 """
 
 # The marker makes pytest-django create the test database; the tests themselves only talk HTTP.
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("one_thread")]
 
 SCHEMA = {"type": "object", "properties": {"greeting": {"type": "string", "maxLength": 12}}, "required": ["greeting"]}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def free_port() -> int:

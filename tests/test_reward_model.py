@@ -26,12 +26,8 @@ WARM = ["愿您福寿安康", "新岁启新程，愿你所行皆坦途，所愿�
 HOLLOW = ["快乐快乐快乐快乐快乐快乐快乐快乐快乐快乐", "好", "开心开心开心开心开心开心", "哈哈"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# 2 shared cores: a second OpenMP thread spin-waits against the other processes (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 WARM_PARTS = ["愿您福寿安康", "所行皆坦途", "所愿皆如意", "桃李满天下", "前程似锦", "心中有光", "岁岁常欢愉",

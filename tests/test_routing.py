@@ -11,13 +11,8 @@ from tests.test_moe_parity import tiny_config
 from training.routing import RoutingRecorder, balance_loss, find_routers, hidden_z_loss, update_router_bias
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 shared cores: a second OpenMP thread spin-waits against the other processes
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# 2 shared cores: a second OpenMP thread spin-waits against the other processes (conftest.one_thread)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_model(experts=4, zero=2, topk=2, layers=1, seed=0, router_std=None):

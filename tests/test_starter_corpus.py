@@ -1,15 +1,15 @@
 """Checks on the team-written starter corpus under training/data/starter/ (plain pytest, no Django)."""
 import json
-import os
 import statistics
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import require_shared_data
+
 REPO = Path(__file__).resolve().parents[1]
 STARTER = REPO / "training" / "data" / "starter"
-PUBLIC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "igniting"
 
 TONES = ("温馨", "幽默", "古风", "正式", "文艺")
 REQUIRED_KEYS = ("query", "response", "label", "occasion", "recipient", "tone")
@@ -148,13 +148,9 @@ def _public_texts(folder: Path):
 
 @pytest.mark.shared_data
 def test_no_leakage_from_public_data(lines, pairs):
-    if not PUBLIC.is_dir():
-        message = f"the public data folder {PUBLIC} is missing"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    public = _public_texts(PUBLIC)
-    assert public, f"no public texts found under {PUBLIC}"
+    public_dir = require_shared_data()
+    public = _public_texts(public_dir)
+    assert public, f"no public texts found under {public_dir}"
 
     ours = {line["response"] for line in lines}
     for pair in pairs:
