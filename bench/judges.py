@@ -9,6 +9,7 @@ file shares most of its good answers with the pairs: see ../shared/data/igniting
 import argparse
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from training.judges.data import load_labeled, load_pairs
@@ -20,25 +21,42 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ignit
 HELDOUT_FRACTION = 0.15
 
 
-def run(data_dir: Path) -> dict:
+@dataclass
+class BenchData:
+    """The split every judge bench shares: train/held-out pairs by query, labeled items on unseen
+    queries, and the length baseline fitted on the training pairs."""
+
+    train: list
+    heldout: list
+    labeled: list
+    length: LengthJudge
+    split: dict
+
+
+def load_bench_data(data_dir: Path) -> BenchData:
     pairs = load_pairs(data_dir / "reward_data_train.json")
     train, heldout = split_by_query(pairs, HELDOUT_FRACTION)
-    started = time.perf_counter()
-    tfidf = train_tfidf_judge([p.chosen for p in train], [p.rejected for p in train], name="tfidf-bench")
-    train_seconds = time.perf_counter() - started
     threshold = best_length_threshold([len(p.chosen) for p in train] + [len(p.rejected) for p in train],
                                       [1] * len(train) + [0] * len(train))
-    length = LengthJudge(threshold)
     seen_queries = {p.query.strip() for p in train}
     labeled_all = load_labeled(data_dir / "evaluate_data.json")
     labeled = [item for item in labeled_all if item.query.strip() not in seen_queries]
+    split = {"train_pairs": len(train), "heldout_pairs": len(heldout), "heldout_fraction": HELDOUT_FRACTION,
+             "labeled_total": len(labeled_all), "labeled_unseen_queries": len(labeled)}
+    return BenchData(train, heldout, labeled, LengthJudge(threshold), split)
+
+
+def run(data_dir: Path) -> dict:
+    data = load_bench_data(data_dir)
+    started = time.perf_counter()
+    tfidf = train_tfidf_judge([p.chosen for p in data.train], [p.rejected for p in data.train], name="tfidf-bench")
+    train_seconds = time.perf_counter() - started
     return {
-        "split": {"train_pairs": len(train), "heldout_pairs": len(heldout), "heldout_fraction": HELDOUT_FRACTION,
-                  "labeled_total": len(labeled_all), "labeled_unseen_queries": len(labeled)},
+        "split": data.split,
         "tfidf_train_seconds": round(train_seconds, 2),
-        "length_threshold_chars": threshold,
-        "pairs": evaluate_pairs(heldout, {"tfidf": tfidf}),
-        "labeled": evaluate_labeled(labeled, {"tfidf": tfidf, "length": length}),
+        "length_threshold_chars": data.length.threshold,
+        "pairs": evaluate_pairs(data.heldout, {"tfidf": tfidf}),
+        "labeled": evaluate_labeled(data.labeled, {"tfidf": tfidf, "length": data.length}),
     }
 
 

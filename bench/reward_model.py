@@ -14,23 +14,21 @@ from pathlib import Path
 
 import torch
 
+from bench.judges import load_bench_data
 from bench.judges import print_table as print_judge_table
-from training.judges.data import load_labeled, load_pairs
-from training.judges.evaluation import evaluate_labeled, evaluate_pairs, split_by_query
-from training.judges.length import LengthJudge, best_length_threshold
+from training.judges.evaluation import evaluate_labeled, evaluate_pairs
 from training.judges.reward_model import RewardModelConfig, train_reward_model
 from training.judges.tfidf import train_tfidf_judge
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "igniting"
-HELDOUT_FRACTION = 0.15
 DEFAULT_STEPS = 300
 
 
 def run(data_dir: Path, preset: str, steps: int, pooling: str, hard_pair_weight: float, seed: int,
         progress_bar: bool = True, out_dir: Path | None = None) -> dict:
     started = time.perf_counter()
-    pairs = load_pairs(data_dir / "reward_data_train.json")
-    train, heldout = split_by_query(pairs, HELDOUT_FRACTION)
+    data = load_bench_data(data_dir)
+    train, heldout = data.train, data.heldout
 
     t = time.perf_counter()
     tfidf = train_tfidf_judge([p.chosen for p in train], [p.rejected for p in train], name="tfidf-bench")
@@ -47,14 +45,8 @@ def run(data_dir: Path, preset: str, steps: int, pooling: str, hard_pair_weight:
     pair_report = evaluate_pairs(heldout, {"reward_model": rm, "tfidf": tfidf})
     eval_seconds = time.perf_counter() - t
 
-    threshold = best_length_threshold([len(p.chosen) for p in train] + [len(p.rejected) for p in train],
-                                      [1] * len(train) + [0] * len(train))
-    seen = {p.query.strip() for p in train}
-    labeled_all = load_labeled(data_dir / "evaluate_data.json")
-    labeled = [item for item in labeled_all if item.query.strip() not in seen]
     return {
-        "split": {"train_pairs": len(train), "heldout_pairs": len(heldout), "heldout_fraction": HELDOUT_FRACTION,
-                  "labeled_total": len(labeled_all), "labeled_unseen_queries": len(labeled)},
+        "split": data.split,
         "reward_model": {"preset": preset, "steps": steps, "pooling": pooling, "hard_pair_weight": hard_pair_weight,
                          "seed": seed, "threads": torch.get_num_threads(), "train_seconds": round(rm_seconds, 1),
                          "validation_history": result.history,
@@ -62,7 +54,7 @@ def run(data_dir: Path, preset: str, steps: int, pooling: str, hard_pair_weight:
         "tfidf_train_seconds": round(tfidf_seconds, 1),
         "eval_seconds": round(eval_seconds, 1),
         "pairs": pair_report,
-        "labeled": evaluate_labeled(labeled, {"reward_model": rm, "tfidf": tfidf, "length": LengthJudge(threshold)}),
+        "labeled": evaluate_labeled(data.labeled, {"reward_model": rm, "tfidf": tfidf, "length": data.length}),
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
 
