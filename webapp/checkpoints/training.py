@@ -23,7 +23,7 @@ def train_and_register(*, preset: str, data_paths: list[Path], resume_run: str |
 
     Nothing is written to the registry unless training finished and the checkpoint folder
     is complete; with `promote` (or when nothing is active yet) it becomes the active one."""
-    from training.trainer import TrainConfig, train_model
+    from training.trainer import TrainConfig, jsonable, train_model
 
     run_name = resume_run or new_run_name(preset)
     out_dir = Path(settings.RUNS_DIR) / run_name
@@ -44,13 +44,3 @@ def train_and_register(*, preset: str, data_paths: list[Path], resume_run: str |
             checkpoint = promote_checkpoint(checkpoint)
     return checkpoint
 
-
-def jsonable(value):
-    """Paths and other non-JSON leaves become strings so the registry can store them."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
