@@ -351,13 +351,13 @@ class LLMJudge:
                 f"after the repair request {second_problem}"
             ) from None
 
-    def _payload(self, messages: list[dict]) -> dict:
+    def _payload(self, messages: list[dict], schema: dict = VERDICT_SCHEMA, schema_name: str = "verdict") -> dict:
         payload = {"model": self.config.model, "messages": messages, "temperature": self.config.temperature,
                    "max_tokens": self.config.max_tokens}
         if self.config.response_format == "json_schema":
             payload["response_format"] = {"type": "json_schema",
                                           # not "strict": OpenAI's strict mode forbids the optional, free-keyed rubric
-                                          "json_schema": {"name": "verdict", "strict": False, "schema": VERDICT_SCHEMA}}
+                                          "json_schema": {"name": schema_name, "strict": False, "schema": schema}}
         elif self.config.response_format == "json_object":
             payload["response_format"] = {"type": "json_object"}
         return payload
@@ -368,12 +368,17 @@ class LLMJudge:
             session = self._local.session = requests.Session()
         return session
 
-    def _complete(self, messages: list[dict]) -> Any:
+    def chat_json(self, messages: list[dict], *, schema: dict, schema_name: str) -> Any:
+        """Another JSON-constrained request to this judge's endpoint (same retries, concurrency limit and
+        token accounting), e.g. the reflection step of adversarial optimisation; returns the content."""
+        return self._complete(messages, schema=schema, schema_name=schema_name)
+
+    def _complete(self, messages: list[dict], **schema) -> Any:
         """The first choice's message content; retries transient failures with backoff."""
         headers = {"Content-Type": "application/json"}
         if self.config.api_key:
             headers["Authorization"] = f"Bearer {self.config.api_key}"
-        payload = self._payload(messages)
+        payload = self._payload(messages, **schema)
         attempts = self.config.max_retries + 1
         last_problem = ""
         for attempt in range(attempts):
