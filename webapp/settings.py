@@ -29,6 +29,9 @@ def env_flag(name: str, default: bool = False) -> bool:
 
 DEMO = env_flag("ZHUFU_DEMO")
 DEBUG = env_flag("DEBUG", default=DEMO)
+TESTING = env_flag("ZHUFU_TESTING") or "pytest" in sys.modules
+# Production: neither a debug/demo run nor the test suite. HTTPS hardening below applies only there.
+PRODUCTION = not (DEBUG or DEMO or TESTING)
 
 
 def load_secret_key() -> str:
@@ -37,8 +40,7 @@ def load_secret_key() -> str:
     if key:
         return key
     key_file = VAR_DIR / "secret_key"
-    testing = env_flag("ZHUFU_TESTING") or "pytest" in sys.modules
-    if not (DEBUG or DEMO or testing):
+    if PRODUCTION:
         if key_file.exists():  # the demo's key: lets `manage.py` commands run beside the demo
             return key_file.read_text().strip()
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
@@ -68,6 +70,7 @@ INSTALLED_APPS = [
     "webapp.annotation",
     "webapp.studio",
     "webapp.api",
+    "webapp.jobs",
 ]
 
 MIDDLEWARE = [
@@ -79,7 +82,10 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "webapp.core.security.ContentSecurityPolicyMiddleware",
+    "webapp.core.security.LoginThrottleMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "webapp.core.outage.ServiceOutageMiddleware",  # a database or Redis outage answers 503, not 500
 ]
 
 ROOT_URLCONF = "webapp.urls"
@@ -103,7 +109,7 @@ TEMPLATES = [
 
 # --- Database: SQLite under var/ unless DATABASE_URL says otherwise.
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'zhufu.sqlite3'}"
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Several processes (web, worker, beat) share the file: wait for locks instead of failing,
     # and keep the test database on disk so a worker subprocess can open it too.
@@ -149,6 +155,15 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_BEAT_SCHEDULER = "webapp.core.beat:HeartbeatScheduler"
 CELERY_BEAT_MAX_LOOP_INTERVAL = 5
+# No generation request is lost (webapp/studio/recovery.py): beat re-enqueues queued requests not enqueued for
+# STUDIO_QUEUED_GRACE_SECONDS and restarts running ones whose worker's lease is older than STUDIO_LEASE_SECONDS.
+STUDIO_RECOVERY_SECONDS = float(os.environ.get("STUDIO_RECOVERY_SECONDS", "15"))
+STUDIO_QUEUED_GRACE_SECONDS = float(os.environ.get("STUDIO_QUEUED_GRACE_SECONDS", "120"))
+STUDIO_LEASE_SECONDS = float(os.environ.get("STUDIO_LEASE_SECONDS", "60"))
+CELERY_BEAT_SCHEDULE = {
+    "studio-recover-lost-requests": {"task": "webapp.studio.recover_lost_requests", "schedule": STUDIO_RECOVERY_SECONDS,
+                                     "options": {"expires": STUDIO_RECOVERY_SECONDS}},
+}
 CELERY_TIMEZONE = "UTC"
 
 # --- Cache: Redis when there is one, else files under var/ (shared by all processes).
@@ -192,6 +207,22 @@ SESSION_COOKIE_HTTPONLY = True
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_flag("SECURE_COOKIES", default=True)
     CSRF_COOKIE_SECURE = env_flag("SECURE_COOKIES", default=True)
+# HTTPS in production: ZHUFU_HTTPS=on (default: redirect to https, HSTS), proxy (the same behind a TLS-terminating
+# proxy that sets X-Forwarded-Proto; only then is that header trusted), off (plain HTTP on a private network).
+HTTPS = os.environ.get("ZHUFU_HTTPS", "on" if PRODUCTION else "off").strip().lower()
+if HTTPS not in {"on", "proxy", "off"}:
+    raise ImproperlyConfigured(f"ZHUFU_HTTPS must be on, proxy or off, not {HTTPS!r}")
+if HTTPS != "off":
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # the container health check calls it over plain HTTP
+    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", str(365 * 24 * 3600)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_flag("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env_flag("SECURE_HSTS_PRELOAD", default=True)
+if HTTPS == "proxy":
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Sign-in throttling (webapp/core/security.py): failures per username and client address, in the cache.
+LOGIN_THROTTLE_ATTEMPTS = int(os.environ.get("LOGIN_THROTTLE_ATTEMPTS", "5"))
+LOGIN_THROTTLE_WINDOW = int(os.environ.get("LOGIN_THROTTLE_WINDOW", "900"))  # seconds
 
 # --- Generation: the local engine (default) or a remote OpenAI-compatible server (vLLM, SGLang).
 GENERATION_BACKEND = os.environ.get("GENERATION_BACKEND", "local")  # local | openai
@@ -211,6 +242,8 @@ JUDGE_LLM_MAX_CONCURRENCY = int(os.environ.get("JUDGE_LLM_MAX_CONCURRENCY", "4")
 
 # Seconds after which a worker or beat heartbeat counts as stale on the status page.
 HEARTBEAT_STALE_AFTER = int(os.environ.get("ZHUFU_HEARTBEAT_STALE_AFTER", "20"))
+# Seconds without a heartbeat after which a running training job's worker counts as dead (the reaper then resumes or fails it).
+JOBS_HEARTBEAT_STALE_AFTER = int(os.environ.get("JOBS_HEARTBEAT_STALE_AFTER", "60"))
 
 LOGGING = {
     "version": 1,
