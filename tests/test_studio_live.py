@@ -123,7 +123,8 @@ def test_browser_sign_in_write_copy_and_rate(tiny_checkpoint, celery_processes, 
 
     phone = browser.new_context(viewport={"width": 390, "height": 844}, locale="zh-CN", device_scale_factor=2,
                                 is_mobile=True, has_touch=True)
-    phone.add_cookies(context.cookies())
+    cookies = context.cookies()
+    phone.add_cookies(cookies)
     mobile = phone.new_page()
     mobile.goto(f"{live_server.url}/write/r/{req.pk}/")
     mobile.wait_for_selector("#cards[data-status=done]")
@@ -134,4 +135,68 @@ def test_browser_sign_in_write_copy_and_rate(tiny_checkpoint, celery_processes, 
     assert mobile.evaluate("document.documentElement.scrollWidth") <= 390
     mobile.screenshot(path=str(SCREENSHOTS / "studio-write-phone.png"), full_page=True)
     phone.close()
+
+    # Rewrite one candidate: it streams in place over SSE, the other two stay as they were.
+    page.goto(f"{live_server.url}/write/r/{req.pk}/")
+    page.wait_for_selector("#cards[data-status=done]")
+    rewrite_and_watch(page, req, index=(first + 1) % 3, worker=worker, transport="stream")
+    page.screenshot(path=str(SCREENSHOTS / "studio-rewrite-desktop.png"), full_page=True)
     context.close()
+
+    # Without EventSource the page polls its cards partial, and a rewrite still arrives.
+    polling = browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+    polling.add_cookies(cookies)
+    polling.add_init_script("delete window.EventSource;")
+    page = polling.new_page()
+    page.set_default_timeout(20000)
+    page.goto(f"{live_server.url}/write/r/{req.pk}/")
+    page.wait_for_selector("#cards[data-status=done]")
+    rewrite_and_watch(page, req, index=first, worker=worker, transport="cards")
+    polling.close()
+
+
+WATCH_CARDS = """() => {
+  window.notReloaded = true;
+  window.seen = [];  // every text each card showed, in order
+  const record = () => document.querySelectorAll('#cards .card').forEach(card => {
+    const text = card.querySelector('[data-text]').textContent;
+    const last = window.seen.filter(s => s[0] === card.id).pop();
+    if (!last || last[1] !== text) window.seen.push([card.id, text]);
+  });
+  record();
+  new MutationObserver(record).observe(document.querySelector('main') || document.body,
+                                       {subtree: true, childList: true, characterData: true});
+}"""
+
+
+def rewrite_and_watch(page, req, *, index, worker, transport):
+    """Click candidate `index`'s rewrite button; the new text must arrive without a reload,
+    through `transport` ('stream': SSE, 'cards': htmx polling of the partial), others unchanged."""
+    before = {c.index: (c.text, c.share_token) for c in req.candidates.all()}
+    urls = []
+    page.on("request", lambda r: urls.append(r.url))
+    page.evaluate(WATCH_CARDS)
+    page.click(f"#card-{index} [data-rewrite]")
+    page.wait_for_selector(f"#card-{index}.writing, #cards[data-status=running], #cards[data-status=queued]")
+    try:
+        page.wait_for_selector("#cards[data-status=done] .actions", timeout=120000)
+    except Exception:
+        raise AssertionError(f"the rewrite did not finish; worker log:\n{worker.log_tail()}") from None
+    assert page.evaluate("window.notReloaded") is True
+    req.refresh_from_db()
+    assert req.status == "done" and req.rewrite_index is None, req.reason
+    after = {c.index: (c.text, c.share_token) for c in req.candidates.all()}
+    assert after[index][1] != before[index][1]  # a rewritten candidate gets a new share link
+    for other in set(before) - {index}:
+        assert after[other] == before[other]
+    seen = page.evaluate("window.seen")
+    shown = [text for card, text in seen if card == f"card-{index}"]
+    assert shown[0] == before[index][0] and "" in shown and shown[-1] == after[index][0], shown
+    for other in set(before) - {index}:
+        assert {text for card, text in seen if card == f"card-{other}"} == {before[other][0]}
+    assert page.locator(f"#card-{index} [data-text]").text_content() == after[index][0]
+    used = [u for u in urls if f"/{req.pk}/" in u and transport in u.rsplit("/", 2)[-2:]]
+    assert used, f"no {transport} request in {urls}"
+    if transport == "cards":
+        assert not [u for u in urls if u.endswith("/stream")]
+

@@ -4,11 +4,14 @@
   "use strict";
   var STATUS = { queued: "排队中 queued", running: "生成中 running", done: "完成 done", failed: "失败 failed" };
 
+  var broken = {}; // stream URLs that failed once: polling carries those to the end
+
   function connect() {
     var cards = document.getElementById("cards");
     if (!cards || cards.dataset.status === "done" || cards.dataset.status === "failed") return;
-    if (!window.EventSource) return; // the section's htmx polling stays on
-    var source = new EventSource(cards.dataset.streamUrl);
+    if (!window.EventSource || window.studioLive || broken[cards.dataset.streamUrl]) return; // htmx polling stays on
+    var url = cards.dataset.streamUrl;
+    var source = new EventSource(url);
     window.studioLive = true;
     source.addEventListener("progress", function (e) {
       var state = JSON.parse(e.data);
@@ -31,8 +34,19 @@
       var section = document.getElementById("cards");
       if (section && window.htmx) htmx.ajax("GET", section.dataset.cardsUrl, { target: "#cards", swap: "outerHTML" });
     });
-    source.onerror = function () { source.close(); window.studioLive = false; }; // polling takes over
+    source.onerror = function () { source.close(); broken[url] = true; window.studioLive = false; }; // polling takes over
   }
+
+  // A rewrite (or any swap) that brings the cards back unfinished streams them again.
+  document.addEventListener("htmx:afterSettle", function (e) {
+    connect();
+  });
+  // Refusals (over the rate limit, still writing, model not ready) come back as the cards with
+  // a message: show them rather than dropping a 4xx/5xx answer as htmx does by default.
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    var status = e.detail.xhr.status;
+    if ([400, 404, 409, 429, 503].indexOf(status) !== -1) { e.detail.shouldSwap = true; e.detail.isError = false; }
+  });
 
   function fallbackCopy(text) {
     var area = document.createElement("textarea");

@@ -2,7 +2,11 @@
 
 A request owns its candidates: ``reset_candidates`` puts exactly ``n`` empty ones in place (a
 redelivered task starts clean), and status changes go through ``mark_*`` so the timestamps and
-the failure reason stay consistent."""
+the failure reason stay consistent.
+
+Rewriting one candidate of a finished request sends the request back through queued and
+running with ``rewrite_index`` set: the worker then writes only that candidate and the others
+stay as they were (``begin_rewrite``; ``mark_done`` clears it)."""
 import secrets
 
 from django.conf import settings
@@ -54,6 +58,8 @@ class GenerationRequest(models.Model):
     reason = models.TextField(blank=True, default="", help_text="Why it failed.")
     checkpoint_name = models.CharField(max_length=100, blank=True, default="")
     attempts = models.PositiveIntegerField(default=0)
+    rewrite_index = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="The one candidate being rewritten; empty when all are written.")
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -66,6 +72,8 @@ class GenerationRequest(models.Model):
                                    name="studio_request_status_valid"),
             models.CheckConstraint(condition=~Q(status="failed") | ~Q(reason=""),
                                    name="studio_request_failed_has_reason"),
+            models.CheckConstraint(condition=Q(rewrite_index__isnull=True) | Q(rewrite_index__lt=models.F("n")),
+                                   name="studio_request_rewrite_index_in_range"),
         ]
 
     def __str__(self):
@@ -84,6 +92,19 @@ class GenerationRequest(models.Model):
                 defaults={"text": "", "finished": False, "finish_reason": "", "greeting": None},
             )
 
+    def reset_candidate(self, index: int) -> "Candidate":
+        """Candidate `index` emptied for a rewrite, with a new share token: a link shared
+        before the rewrite stops working rather than showing a different greeting."""
+        candidate = self.candidates.get(index=index)
+        candidate.text, candidate.finished, candidate.finish_reason, candidate.greeting = "", False, "", None
+        candidate.share_token = new_share_token()
+        candidate.save(update_fields=["text", "finished", "finish_reason", "greeting", "share_token"])
+        return candidate
+
+    def begin_rewrite(self, index: int) -> None:
+        self.status, self.reason, self.rewrite_index, self.finished_at = self.Status.QUEUED, "", index, None
+        self.save(update_fields=["status", "reason", "rewrite_index", "finished_at"])
+
     def mark_running(self, checkpoint_name: str = "") -> None:
         self.status, self.reason, self.finished_at = self.Status.RUNNING, "", None
         self.started_at = timezone.now()
@@ -91,13 +112,16 @@ class GenerationRequest(models.Model):
         self.attempts += 1
         self.save(update_fields=["status", "reason", "started_at", "finished_at", "checkpoint_name", "attempts"])
 
-    def mark_done(self) -> None:
-        self.status, self.reason, self.finished_at = self.Status.DONE, "", timezone.now()
-        self.save(update_fields=["status", "reason", "finished_at"])
+    def mark_done(self, note: str = "") -> None:
+        """`note`: why a rewritten candidate stayed empty (the request is still usable)."""
+        self.status, self.reason, self.finished_at = self.Status.DONE, note[:2000], timezone.now()
+        self.rewrite_index = None
+        self.save(update_fields=["status", "reason", "finished_at", "rewrite_index"])
 
     def mark_failed(self, reason: str) -> None:
         self.status, self.reason, self.finished_at = self.Status.FAILED, (reason or "unknown error")[:2000], timezone.now()
-        self.save(update_fields=["status", "reason", "finished_at"])
+        self.rewrite_index = None
+        self.save(update_fields=["status", "reason", "finished_at", "rewrite_index"])
 
 
 class Candidate(models.Model):

@@ -125,6 +125,42 @@ def regenerate(req: GenerationRequest, *, user, ip: str) -> GenerationRequest:
     return create_request(user=user, ip=ip, fields=fields)
 
 
+class NotFound(StudioError):
+    status = 404
+
+
+class Conflict(StudioError):
+    status = 409
+
+
+def regenerate_candidate(req: GenerationRequest, index: int, *, user, ip: str) -> GenerationRequest:
+    """Rewrite candidate `index` of a finished request in place; the others are kept.
+
+    Refusals: 404 when the request has no such candidate, 409 while the request is still
+    being written, 503 when no model can serve, 429 over the rate limit (a rewrite counts as a
+    generation). The caller has already checked that `user` owns `req`."""
+    if not 0 <= index < req.n:
+        raise NotFound(f"这条请求没有第 {index} 条。 This request has no candidate {index}; "
+                       f"its candidates are 0 to {req.n - 1}.")
+    if req.status != GenerationRequest.Status.DONE:
+        raise Conflict("这条请求还在生成中，写完后才能重写。 Only a finished request can have a candidate "
+                       f"rewritten; this one is {req.status}.")
+    problem = model_status()
+    if problem:
+        raise ModelNotReadyError(problem)
+    check_rate_limit(user, ip)
+    with transaction.atomic():
+        locked = GenerationRequest.objects.select_for_update().get(pk=req.pk)
+        if locked.status != GenerationRequest.Status.DONE:  # a second click raced the first
+            raise Conflict("这条已经在重写了。 A rewrite of this request is already under way.")
+        locked.begin_rewrite(index)
+        locked.reset_candidate(index)
+        transaction.on_commit(lambda: enqueue(locked.pk))
+    # the page's stream reads the cache first: it must not go on showing the finished state
+    cache.set(progress_key(locked), snapshot(locked, list(locked.candidates.all())), PROGRESS_TTL)
+    return locked
+
+
 def enqueue(request_id: int) -> None:
     from webapp.studio.tasks import run_request
 
@@ -148,6 +184,7 @@ def progress(req: GenerationRequest) -> dict:
 def snapshot(req: GenerationRequest, candidates: list[Candidate]) -> dict:
     return {
         "id": req.pk, "status": req.status, "reason": req.reason, "checkpoint": req.checkpoint_name, "n": req.n,
+        "rewrite_index": req.rewrite_index,
         "candidates": [{"index": c.index, "text": c.text, "finished": c.finished, "finish_reason": c.finish_reason}
                        for c in sorted(candidates, key=lambda c: c.index)],
     }
@@ -156,7 +193,8 @@ def snapshot(req: GenerationRequest, candidates: list[Candidate]) -> dict:
 @dataclass
 class _Run:
     req: GenerationRequest
-    candidates: list[Candidate]
+    candidates: list[Candidate]  # all of the request's, for the snapshots
+    targets: list[Candidate]  # the ones being written: all, or the one being rewritten
     last_flush: float = 0.0
 
     def flush(self, force: bool = False) -> None:
@@ -164,12 +202,23 @@ class _Run:
         if not force and now - self.last_flush < FLUSH_SECONDS:
             return
         self.last_flush = now
-        Candidate.objects.bulk_update(self.candidates, ["text", "finished", "finish_reason"])
+        Candidate.objects.bulk_update(self.targets, ["text", "finished", "finish_reason"])
         cache.set(progress_key(self.req), snapshot(self.req, self.candidates), PROGRESS_TTL)
 
 
+def _start_run(req: GenerationRequest) -> _Run:
+    """Empty what this run writes: every candidate, or only the one being rewritten."""
+    if req.rewrite_index is None:
+        req.reset_candidates()
+    else:
+        req.reset_candidate(req.rewrite_index)
+    candidates = list(req.candidates.order_by("index"))
+    targets = candidates if req.rewrite_index is None else [candidates[req.rewrite_index]]
+    return _Run(req, candidates, targets)
+
+
 def run_generation(request_id: int) -> str:
-    """Generate the request's candidates, streaming them to cache and database; idempotent.
+    """Generate the request's candidates (or rewrite one), streaming to cache and database; idempotent.
 
     Returns what happened: 'missing', 'already done', 'done' or 'failed'. A request already done
     is left alone; any other (queued, half-run by a lost worker, failed) restarts from empty."""
@@ -181,8 +230,7 @@ def run_generation(request_id: int) -> str:
         return "missing"
     if req.status == GenerationRequest.Status.DONE:
         return "already done"
-    req.reset_candidates()
-    run = _Run(req, list(req.candidates.order_by("index")))
+    run = _start_run(req)
     try:
         backend = get_backend()
     except ModelNotReady as exc:
@@ -197,9 +245,10 @@ def run_generation(request_id: int) -> str:
             max_tokens = min(max_tokens, engine.max_len - len(prompt) - 1)
             if max_tokens < 1:
                 return _fail(run, "请求太长，模型放不下。 The request is too long for this model's context.")
-        params = SamplingParams(n=req.n, temperature=0.8, top_p=0.95, max_tokens=max_tokens, seed=None, stop=STOP)
+        params = SamplingParams(n=len(run.targets), temperature=0.8, top_p=0.95, max_tokens=max_tokens, seed=None,
+                                stop=STOP)
         for event in backend.stream(prompt, params):
-            candidate = run.candidates[event.candidate_index]
+            candidate = run.targets[event.candidate_index]
             candidate.text += event.text_delta
             if event.finished:
                 candidate.finished, candidate.finish_reason = True, event.finish_reason or ""
@@ -207,21 +256,35 @@ def run_generation(request_id: int) -> str:
     except Exception as exc:  # noqa: BLE001 — any failure becomes the request's visible reason
         return _fail(run, f"生成失败 Generation failed: {type(exc).__name__}: {exc}")
     with transaction.atomic():
-        for candidate in run.candidates:
+        for candidate in run.targets:
             candidate.text = candidate.text.strip()
             candidate.finished = True
             candidate.finish_reason = candidate.finish_reason or "stop"
             candidate.greeting = store_greeting(req, candidate.text)
-        Candidate.objects.bulk_update(run.candidates, ["text", "finished", "finish_reason", "greeting"])
+        Candidate.objects.bulk_update(run.targets, ["text", "finished", "finish_reason", "greeting"])
         req.mark_done()
     cache.set(progress_key(req), snapshot(req, run.candidates), PROGRESS_TTL)
     return "done"
 
 
 def _fail(run: _Run, reason: str) -> str:
-    run.req.mark_failed(reason)
+    give_up(run.req, reason, run.targets)
     run.flush(force=True)
     return "failed"
+
+
+def give_up(req: GenerationRequest, reason: str, targets: list[Candidate] | None = None) -> None:
+    """A run that cannot finish. A whole request fails with the reason; a failed rewrite leaves
+    that one candidate empty and the request done with the reason as a note, so the other
+    candidates stay usable and the rewrite can be tried again."""
+    if req.rewrite_index is None:
+        req.mark_failed(reason)
+        return
+    index = req.rewrite_index
+    for candidate in targets if targets is not None else req.candidates.filter(index=index):
+        candidate.text, candidate.finished, candidate.finish_reason = "", True, "error"
+        candidate.save(update_fields=["text", "finished", "finish_reason"])
+    req.mark_done(note=f"第 {index + 1} 条重写失败 Rewriting candidate {index + 1} failed: {reason}")
 
 
 def store_greeting(req: GenerationRequest, text: str) -> Greeting | None:

@@ -15,5 +15,5 @@ def run_request(request_id: int) -> str:
 
         req = GenerationRequest.objects.filter(pk=request_id).first()
         if req is not None and not req.is_finished:
-            req.mark_failed("生成超时 Generation took too long and was stopped.")
+            services.give_up(req, "生成超时 Generation took too long and was stopped.")
         return "failed"

@@ -112,6 +112,24 @@ def regenerate(request, pk):
 
 @require_POST
 @writer_required
+def regenerate_candidate(request, pk):
+    """Rewrite one candidate in place (the request's other candidates stay)."""
+    candidate = get_object_or_404(Candidate.objects.select_related("request"), pk=pk, request__user=request.user)
+    req, error, status = candidate.request, "", 200
+    try:
+        req = services.regenerate_candidate(req, candidate.index, user=request.user, ip=services.client_ip(request))
+    except services.StudioError as exc:
+        error, status = str(exc), exc.status
+    if request.htmx:  # the cards section comes back queued and the page streams it again
+        return render(request, "studio/_cards.html", {**_cards_context(request, req), "cards_error": error},
+                      status=status)
+    if error:
+        return render(request, "studio/request.html", {**_cards_context(request, req), "error": error}, status=status)
+    return redirect("studio:request", pk=req.pk)
+
+
+@require_POST
+@writer_required
 def feedback(request, pk):
     candidate = get_object_or_404(Candidate.objects.select_related("request", "greeting"), pk=pk,
                                   request__user=request.user)
@@ -188,6 +206,21 @@ def api_create(request):
     except services.StudioError as exc:
         return JsonResponse({"error": str(exc)}, status=exc.status)
     return JsonResponse(_json_request(req), status=201)
+
+
+@require_POST
+@api_writer_required
+def api_regenerate_candidate(request, pk, index):
+    """202 with the request's state (queued again, candidate `index` empty); 404 for a request
+    that is not yours or a candidate it does not have, 409 while it is still being written."""
+    req = GenerationRequest.objects.filter(pk=pk, user=request.user).first()
+    if req is None:
+        return JsonResponse({"error": f"no request {pk} of yours"}, status=404)
+    try:
+        req = services.regenerate_candidate(req, index, user=request.user, ip=services.client_ip(request))
+    except services.StudioError as exc:
+        return JsonResponse({"error": str(exc)}, status=exc.status)
+    return JsonResponse(_json_request(req), status=202)
 
 
 @require_GET
