@@ -1,0 +1,12 @@
+from django.urls import path
+
+from webapp.jobs import views
+
+app_name = "jobs"
+urlpatterns = [
+    path("", views.job_list, name="list"),
+    path("start/", views.start, name="start"),
+    path("jobs/<int:pk>/", views.detail, name="detail"),
+    path("jobs/<int:pk>/live/", views.live, name="live"),
+    path("jobs/<int:pk>/cancel/", views.cancel, name="cancel"),
+]

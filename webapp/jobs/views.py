@@ -1,0 +1,95 @@
+"""Admin pages of the training platform (/train/): thin views over services.py."""
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from webapp.annotation.views import admin_required
+from webapp.jobs import services
+from webapp.jobs.charts import line_chart
+from webapp.jobs.kinds import UnknownJobKind, all_kinds, get_kind
+from webapp.jobs.models import TrainingJob
+
+LOG_TAIL = 200
+
+
+@require_GET
+@admin_required
+def job_list(request):
+    page = Paginator(TrainingJob.objects.select_related("created_by"), 30).get_page(request.GET.get("page"))
+    return render(request, "jobs/list.html", {"page": page, "active": services.active_job()})
+
+
+@require_http_methods(["GET", "POST"])
+@admin_required
+def start(request):
+    """Every registered kind with its parameter form; POST starts the chosen one."""
+    forms_by_kind = {kind.name: kind.params_form(prefix=kind.name) for kind in all_kinds()}
+    error, status = "", 200
+    if request.method == "POST":
+        name = request.POST.get("kind", "")
+        try:
+            kind = get_kind(name)
+        except UnknownJobKind as exc:
+            error, status = str(exc.args[0]), 400
+        else:
+            bound = kind.params_form(request.POST, prefix=kind.name)
+            forms_by_kind[kind.name] = bound
+            params = {key[len(kind.name) + 1:]: request.POST.get(key) for key in request.POST
+                      if key.startswith(kind.name + "-")}
+            try:
+                job = services.start_job(kind.name, params, request.user)
+            except services.JobBusy as exc:
+                error, status = exc.message, 409
+            except services.JobError as exc:
+                bound.is_valid()  # shows the field errors beside the fields
+                error, status = exc.message, 400
+            else:
+                return redirect("jobs:detail", pk=job.pk)
+    kinds = [(kind, forms_by_kind[kind.name]) for kind in all_kinds()]
+    return render(request, "jobs/start.html", {"kinds": kinds, "error": error, "active": services.active_job(),
+                                               "chosen": request.POST.get("kind", "")}, status=status)
+
+
+def _curves(job: TrainingJob) -> list:
+    series: dict[str, list] = {}
+    for name, step, value in job.metric_points.order_by("name", "step", "id").values_list("name", "step", "value"):
+        series.setdefault(name, []).append((step, value))
+    return [line_chart(points, name) for name, points in sorted(series.items())]
+
+
+def _live_context(job: TrainingJob) -> dict:
+    lines = list(job.log_lines.order_by("-id")[:LOG_TAIL])[::-1]
+    return {"job": job, "curves": _curves(job), "log_lines": lines}
+
+
+@require_GET
+@admin_required
+def detail(request, pk):
+    job = get_object_or_404(TrainingJob.objects.select_related("created_by"), pk=pk)
+    try:
+        kind = get_kind(job.kind)
+    except UnknownJobKind:
+        kind = None
+    return render(request, "jobs/detail.html", {**_live_context(job), "kind": kind})
+
+
+@require_GET
+@admin_required
+def live(request, pk):
+    """The part of the job page that htmx refreshes every second while the job runs."""
+    job = get_object_or_404(TrainingJob, pk=pk)
+    return render(request, "jobs/_live.html", _live_context(job))
+
+
+@require_POST
+@admin_required
+def cancel(request, pk):
+    job = get_object_or_404(TrainingJob, pk=pk)
+    try:
+        services.cancel_job(job)
+    except services.JobError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.info(request, "Cancel requested: the job stops at its next step.")
+    return redirect("jobs:detail", pk=job.pk)
