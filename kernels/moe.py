@@ -222,6 +222,11 @@ def moe_forward_torch(
     if slot_pos.numel() == 0:
         return out.to(hidden.dtype)
     token_idx = torch.div(slot_pos, K, rounding_mode="floor")
+    if use_grouped_mm is None and not hidden.is_cuda and slot_pos.numel() < num_real_experts and not _wants_grad(
+        hidden, gate_up_proj, down_proj, topk_weights
+    ):
+        # decode on CPU: _grouped_mm runs one mm per expert, empty ones included; slice the busy ones
+        use_grouped_mm = False
     y = expert_swiglu(hidden[token_idx], gate_up_proj, down_proj, counts, resolve_activation(act), use_grouped_mm)
     slot_weight = topk_weights.reshape(-1)[slot_pos].to(mix_dtype)
     out = out.index_add(0, token_idx, y.to(mix_dtype) * slot_weight[:, None])

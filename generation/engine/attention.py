@@ -9,6 +9,7 @@ and attends over the cached rows [c, k_rope] directly: one key shared by all hea
 Matches ``LongcatFlashMLA.forward`` (transformers 5.24): q LoRA with ``q_a_layernorm``, the
 ``mla_scale_q_lora`` / ``mla_scale_kv_lora`` factors, interleaved rope on the rope parts only,
 ``self.scaling`` (which already carries yarn's mscale when configured), fp32 softmax.
+Projections and norms are called as functions on the module's weights (see runner.py).
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from transformers.models.deepseek_v3.modeling_deepseek_v3 import apply_rotary_pos_emb_interleave
 
 
 @dataclass
@@ -35,6 +35,24 @@ class AttentionBatch:
     decode_len: int  # longest cached length among decode rows (after this step's write)
     decode_mask: torch.Tensor | None  # [D, 1, decode_len] additive mask (0 or -inf)
     prefill_segments: list[tuple[int, int]]  # (start, length) in the flat batch
+
+
+def rms_norm(x: torch.Tensor, norm) -> torch.Tensor:
+    """``LongcatFlashRMSNorm.forward``; fp32 takes torch's fused kernel (bit-identical in fp32)."""
+    if x.dtype == torch.float32 and norm.weight.dtype == torch.float32:
+        return F.rms_norm(x, norm.weight.shape, norm.weight, norm.variance_epsilon)
+    return norm(x)
+
+
+def linear(x: torch.Tensor, module) -> torch.Tensor:
+    """``module(x)`` for an nn.Linear without the module call (hooks and all): a decode step makes ~30."""
+    return F.linear(x, module.weight, module.bias)
+
+
+def rope_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """transformers' ``apply_rotary_pos_emb_interleave`` for one tensor; ``cos``/``sin`` are its half tables."""
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
 
 class AbsorbedMLA:
@@ -59,32 +77,36 @@ class AbsorbedMLA:
         return w[:, : self.nope], w[:, self.nope :]
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: torch.Tensor, batch: AttentionBatch):
-        """x [N, hidden] -> [N, hidden]; ``cache`` is this sublayer's [slots, max_len, rank + rope]."""
+        """x [N, hidden] -> [N, hidden]; ``cos``/``sin`` [N, 1, rope / 2]; ``cache`` this sublayer's [slots, max_len, rank + rope]."""
         attn, n = self.attn, x.shape[0]
         w_uk, w_uv = self._up_weights()
 
-        q = attn.q_b_proj(attn.q_a_layernorm(attn.q_a_proj(x))).view(n, self.num_heads, self.nope + self.rope)
-        q_nope, q_rot = q.split([self.nope, self.rope], dim=-1)
-        latent, k_rot = attn.kv_a_proj_with_mqa(x).split([self.rank, self.rope], dim=-1)
-        latent = attn.kv_a_layernorm(latent) * self.scale_kv
-        q_rot, k_rot = apply_rotary_pos_emb_interleave(q_rot * self.scale_q, k_rot.unsqueeze(1), cos, sin)
+        q = linear(rms_norm(linear(x, attn.q_a_proj), attn.q_a_layernorm), attn.q_b_proj)
+        q_nope, q_rot = q.view(n, self.num_heads, self.nope + self.rope).split([self.nope, self.rope], dim=-1)
+        latent, k_rot = linear(x, attn.kv_a_proj_with_mqa).split([self.rank, self.rope], dim=-1)
+        latent = rms_norm(latent, attn.kv_a_layernorm) * self.scale_kv
+        q_rot = rope_interleaved(q_rot * self.scale_q, cos, sin)  # [N, H, rope]
+        k_rot = rope_interleaved(k_rot, cos[:, 0], sin[:, 0])  # [N, rope]: one key for all heads
 
         # absorb W_uk into the query: [H, N, nope] @ [H, nope, rank]
         q_latent = torch.bmm(q_nope.transpose(0, 1) * self.scale_q, w_uk).transpose(0, 1)
         query = torch.cat([q_latent, q_rot], dim=-1)  # [N, H, rank + rope]
-        rows = torch.cat([latent, k_rot.squeeze(1)], dim=-1)  # [N, rank + rope]
+        rows = torch.cat([latent, k_rot], dim=-1)  # [N, rank + rope]
         cache[batch.write_slots, batch.write_pos] = rows
 
-        out = query.new_empty(n, self.num_heads, self.rank)
         d = batch.num_decode
-        if d:
-            out[:d] = self._decode(query[:d], cache, batch)
-        for start, length in batch.prefill_segments:
-            out[start : start + length] = self._prefill(query[start : start + length], rows[start : start + length])
+        if d == n:  # decode only: no scratch buffer
+            out = self._decode(query, cache, batch)
+        else:
+            out = query.new_empty(n, self.num_heads, self.rank)
+            if d:
+                out[:d] = self._decode(query[:d], cache, batch)
+            for start, length in batch.prefill_segments:
+                out[start : start + length] = self._prefill(query[start : start + length], rows[start : start + length])
 
         # absorb W_uv into the output: [H, N, rank] @ [H, rank, v]
         values = torch.bmm(out.transpose(0, 1), w_uv.transpose(1, 2)).transpose(0, 1)
-        return attn.o_proj(values.reshape(n, self.num_heads * self.v_dim))
+        return linear(values.reshape(n, self.num_heads * self.v_dim), attn.o_proj)
 
     def _decode(self, query: torch.Tensor, cache: torch.Tensor, batch: AttentionBatch) -> torch.Tensor:
         if batch.decode_range is not None:
