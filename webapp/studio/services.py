@@ -5,8 +5,10 @@ request there every ~200 ms, and the page's event stream reads it every ~100 ms.
 gets the same state at each flush and at the end, so a missing cache only slows the page."""
 from __future__ import annotations
 
+import logging
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -21,6 +23,7 @@ PROGRESS_TTL = 3600
 MAX_TOKENS_BY_LENGTH = {"短": 48, "中": 96, "长": 160, "": 96}
 STOP = ["\n\n"]
 REQUEST_FIELDS = ("query", "occasion", "recipient", "tone", "length", "details", "avoid", "n")
+logger = logging.getLogger(__name__)
 
 
 class StudioError(Exception):
@@ -162,9 +165,17 @@ def regenerate_candidate(req: GenerationRequest, index: int, *, user, ip: str) -
 
 
 def enqueue(request_id: int) -> None:
+    """Send the task; a broker outage is logged, not raised: the request is saved as queued and
+    the recovery sweep (recovery.py) sends it again once the broker is back."""
+    from webapp.studio import recovery
     from webapp.studio.tasks import run_request
 
-    run_request.delay(request_id)
+    recovery.touch(request_id, "queued")
+    try:
+        run_request.delay(request_id)
+    except Exception:  # noqa: BLE001 — kombu/redis raise several types for "broker down"
+        logger.warning("could not enqueue generation request %s; the recovery sweep will retry", request_id,
+                       exc_info=True)
 
 
 def progress_key(req: GenerationRequest) -> str:
@@ -174,7 +185,10 @@ def progress_key(req: GenerationRequest) -> str:
 
 def progress(req: GenerationRequest) -> dict:
     """The request's live state: the cache's when the worker wrote one, else the database's."""
-    state = cache.get(progress_key(req))
+    try:
+        state = cache.get(progress_key(req))
+    except Exception:  # noqa: BLE001 — the cache is down: the database has the same state
+        state = None
     if state is not None:
         return state
     req.refresh_from_db()
@@ -196,6 +210,7 @@ class _Run:
     candidates: list[Candidate]  # all of the request's, for the snapshots
     targets: list[Candidate]  # the ones being written: all, or the one being rewritten
     last_flush: float = 0.0
+    keep_alive: Callable[[], None] = lambda: None
 
     def flush(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -203,7 +218,16 @@ class _Run:
             return
         self.last_flush = now
         Candidate.objects.bulk_update(self.targets, ["text", "finished", "finish_reason"])
-        cache.set(progress_key(self.req), snapshot(self.req, self.candidates), PROGRESS_TTL)
+        self.keep_alive()
+        publish_progress(self.req, self.candidates)
+
+
+def publish_progress(req: GenerationRequest, candidates: list[Candidate]) -> None:
+    """The live state into the cache; a cache outage only slows the page (it falls back to the database)."""
+    try:
+        cache.set(progress_key(req), snapshot(req, candidates), PROGRESS_TTL)
+    except Exception:  # noqa: BLE001
+        logger.warning("could not publish progress of request %s to the cache", req.pk, exc_info=True)
 
 
 def _start_run(req: GenerationRequest) -> _Run:
@@ -217,25 +241,27 @@ def _start_run(req: GenerationRequest) -> _Run:
     return _Run(req, candidates, targets)
 
 
-def run_generation(request_id: int) -> str:
+def run_generation(request_id: int, task_id: str | None = None) -> str:
     """Generate the request's candidates (or rewrite one), streaming to cache and database; idempotent.
 
-    Returns what happened: 'missing', 'already done', 'done' or 'failed'. A request already done
-    is left alone; any other (queued, half-run by a lost worker, failed) restarts from empty."""
+    Returns what happened: 'missing', 'already done', 'running elsewhere', 'superseded', 'done' or
+    'failed'. A request is written by the one delivery that claims it (recovery.claim); a queued,
+    failed or abandoned one (its worker's lease ran out) restarts from empty."""
     from webapp.checkpoints.serving import ModelNotReady, active_checkpoint_name, get_backend
     from generation.engine import SamplingParams
+    from webapp.studio import recovery
 
-    req = GenerationRequest.objects.filter(pk=request_id).first()
+    req, refused = recovery.claim(request_id, task_id)
     if req is None:
-        return "missing"
-    if req.status == GenerationRequest.Status.DONE:
-        return "already done"
+        return refused
     run = _start_run(req)
+    run.keep_alive = recovery.KeepAlive(req.pk, task_id)
     try:
         backend = get_backend()
     except ModelNotReady as exc:
         return _fail(run, f"模型尚未就绪 The model is not ready: {exc}")
-    req.mark_running(active_checkpoint_name() or settings.GENERATION_REMOTE_MODEL or "remote")
+    req.checkpoint_name = active_checkpoint_name() or settings.GENERATION_REMOTE_MODEL or "remote"
+    req.save(update_fields=["checkpoint_name"])
     run.flush(force=True)
     try:
         prompt = backend.greeting_prompt(req.prompt_query or req.query)
@@ -256,6 +282,8 @@ def run_generation(request_id: int) -> str:
     except Exception as exc:  # noqa: BLE001 — any failure becomes the request's visible reason
         return _fail(run, f"生成失败 Generation failed: {type(exc).__name__}: {exc}")
     with transaction.atomic():
+        if not recovery.still_mine(req):  # a later attempt took over while this one stalled
+            return "superseded"
         for candidate in run.targets:
             candidate.text = candidate.text.strip()
             candidate.finished = True
@@ -263,13 +291,17 @@ def run_generation(request_id: int) -> str:
             candidate.greeting = store_greeting(req, candidate.text)
         Candidate.objects.bulk_update(run.targets, ["text", "finished", "finish_reason", "greeting"])
         req.mark_done()
-    cache.set(progress_key(req), snapshot(req, run.candidates), PROGRESS_TTL)
+        recovery.release(req.pk)
+    publish_progress(req, run.candidates)
     return "done"
 
 
 def _fail(run: _Run, reason: str) -> str:
+    from webapp.studio import recovery
+
     give_up(run.req, reason, run.targets)
     run.flush(force=True)
+    recovery.release(run.req.pk)
     return "failed"
 
 

@@ -5,11 +5,11 @@ from celery.exceptions import SoftTimeLimitExceeded
 from webapp.studio import services
 
 
-@shared_task(name="webapp.generate.run_request", acks_late=True, reject_on_worker_lost=True,
+@shared_task(name="webapp.generate.run_request", bind=True, acks_late=True, reject_on_worker_lost=True,
              soft_time_limit=150, time_limit=180)
-def run_request(request_id: int) -> str:
+def run_request(self, request_id: int) -> str:
     try:
-        return services.run_generation(request_id)
+        return services.run_generation(request_id, task_id=self.request.id)
     except SoftTimeLimitExceeded:
         from webapp.studio.models import GenerationRequest
 
@@ -17,3 +17,11 @@ def run_request(request_id: int) -> str:
         if req is not None and not req.is_finished:
             services.give_up(req, "生成超时 Generation took too long and was stopped.")
         return "failed"
+
+
+@shared_task(name="webapp.studio.recover_lost_requests", ignore_result=True)
+def recover_lost_requests() -> dict:
+    """Run by beat (settings.CELERY_BEAT_SCHEDULE) on the default queue: see recovery.py."""
+    from webapp.studio import recovery
+
+    return recovery.recover_lost_requests()
