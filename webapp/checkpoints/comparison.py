@@ -44,10 +44,19 @@ def _greetings_of(checkpoint: Checkpoint, prompts: list[str], seed: int) -> list
     problem = checkpoint.missing_files()
     if problem:
         raise RegistryError(f"checkpoint {checkpoint.name} cannot be loaded: {problem}")
+    from generation.engine import SamplingParams
+
     model, tokenizer = load_checkpoint(checkpoint.path, expected_config=checkpoint.model_config or None)
     backend = LocalEngineBackend.from_model(model, tokenizer, max_slots=len(prompts))
-    return [backend.greetings(prompt, n=1, max_new_tokens=MAX_NEW_TOKENS, seed=seed + i)[0]
-            for i, prompt in enumerate(prompts)]
+    texts = []
+    for i, query in enumerate(prompts):
+        prompt = backend.greeting_prompt(query)
+        room = backend.engine.max_len - len(prompt) - 1  # a small model's context bounds the answer
+        if room < 1:
+            raise RegistryError(f"the request {query[:40]!r} is too long for {checkpoint.name}'s context")
+        params = SamplingParams(n=1, max_tokens=min(MAX_NEW_TOKENS, room), temperature=0.8, top_p=0.95, seed=seed + i)
+        texts.append(backend.generate(prompt, params)[0].strip())
+    return texts
 
 
 def compare(a: Checkpoint, b: Checkpoint, prompts: list[str], seed: int = 0) -> Comparison:

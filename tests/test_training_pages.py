@@ -1,0 +1,163 @@
+"""The admin training pages (/train/): role checks, CSRF, starting with named-field errors,
+the one-job lock on the page, checkpoint promotion, one-click rollback, and the blind
+comparison that feeds the annotation queue."""
+import re
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from webapp.annotation.models import Batch
+from webapp.checkpoints.models import Checkpoint
+from webapp.checkpoints.services import promote_checkpoint, register_checkpoint
+from webapp.checkpoints.training import train_and_register
+from webapp.core.roles import ADMIN, ANNOTATOR, WRITER, create_user_with_role
+from webapp.jobs.models import TRAIN_SLOT, LogLine, MetricPoint, TrainingJob
+
+GET_PAGES = ["jobs:list", "jobs:start", "checkpoints:list", "checkpoints:compare"]
+
+
+@pytest.fixture
+def fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def client_for(role: str | None) -> Client:
+    client = Client()
+    if role:
+        user, _ = create_user_with_role(f"user-{role}", role)
+        client.force_login(user)
+    return client
+
+
+def fake_checkpoint(tmp_path, name: str) -> Checkpoint:
+    """A registry row whose folder has what promotion checks (no model is loaded on these pages)."""
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")
+    return register_checkpoint(name=name, run_name=name, path=str(folder), preset="tiny", model_config={},
+                               data={}, metrics={"loss": 2.5, "heldout_loss": 2.75})
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role, expected", [(None, 302), (WRITER, 403), (ANNOTATOR, 403), (ADMIN, 200)])
+def test_only_admins_see_the_training_pages(fast_passwords, role, expected):
+    client = client_for(role)
+    job = TrainingJob.objects.create(kind="sft", status="succeeded", slot=None)
+    urls = [reverse(name) for name in GET_PAGES] + [reverse("jobs:detail", args=[job.pk]),
+                                                   reverse("jobs:live", args=[job.pk])]
+    for url in urls:
+        response = client.get(url)
+        assert response.status_code == expected, url
+        if role is None:
+            assert response["Location"].startswith("/accounts/login/")
+    nav = client.get("/").content.decode()
+    assert ('href="/train/"' in nav) == (role == ADMIN)
+    if role != ADMIN:  # POSTs are refused as well, and change nothing
+        running = TrainingJob.objects.create(kind="sft", status="running", slot=TRAIN_SLOT)
+        assert client.post(reverse("jobs:cancel", args=[running.pk])).status_code == expected
+        assert client.post(reverse("jobs:start"), {"kind": "sft"}).status_code == expected
+        running.refresh_from_db()
+        assert not running.cancel_requested
+
+
+@pytest.mark.django_db
+def test_posts_need_the_csrf_token(fast_passwords):
+    admin, _ = create_user_with_role("boss", ADMIN)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin)
+    running = TrainingJob.objects.create(kind="sft", status="running", slot=TRAIN_SLOT)
+    assert client.post(reverse("jobs:cancel", args=[running.pk])).status_code == 403
+    assert client.post(reverse("checkpoints:rollback")).status_code == 403
+    running.refresh_from_db()
+    assert not running.cancel_requested
+
+
+@pytest.mark.django_db
+def test_start_page_lists_every_kind_and_names_the_bad_field(fast_passwords):
+    client = client_for(ADMIN)
+    page = client.get(reverse("jobs:start")).content.decode()
+    assert 'id="kind-sft"' in page and 'name="sft-preset"' in page
+    response = client.post(reverse("jobs:start"), {"kind": "sft", "sft-preset": "tiny", "sft-data_source": "file",
+                                                   "sft-data_path": "/etc/passwd", "sft-seed": "0"})
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert 'data-field="data_path"' in body and "data_path" in body
+    assert client.post(reverse("jobs:start"), {"kind": "nope"}).status_code == 400
+    assert not TrainingJob.objects.exists()
+
+
+@pytest.mark.django_db
+def test_start_is_refused_while_a_job_holds_the_slot(fast_passwords):
+    busy = TrainingJob.objects.create(kind="sft", status="running", slot=TRAIN_SLOT)
+    response = client_for(ADMIN).post(reverse("jobs:start"), {
+        "kind": "sft", "sft-preset": "tiny", "sft-data_source": "starter", "sft-seed": "0"})
+    assert response.status_code == 409
+    assert f"job #{busy.pk}" in response.content.decode()
+    assert TrainingJob.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_job_page_shows_progress_curves_log_and_cancels(fast_passwords):
+    job = TrainingJob.objects.create(kind="sft", status="running", slot=TRAIN_SLOT, progress=0.4, eta_seconds=30,
+                                     stage="training", params={"preset": "tiny"})
+    MetricPoint.objects.bulk_create([MetricPoint(job=job, name=name, step=s, value=v)
+                                     for name in ("loss", "kl") for s, v in ((1, 3.0), (2, 2.5))])
+    LogLine.objects.create(job=job, message="<script>alert(1)</script>")
+    client = client_for(ADMIN)
+    page = client.get(reverse("jobs:detail", args=[job.pk])).content.decode()
+    assert 'value="40"' in page and "ETA 30 s" in page and 'hx-trigger="every 1s"' in page
+    assert page.count('data-metric="') == 2 and "<polyline" in page
+    assert "&lt;script&gt;" in page and "<script>alert" not in page
+    response = client.post(reverse("jobs:cancel", args=[job.pk]))
+    assert response.status_code == 302
+    job.refresh_from_db()
+    assert job.cancel_requested and job.status == "running"
+    job.mark_cancelled()
+    live = client.get(reverse("jobs:live", args=[job.pk])).content.decode()
+    assert "hx-trigger" not in live  # a finished job's page stops polling
+    client.post(reverse("jobs:cancel", args=[job.pk]))  # too late: a message, no error page
+    assert TrainingJob.objects.get(pk=job.pk).status == "cancelled"
+
+
+@pytest.mark.django_db
+def test_promote_and_one_click_rollback(fast_passwords, tmp_path):
+    first, second = fake_checkpoint(tmp_path, "ck-first"), fake_checkpoint(tmp_path, "ck-second")
+    promote_checkpoint(first)
+    client = client_for(ADMIN)
+    page = client.get(reverse("checkpoints:list")).content.decode()
+    assert "heldout_loss=2.7500" in page and 'id="rollback"' not in page  # nothing active before: no rollback
+    client.post(reverse("checkpoints:promote", args=[second.pk]))
+    assert Checkpoint.objects.get(status="active") == second
+    assert "Roll back to ck-first" in client.get(reverse("checkpoints:list")).content.decode()
+    client.post(reverse("checkpoints:rollback"))
+    assert Checkpoint.objects.get(status="active") == first
+    assert Checkpoint.objects.get(pk=second.pk).status == "retired"
+    # promoting a checkpoint whose files vanished is refused, the active one stays
+    (tmp_path / "ck-second" / "model.safetensors").unlink()
+    client.post(reverse("checkpoints:promote", args=[second.pk]))
+    assert Checkpoint.objects.get(status="active") == first
+
+
+@pytest.mark.django_db
+def test_blind_comparison_feeds_the_annotation_queue(fast_passwords, one_thread, corpus_file, runs_dir):
+    a = train_and_register(preset="tiny", data_paths=[corpus_file], max_steps=3, seed=0)
+    b = train_and_register(preset="tiny", data_paths=[corpus_file], max_steps=3, seed=1)
+    client = client_for(ADMIN)
+    bad = client.post(reverse("checkpoints:compare"), {"a": a.pk, "b": a.pk, "prompts": "生日祝福", "seed": 0})
+    assert bad.status_code == 400 and 'data-field="b"' in bad.content.decode()
+    prompts = ["七十生日祝福语", "给妈妈的生日祝福", "朋友乔迁祝福"]
+    response = client.post(reverse("checkpoints:compare"), {"a": a.pk, "b": b.pk, "prompts": "\n".join(prompts),
+                                                            "seed": 3})
+    assert response.status_code == 200
+    body = response.content.decode()
+    comparison = body[body.index('id="comparison"'):body.index("<details")]
+    assert a.name not in comparison and b.name not in comparison  # blind: sides carry no names
+    assert comparison.count('class="side"') == 2 * len(prompts)
+    tag = re.search(r'data-tag="(compare-[0-9a-f]+)"', body).group(1)
+    response = client.post(reverse("checkpoints:compare-annotate"), {"tag": tag})
+    assert response.status_code == 302
+    batch = Batch.objects.get(name=f"checkpoint {tag}")
+    sources = {item.greeting.checkpoint_name for item in batch.items.select_related("greeting")}
+    assert sources == {a.name, b.name} and batch.kind == "pointwise"
