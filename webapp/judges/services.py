@@ -27,6 +27,10 @@ class JudgeServiceError(Exception):
     """A request the judge services cannot carry out; the message says why and what to do."""
 
 
+class JudgeJobCancelled(JudgeServiceError):
+    """A long judge job stopped because its caller asked it to (on_progress returned False)."""
+
+
 def judges_dir() -> Path:
     return Path(settings.JUDGES_DIR)
 
@@ -300,6 +304,8 @@ def train_reward_model_version(*, pair_files: Sequence[Path], preset: str = "sma
         result = train_reward_model(train, config, folder, on_progress=on_progress)
     except RewardModelError as exc:
         raise JudgeServiceError(str(exc)) from exc
+    if not result.completed:  # stopped through on_progress: nothing was saved, nothing is registered
+        raise JudgeJobCancelled(f"reward model {name} stopped at step {result.metrics.get('step', 0)}; not registered")
     metrics = {"train_pairs": len(train), "validation": result.metrics,
                **_heldout_metrics(heldout, name, result.judge)}
     return _register_trained(JudgeVersion.Kind.REWARD_MODEL, name, folder, metrics,
@@ -404,3 +410,191 @@ def evaluate_judge_on_labeled(judge_version: JudgeVersion, path: Path) -> dict:
             "length_threshold": threshold,
             "length_threshold_note": "fitted on the evaluated items themselves: an upper bound for that baseline",
             "results": evaluate_labeled(kept, judges)}
+
+
+# --------------------------------------------------------------------------------------------
+# Multi-agent rejection sampling (training.curation) and adversarial optimisation (training.judges.adversarial)
+
+
+def curation_dir() -> Path:
+    return Path(settings.VAR_DIR) / "curation"
+
+
+def read_queries(path: Path, limit: int | None = None, field: str = "prompts_file") -> list[str]:
+    """The distinct queries of any importable file (queries, alpaca, pairwise, labeled, verl), in order."""
+    from training.data.formats import FormatError, iter_records
+
+    path = Path(path)
+    if not path.is_file():
+        raise JudgeServiceError(f"{field}: {path} does not exist")
+    queries: dict[str, None] = {}
+    try:
+        for record in iter_records(path):
+            if record.query.strip():
+                queries.setdefault(record.query.strip(), None)
+            if limit is not None and len(queries) >= limit:
+                break
+    except FormatError as exc:
+        raise JudgeServiceError(f"{field}: cannot read queries: {exc}") from exc
+    return list(queries)
+
+
+def build_generator_agents(*, checkpoints: Sequence[str] = (), temperatures: Sequence[float] = (0.8,),
+                           personas: Sequence[str] = ("",), n: int = 2, max_new_tokens: int = 96,
+                           remote_url: str = "", remote_model: str = "", remote_api_key: str = ""):
+    """One agent per (source, temperature), personas taken in turn. Sources: registered checkpoints
+    (the local engine; none named and no remote -> the active checkpoint) and an OpenAI-compatible
+    server's /v1/completions."""
+    from generation.backends import LocalEngineBackend, OpenAICompatibleBackend
+    from generation.checkpoint import CheckpointError, load_checkpoint
+    from training.curation import GeneratorAgent
+    from webapp.checkpoints.services import RegistryError, resolve_checkpoint
+
+    sources = []
+    for identifier in (checkpoints or ([] if remote_url else [None])):
+        try:
+            checkpoint = resolve_checkpoint(identifier)
+        except RegistryError as exc:
+            raise JudgeServiceError(f"checkpoints: {exc}") from exc
+        problem = checkpoint.missing_files()
+        if problem:
+            raise JudgeServiceError(f"checkpoints: {checkpoint.name}: {problem}")
+        try:
+            model, tokenizer = load_checkpoint(Path(checkpoint.path), expected_config=checkpoint.model_config or None)
+        except CheckpointError as exc:
+            raise JudgeServiceError(f"checkpoints: {exc}") from exc
+        sources.append((checkpoint.name, LocalEngineBackend.from_model(model, tokenizer,
+                                                                       max_slots=settings.ENGINE_MAX_SLOTS)))
+    if remote_url:
+        if not remote_model:
+            raise JudgeServiceError("remote_model: name the model the remote server serves")
+        sources.append((f"remote:{remote_model}", OpenAICompatibleBackend(remote_url, remote_model,
+                                                                          api_key=remote_api_key or None)))
+    personas = list(personas) or [""]
+    agents = []
+    for source_name, backend in sources:
+        for temperature in temperatures:
+            persona = personas[len(agents) % len(personas)]
+            name = f"{source_name}@t{temperature:g}" + (f"/{persona}" if persona else "")
+            agents.append(GeneratorAgent(name, backend, n=n, temperature=temperature, persona=persona,
+                                         max_new_tokens=max_new_tokens))
+    return agents
+
+
+def curate_preference_pairs(*, prompts_file: Path, agents, judge_names: Sequence[str] = (),
+                            exclude_files: Sequence[Path] = (), config=None, max_prompts: int | None = None,
+                            workdir: Path | None = None, name: str | None = None, import_to_corpus: bool = False,
+                            on_progress=None, progress_bar: bool = True) -> dict:
+    """Run rejection sampling with registered judges (the active one by default); write the pair file
+    under var/curation/NAME.json. Queries of `exclude_files` (evaluation data) are never used as prompts.
+    Returns {pairs_file, stats, completed, judges}; raises JudgeServiceError (JudgeJobCancelled when stopped)."""
+    from training.curation import CurationError, curate_pairs
+
+    name = name or _default_name("pairs")
+    output = curation_dir() / f"{name}.json"
+    if output.exists():
+        raise JudgeServiceError(f"name: {output} already exists; pick another name")
+    queries = read_queries(Path(prompts_file), limit=max_prompts)
+    if not queries:
+        raise JudgeServiceError(f"prompts_file: {prompts_file} has no queries")
+    exclude = []
+    for path in exclude_files:
+        exclude += read_queries(Path(path), field="exclude_files")
+    versions = [resolve_judge(j) for j in judge_names] if judge_names else [resolve_judge(None)]
+    judges = {version.name: load_judge(version) for version in versions}
+    try:
+        result = curate_pairs(queries, agents, judges, config, exclude_queries=exclude, workdir=workdir,
+                              output=output, on_progress=on_progress, progress_bar=progress_bar)
+    except CurationError as exc:
+        raise JudgeServiceError(str(exc)) from exc
+    if not result.completed:
+        raise JudgeJobCancelled(f"curation {name} stopped after {result.stats['prompts_resumed']} resumed and "
+                                f"{result.stats['candidates_judged']} judged candidates; no pair file written")
+    report = {"pairs_file": str(result.output), "completed": True, "judges": list(judges), "stats": result.stats}
+    if import_to_corpus and result.records:
+        from webapp.corpus.services import import_file
+
+        summary = import_file(result.output, "pairwise", progress=False, origin=f"curation:{name}")
+        report["imported"] = str(summary)
+    return report
+
+
+def resolve_principle_set(identifier: str | None) -> PrincipleSet:
+    """A principle set by id, NAME (its newest version) or NAME:VERSION; None: the active LLM judge's,
+    else the newest 'default'."""
+    if not identifier:
+        active = active_judge()
+        if active is not None and active.principle_set_id:
+            return active.principle_set
+        found = PrincipleSet.objects.filter(name="default").order_by("-version").first()
+    elif identifier.isdigit():
+        found = PrincipleSet.objects.filter(pk=int(identifier)).first()
+    else:
+        name, _, version = identifier.partition(":")
+        query = PrincipleSet.objects.filter(name=name)
+        if version:
+            if not version.isdigit():
+                raise JudgeServiceError(f"principle_set: version must be a number in {identifier!r}")
+            query = query.filter(version=int(version))
+        found = query.order_by("-version").first()
+    if found is None:
+        raise JudgeServiceError(f"principle_set: no principle set {identifier or 'default'!r}")
+    return found
+
+
+def optimise_principle_set(*, principle_set: PrincipleSet, labelled_file: Path, llm_config: dict | None = None,
+                           settings_=None, register_llm_judge: bool = False, on_progress=None,
+                           progress_bar: bool = True) -> dict:
+    """Adversarial optimisation of `principle_set`'s rules against the LLM endpoint (settings, overridden by
+    llm_config); the best set, when it improved, is saved as the next version of the same name (parent = the
+    start) and optionally registered as an LLM judge. Returns the rounds summary plus the new version."""
+    from training.data.formats import FormatError
+    from training.judges.adversarial import AdversarialError, PrincipleError, Principles, optimise_principles, result_summary
+    from training.judges.data import load_labeled
+    from training.judges.llm import LLMJudgeConfig
+
+    _checked_principle_set(principle_set)
+    config = {**llm_settings(), **(llm_config or {})}
+    if not config.get("base_url") or not config.get("model"):
+        raise JudgeServiceError("base_url: the LLM endpoint is not configured (JUDGE_LLM_BASE_URL and "
+                                "JUDGE_LLM_MODEL, or base_url and model in the job's parameters)")
+    known = set(LLMJudgeConfig.__dataclass_fields__)
+    try:
+        endpoint = LLMJudgeConfig(**{k: v for k, v in config.items() if k in known})
+        start = Principles(rules=principle_set.rules, strengths=principle_set.strengths,
+                           weaknesses=principle_set.weaknesses)
+    except (TypeError, ValueError) as exc:
+        raise JudgeServiceError(f"cannot start adversarial optimisation: {exc}") from exc
+    if not Path(labelled_file).is_file():
+        raise JudgeServiceError(f"labelled_file: {labelled_file} does not exist")
+    try:
+        labelled = load_labeled(Path(labelled_file))
+    except (FormatError, ValueError) as exc:
+        raise JudgeServiceError(f"labelled_file: {exc}") from exc
+    try:
+        result = optimise_principles(start, endpoint, labelled, settings_, judge_name=f"{principle_set}",
+                                     on_progress=on_progress, progress_bar=progress_bar)
+    except (AdversarialError, PrincipleError) as exc:
+        raise JudgeServiceError(str(exc)) from exc
+    summary = result_summary(result)
+    summary["start"] = {"id": principle_set.pk, "name": principle_set.name, "version": principle_set.version}
+    summary["saved"] = None
+    if result.improved:
+        accepted = [r["round"] for r in result.rounds if r["accepted"]]
+        saved = _checked_principle_set({"name": principle_set.name, "rules": list(result.best.rules),
+                                        "strengths": list(result.best.strengths),
+                                        "weaknesses": list(result.best.weaknesses),
+                                        "note": f"adversarial optimisation from v{principle_set.version}: "
+                                                f"rounds {accepted} accepted"})
+        saved.parent = principle_set
+        saved.save(update_fields=["parent"])
+        summary["saved"] = {"id": saved.pk, "name": saved.name, "version": saved.version}
+        if register_llm_judge:
+            version = register_judge(kind=JudgeVersion.Kind.LLM, name=f"llm-{saved.name}-v{saved.version}",
+                                     principle_set=saved, config={k: v for k, v in (llm_config or {}).items()
+                                                                  if k != "api_key"},
+                                     metrics={"adversarial": {"rounds": len(result.rounds)}})
+            summary["judge"] = version.name
+    if not result.completed:
+        summary["cancelled"] = True
+    return summary

@@ -1,0 +1,240 @@
+"""The judges app's kinds of training job: curate_pairs, adversarial_judge, reward_model.
+
+Each run function is plain glue into webapp.judges.services (which wraps training/): parameters
+re-validated by the kind's form (a clear error naming the field), progress through
+job.on_progress, a JSON result. A stop request (on_progress returning False) ends the run
+cleanly with {"cancelled": true}: no pair file, no half-registered judge."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from django import forms
+
+from webapp.jobs.kinds import JobHandle, JobKind, register
+from webapp.judges import services
+
+_LIST_SPLIT = re.compile(r"[,，\n]+")
+
+
+class JobParamsError(ValueError):
+    """Parameters a job cannot run with; the message names the field."""
+
+
+def split_list(text: str) -> list[str]:
+    return [item.strip() for item in _LIST_SPLIT.split(text or "") if item.strip()]
+
+
+def clean_params(form_class, params: dict) -> dict:
+    """The form's cleaned data (fields left out take their initial value), or JobParamsError naming every bad field."""
+    data = {name: field.initial for name, field in form_class.base_fields.items() if field.initial is not None}
+    # the job system stores cleaned data: lists (temperatures, files) come back as lists; bind them as text again
+    data.update({key: ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+                 for key, value in params.items() if value is not None})
+    form = form_class(data=data)
+    if not form.is_valid():
+        problems = "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
+        raise JobParamsError(problems)
+    return form.cleaned_data
+
+
+def existing_file(value: str) -> str:
+    if value and not Path(value).is_file():
+        raise forms.ValidationError(f"{value} does not exist", code="missing")
+    return value
+
+
+class CommandJob:
+    """A JobHandle for running a kind outside the job system (management commands): progress goes to
+    the terminal's tqdm bars and `log` lines to stdout; it is never cancelled."""
+
+    def __init__(self, params: dict, workdir: Path, write=print):
+        self.id, self.params, self.workdir, self.resumed = 0, params, Path(workdir), False
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._write = write
+
+    def on_progress(self, payload: dict) -> bool:
+        if payload.get("event") == "stage":
+            self._write(f"stage: {payload['stage']}")
+        return True
+
+    def log(self, message: str) -> None:
+        self._write(message)
+
+
+# --------------------------------------------------------------------------------------------
+# curate_pairs
+
+
+class CuratePairsParams(forms.Form):
+    prompts_file = forms.CharField(help_text="Queries: any importable file (queries, alpaca, pairwise, labeled, verl).")
+    max_prompts = forms.IntegerField(min_value=1, max_value=100_000, initial=50)
+    checkpoints = forms.CharField(required=False, help_text="Generator checkpoints (names or ids, comma-separated); "
+                                                            "blank: the active one (unless a remote server is given).")
+    remote_url = forms.URLField(required=False, assume_scheme="http", help_text="An OpenAI-compatible server (its /v1/completions) as another agent.")
+    remote_model = forms.CharField(required=False)
+    temperatures = forms.CharField(initial="0.7,1.1", help_text="One agent per source and temperature.")
+    personas = forms.CharField(required=False, help_text="Style hints taken in turn by the agents, e.g. 古风,幽默.")
+    candidates_per_agent = forms.IntegerField(min_value=1, max_value=16, initial=2)
+    max_new_tokens = forms.IntegerField(min_value=8, max_value=512, initial=96)
+    judges = forms.CharField(required=False, help_text="Judge versions (names, comma-separated); blank: the active judge.")
+    min_margin = forms.FloatField(min_value=0.01, max_value=1.0, initial=0.3)
+    max_longer_share = forms.FloatField(min_value=0.0, max_value=1.0, initial=0.5,
+                                        help_text="At most this share of pairs whose chosen text is longer.")
+    exclude_files = forms.CharField(required=False, help_text="Evaluation files whose queries are never used (leakage guard).")
+    name = forms.SlugField(required=False, max_length=80)
+    import_to_corpus = forms.BooleanField(required=False)
+    seed = forms.IntegerField(initial=0)
+
+    def clean_prompts_file(self):
+        return existing_file(self.cleaned_data["prompts_file"])
+
+    def clean_temperatures(self):
+        try:
+            values = [float(t) for t in split_list(self.cleaned_data["temperatures"])]
+        except ValueError:
+            raise forms.ValidationError("give numbers separated by commas, e.g. 0.7,1.1") from None
+        if not values or any(not 0.0 <= t <= 2.0 for t in values):
+            raise forms.ValidationError("give one to several temperatures in [0, 2]")
+        return values
+
+    def clean_exclude_files(self):
+        paths = split_list(self.cleaned_data.get("exclude_files", ""))
+        for path in paths:
+            existing_file(path)
+        return paths
+
+    def clean(self):
+        data = super().clean()
+        if data.get("remote_url") and not data.get("remote_model"):
+            self.add_error("remote_model", "name the model the remote server serves")
+        return data
+
+
+def run_curate_pairs(params: dict, job: JobHandle) -> dict:
+    from training.curation import CurationConfig, CurationError
+
+    p = clean_params(CuratePairsParams, params)
+    job.on_progress({"event": "stage", "stage": "load agents"})
+    try:
+        config = CurationConfig(min_margin=p["min_margin"], max_longer_share=p["max_longer_share"], seed=p["seed"] or 0)
+    except CurationError as exc:
+        raise JobParamsError(str(exc)) from exc
+    agents = services.build_generator_agents(
+        checkpoints=split_list(p["checkpoints"]), temperatures=p["temperatures"], personas=split_list(p["personas"]),
+        n=p["candidates_per_agent"], max_new_tokens=p["max_new_tokens"], remote_url=p["remote_url"],
+        remote_model=p["remote_model"])
+    name = p["name"] or f"pairs-job{job.id}"
+    try:
+        return services.curate_preference_pairs(
+            prompts_file=Path(p["prompts_file"]), agents=agents, judge_names=split_list(p["judges"]),
+            exclude_files=[Path(f) for f in p["exclude_files"]], config=config, max_prompts=p["max_prompts"],
+            workdir=Path(job.workdir), name=name, import_to_corpus=p["import_to_corpus"],
+            on_progress=job.on_progress, progress_bar=True)
+    except services.JudgeJobCancelled as exc:
+        return {"cancelled": True, "message": str(exc)}
+
+
+# --------------------------------------------------------------------------------------------
+# adversarial_judge
+
+
+class AdversarialJudgeParams(forms.Form):
+    principle_set = forms.CharField(required=False, help_text="id, NAME or NAME:VERSION; blank: the active judge's, "
+                                                              "else the newest 'default'.")
+    labelled_file = forms.CharField(help_text="{query, response, label} JSON Lines: half for reflection, half held out.")
+    rounds = forms.IntegerField(min_value=1, max_value=20, initial=3)
+    attacks_per_round = forms.IntegerField(min_value=1, max_value=500, initial=24)
+    llm_attacks_per_round = forms.IntegerField(min_value=0, max_value=100, initial=0)
+    strategies = forms.CharField(required=False, help_text="Perturbations to attack with (blank: all).")
+    heldout_fraction = forms.FloatField(min_value=0.05, max_value=0.95, initial=0.5)
+    base_url = forms.URLField(required=False, assume_scheme="http", help_text="The LLM endpoint (blank: JUDGE_LLM_BASE_URL).")
+    model = forms.CharField(required=False, help_text="blank: JUDGE_LLM_MODEL")
+    timeout = forms.FloatField(required=False, min_value=0.1, max_value=600)
+    max_retries = forms.IntegerField(required=False, min_value=0, max_value=10)
+    register_llm_judge = forms.BooleanField(required=False, help_text="Also register an LLM judge with the new set.")
+    seed = forms.IntegerField(initial=0)
+
+    def clean_labelled_file(self):
+        return existing_file(self.cleaned_data["labelled_file"])
+
+    def clean_strategies(self):
+        from training.judges.adversarial import PERTURBATIONS
+
+        names = split_list(self.cleaned_data.get("strategies", ""))
+        unknown = [n for n in names if n not in PERTURBATIONS]
+        if unknown:
+            raise forms.ValidationError(f"unknown {', '.join(unknown)}; known: {', '.join(PERTURBATIONS)}")
+        return names or list(PERTURBATIONS)
+
+
+def run_adversarial_judge(params: dict, job: JobHandle) -> dict:
+    from training.judges.adversarial import AdversarialConfig, AdversarialError
+
+    p = clean_params(AdversarialJudgeParams, params)
+    try:
+        settings_ = AdversarialConfig(rounds=p["rounds"], attacks_per_round=p["attacks_per_round"],
+                                      llm_attacks_per_round=p["llm_attacks_per_round"],
+                                      strategies=tuple(p["strategies"]), heldout_fraction=p["heldout_fraction"],
+                                      seed=p["seed"] or 0)
+    except AdversarialError as exc:
+        raise JobParamsError(str(exc)) from exc
+    llm_config = {key: p[key] for key in ("base_url", "model", "timeout", "max_retries") if p.get(key) not in (None, "")}
+    principle_set = services.resolve_principle_set(p["principle_set"] or None)
+    summary = services.optimise_principle_set(principle_set=principle_set, labelled_file=Path(p["labelled_file"]),
+                                              llm_config=llm_config, settings_=settings_,
+                                              register_llm_judge=p["register_llm_judge"], on_progress=job.on_progress)
+    rounds = summary["rounds"]
+    job.log(f"{len(rounds)} round(s); saved {summary['saved']}")
+    return summary
+
+
+# --------------------------------------------------------------------------------------------
+# reward_model
+
+
+class RewardModelParams(forms.Form):
+    pair_files = forms.CharField(help_text="Pairwise files (LlamaFactory JSON or any pair format), comma-separated.")
+    preset = forms.ChoiceField(choices=[("tiny", "tiny"), ("small", "small"), ("base", "base")], initial="small")
+    steps = forms.IntegerField(required=False, min_value=1, max_value=1_000_000)
+    seed = forms.IntegerField(initial=0)
+    init_checkpoint = forms.CharField(required=False, help_text="Start from this generator checkpoint (name or id).")
+    name = forms.SlugField(required=False, max_length=80)
+    activate = forms.BooleanField(required=False)
+
+    def clean_pair_files(self):
+        paths = split_list(self.cleaned_data["pair_files"])
+        if not paths:
+            raise forms.ValidationError("give at least one pairs file")
+        for path in paths:
+            existing_file(path)
+        return paths
+
+
+def run_reward_model(params: dict, job: JobHandle) -> dict:
+    p = clean_params(RewardModelParams, params)
+    try:
+        version = services.train_reward_model_version(
+            pair_files=[Path(f) for f in p["pair_files"]], preset=p["preset"],
+            init_checkpoint=p["init_checkpoint"] or None, steps=p["steps"], seed=p["seed"] or 0,
+            name=p["name"] or f"reward-model-job{job.id}", activate=p["activate"], on_progress=job.on_progress)
+    except services.JudgeJobCancelled as exc:
+        return {"cancelled": True, "message": str(exc)}
+    return {"judge": version.name, "path": version.path, "active": version.is_active, "metrics": version.metrics}
+
+
+CURATE_PAIRS = register(JobKind(
+    name="curate_pairs", label="Curate preference pairs", params_form=CuratePairsParams, run=run_curate_pairs,
+    description="Multi-agent rejection sampling: several generator agents write, the judges score, pairs with a "
+                "clear margin are kept (length-balanced, evaluation queries excluded).",
+    resumable=True, tags=("judges", "data")))
+ADVERSARIAL_JUDGE = register(JobKind(
+    name="adversarial_judge", label="Adversarial judge optimisation", params_form=AdversarialJudgeParams,
+    run=run_adversarial_judge,
+    description="Attack the LLM judge's principles with flawed greetings, reflect, keep a revised set only when "
+                "its held-out agreement holds and its attack success rate falls.",
+    tags=("judges",)))
+REWARD_MODEL = register(JobKind(
+    name="reward_model", label="Reward model", params_form=RewardModelParams, run=run_reward_model,
+    description="Bradley-Terry reward model on the MoE backbone, held-out metrics beside TF-IDF and length.",
+    tags=("judges", "training")))
