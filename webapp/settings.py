@@ -71,6 +71,7 @@ INSTALLED_APPS = [
     "webapp.studio",
     "webapp.api",
     "webapp.jobs",
+    "webapp.rlaif",
 ]
 
 MIDDLEWARE = [

@@ -181,12 +181,18 @@ def generate_for_prompts(model, tokenizer, prompts: Sequence[str], samples: int,
     out = []
     for start in range(0, len(prompts), batch_prompts):
         chunk = prompts[start : start + batch_prompts]
-        params = [SamplingParams(n=samples, max_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                 seed=seed + start + i) for i in range(len(chunk))]
-        for query, result in zip(chunk, engine.generate([encode_prompt(tokenizer, q) for q in chunk], params)):
+        ids = [encode_prompt(tokenizer, q) for q in chunk]
+        params = [SamplingParams(n=samples, max_tokens=room(engine, prompt, max_new_tokens), temperature=temperature,
+                                 top_p=top_p, seed=seed + start + i) for i, prompt in enumerate(ids)]
+        for query, result in zip(chunk, engine.generate(ids, params)):
             for c in result.candidates:
                 out.append(Generated(query, c.text.strip(), list(c.token_ids), c.finish_reason == "length"))
     return out
+
+
+def room(engine, prompt_ids: Sequence[int], max_new_tokens: int) -> int:
+    """max_new_tokens, cut to what the model's context leaves after the prompt (at least 1)."""
+    return max(1, min(max_new_tokens, engine.max_len - len(prompt_ids)))
 
 
 @torch.no_grad()

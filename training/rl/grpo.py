@@ -123,8 +123,10 @@ def rollout_engine(engine, queries: Sequence[str], group_size: int, temperature:
 
     tokenizer = engine.tokenizer
     prompts = [encode_prompt(tokenizer, q) for q in queries]
-    params = [SamplingParams(n=group_size, max_tokens=max_new_tokens, temperature=temperature, seed=seed + i)
-              for i in range(len(queries))]
+    from training.rl.evaluation import room
+
+    params = [SamplingParams(n=group_size, max_tokens=room(engine, prompt, max_new_tokens), temperature=temperature,
+                             seed=seed + i) for i, prompt in enumerate(prompts)]
     outputs = engine.generate(prompts, params)
     rollouts = []
     for query, prompt, output in zip(queries, prompts, outputs):
@@ -147,7 +149,8 @@ def rollout_generate(model, tokenizer, queries: Sequence[str], group_size: int, 
             prompt = encode_prompt(tokenizer, query)
             input_ids = torch.tensor([prompt] * group_size, device=next(model.parameters()).device)
             out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), do_sample=True,
-                                 temperature=temperature, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens,
+                                 temperature=temperature, top_p=1.0, top_k=0,
+                                 max_new_tokens=max(1, min(max_new_tokens, model.config.max_position_embeddings - len(prompt))),
                                  eos_token_id=eos, pad_token_id=tokenizer.pad_token_id)
             for row in out[:, len(prompt):].tolist():
                 ids = row[: row.index(eos) + 1] if eos in row else row

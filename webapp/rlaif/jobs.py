@@ -1,0 +1,124 @@
+"""The RLAIF kinds of training job: "grpo", "evaluate" and "rlaif_round" (the whole pipeline,
+also started by the periodic beat task `webapp.train.periodic_job` with kind "rlaif_round")."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from django import forms
+
+from webapp.jobs.kinds import JobHandle, JobKind, register
+from webapp.rlaif import services
+from webapp.rlaif.services import RlaifError
+
+
+def _path_field(label: str, required: bool = False) -> forms.CharField:
+    return forms.CharField(required=required, max_length=500, label=label,
+                           help_text="A verl parquet file or one query a line, on the worker's disk.")
+
+
+class EvaluateParams(forms.Form):
+    prompts_file = _path_field("Prompt file", required=True)
+    checkpoint = forms.CharField(required=False, max_length=100, help_text="Name or id; empty: the active one.")
+    judge = forms.CharField(required=False, max_length=100, help_text="Name or id; empty: the active judge.")
+    samples = forms.IntegerField(min_value=1, max_value=16, initial=4, required=False)
+    max_prompts = forms.IntegerField(min_value=1, max_value=100_000, required=False)
+    seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0, required=False)
+
+    def clean_prompts_file(self):
+        path = Path(self.cleaned_data["prompts_file"])
+        if not path.is_file():
+            raise forms.ValidationError(f"file {path} does not exist")
+        return str(path)
+
+
+class GRPOParams(forms.Form):
+    checkpoint = forms.CharField(required=False, max_length=100, help_text="Start from this; empty: the active one.")
+    judge = forms.CharField(required=False, max_length=100, help_text="Reward from this judge; empty: the active one.")
+    prompts_file = _path_field("Training prompts (empty: the starter queries)")
+    steps = forms.IntegerField(min_value=1, max_value=10_000, initial=50, required=False)
+    prompts_per_step = forms.IntegerField(min_value=1, max_value=64, initial=8, required=False)
+    lr = forms.FloatField(min_value=1e-8, max_value=1e-3, initial=2e-5, required=False)
+    kl_coef = forms.FloatField(min_value=0.0, max_value=1.0, initial=0.001, required=False)
+    max_new_tokens = forms.IntegerField(min_value=8, max_value=256, initial=96, required=False)
+    max_minutes = forms.FloatField(min_value=0.1, max_value=24 * 60, required=False,
+                                   help_text="Stop (and save) after this long.")
+    seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0, required=False)
+
+    def clean_prompts_file(self):
+        value = self.cleaned_data.get("prompts_file") or ""
+        if value and not Path(value).is_file():
+            raise forms.ValidationError(f"file {value} does not exist")
+        return value
+
+
+class RoundParams(GRPOParams):
+    heldout_file = _path_field("Held-out prompts (empty: a stable 20% of the prompts by query)")
+    heldout_fraction = forms.FloatField(min_value=0.05, max_value=0.5, initial=0.2, required=False)
+    eval_prompts = forms.IntegerField(min_value=2, max_value=10_000, required=False)
+    eval_samples = forms.IntegerField(min_value=1, max_value=16, initial=4, required=False)
+    sft_preset = forms.ChoiceField(choices=[("tiny", "tiny"), ("small", "small"), ("base", "base")], initial="small",
+                                   required=False, help_text="Used only for the cold start (no active checkpoint).")
+    sft_steps = forms.IntegerField(min_value=1, max_value=100_000, required=False)
+
+    def clean_heldout_file(self):
+        value = self.cleaned_data.get("heldout_file") or ""
+        if value and not Path(value).is_file():
+            raise forms.ValidationError(f"file {value} does not exist")
+        return value
+
+
+def cleaned(form_class, params: dict) -> dict:
+    """The form's cleaned params, blanks dropped; invalid params raise RlaifError naming the field."""
+    form = form_class(data=params or {})
+    if not form.is_valid():
+        field, errors = next(iter(form.errors.items()))
+        raise RlaifError(field, "; ".join(errors))
+    return {k: v for k, v in form.cleaned_data.items() if v not in (None, "")}
+
+
+def run_evaluate(params: dict, job: JobHandle) -> dict:
+    params = cleaned(EvaluateParams, params)
+    job.on_progress({"event": "stage", "stage": "evaluate"})
+    checkpoint = services.checkpoint_for(params.get("checkpoint"))
+    version, judge = services.judge_for(params.get("judge"))
+    prompts = services.prompts_from(params["prompts_file"])[: params.get("max_prompts")]
+    from training.rl.evaluation import EvalSettings
+
+    report = services.evaluate_checkpoint(checkpoint, prompts, judge,
+                                          EvalSettings(samples=params.get("samples", 4), seed=params.get("seed", 0)))
+    report["checkpoint_name"], report["judge_name"] = checkpoint.name, version.name
+    job.on_progress({"event": "log", "message": f"{checkpoint.name}: pass rate {report['pass_rate']:.3f} "
+                     f"[{report['pass_rate_ci95'][0]:.3f}, {report['pass_rate_ci95'][1]:.3f}]"})
+    return {k: v for k, v in report.items() if k != "per_prompt_pass"}
+
+
+def run_grpo(params: dict, job: JobHandle) -> dict:
+    """GRPO from a checkpoint; the result is registered as a candidate, never promoted here."""
+    params = cleaned(GRPOParams, params)
+    checkpoint = services.checkpoint_for(params.get("checkpoint"))
+    version, judge = services.judge_for(params.get("judge"))
+    prompts = services.prompts_from(params.get("prompts_file"))
+    run_name = f"grpo-job{job.id}"
+    result = services.run_grpo(checkpoint=checkpoint, judge=judge, prompts=prompts, run_name=run_name,
+                               resume=job.resumed, on_progress=job.on_progress, **services.grpo_fields(params))
+    if not result.completed:
+        return {"cancelled": True, "step": result.steps}
+    candidate = services.register_grpo_checkpoint(result, parent=checkpoint, run_name=run_name, judge_name=version.name)
+    return {"checkpoint": candidate.name, "steps": result.steps, "reward": result.metrics.get("reward"),
+            "kl": result.metrics.get("kl"), "pass_rate": result.metrics.get("pass_rate")}
+
+
+def run_round(params: dict, job: JobHandle) -> dict:
+    params = cleaned(RoundParams, params)
+    return services.run_round(params=params, workdir=Path(job.workdir), on_progress=job.on_progress, job_id=job.id,
+                              resumed=job.resumed)
+
+
+register(JobKind(name="evaluate", label="Evaluate a generator", params_form=EvaluateParams, run=run_evaluate,
+                 description="Judge pass rate with a bootstrap interval, KL to SFT, distinct-n, novelty, lengths.",
+                 tags=("rlaif",)))
+register(JobKind(name="grpo", label="GRPO", params_form=GRPOParams, run=run_grpo, resumable=True,
+                 description="GRPO (group of 4, k3 KL 0.001 to the SFT model) with the judge's reward; "
+                             "registers a candidate checkpoint.", tags=("rlaif",)))
+register(JobKind(name="rlaif_round", label="RLAIF round", params_form=RoundParams, run=run_round, resumable=True,
+                 description="New requests and labels -> GRPO -> evaluation -> gate -> promotion.", tags=("rlaif",)))
