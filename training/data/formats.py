@@ -292,6 +292,8 @@ def _parse_labeled(obj: Any, where: str, shown: str) -> LabeledRecord:
     if label is None:
         raise FormatError(shown, where, "label", f"must be 0 or 1 (or true/false), got {obj['label']!r}")
     extra = {key: value for key, value in obj.items() if key not in ("query", "response", "label")}
+    for key, value in extra.items():
+        _storable_json(value, where, shown, _storable(key, where, shown, key))
     return LabeledRecord(query=query, response=response, label=label, where=where, extra=extra)
 
 
@@ -311,11 +313,11 @@ def _parse_label(value: Any) -> int | None:
 
 
 def _parse_query_line(text: str, where: str, shown: str) -> QueryRecord:
-    return QueryRecord(query=text, where=where)
+    return QueryRecord(query=_storable(text, where, shown, None), where=where)
 
 
 def _parse_verl(query: str, where: str, shown: str) -> QueryRecord:
-    return QueryRecord(query=query, where=where)
+    return QueryRecord(query=_storable(query, where, shown, "prompt"), where=where)
 
 
 _PARSERS = {
@@ -343,7 +345,33 @@ def _required_text(obj: dict, key: str, where: str, shown: str, label: str | Non
     value = value.strip()
     if not value:
         raise FormatError(shown, where, label, "empty")
-    return value
+    return _storable(value, where, shown, label)
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(text: str, where: str, shown: str, label: str | None) -> str:
+    """Refuse what no text column can hold: NUL (PostgreSQL refuses it) and lone surrogates
+    (JSON escapes like \\ud800 that are not Unicode: they cannot be encoded as UTF-8)."""
+    bad = _UNSTORABLE.search(text)
+    if bad:
+        what = "a NUL character" if bad.group(0) == "\x00" else f"a lone surrogate {bad.group(0)!a} (invalid Unicode)"
+        raise FormatError(shown, where, label, f"contains {what} at character {bad.start() + 1}")
+    return text
+
+
+def _storable_json(value: Any, where: str, shown: str, label: str) -> None:
+    """_storable for every key and string inside a JSON value (kept as JSON metadata)."""
+    if isinstance(value, str):
+        _storable(value, where, shown, label)
+    elif isinstance(value, list):
+        for item in value:
+            _storable_json(item, where, shown, label)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable(key, where, shown, label)
+            _storable_json(item, where, shown, label)
 
 
 def _type_name(value: Any) -> str:
