@@ -166,6 +166,17 @@ def test_a_cancelled_round_changes_nothing_in_the_registry(setup):
     assert RlaifRound.objects.get().status == "cancelled"
 
 
+def test_a_resumed_round_continues_grpo_from_its_saved_state(setup):
+    jobs.run_round(round_params(setup), Handle(workdir=setup["tmp"] / "job", cancel_at_step=1))  # state at step 1
+    died = RlaifRound.objects.create(job_id=7)  # as if a worker died in the middle of the next attempt
+    handle = Handle(workdir=setup["tmp"] / "job", resumed=True)
+    report = jobs.run_round(round_params(setup), handle)
+    assert [e["step"] for e in handle.events if e["event"] == "step"] == [2]  # step 1 was not redone
+    assert report["grpo"]["steps"] == 2 and "decision" in report
+    died.refresh_from_db()
+    assert died.status == "failed" and "resumed" in died.reason
+
+
 def test_round_params_out_of_range_name_the_field(setup):
     handle = Handle(workdir=setup["tmp"] / "job")
     with pytest.raises(RlaifError) as error:

@@ -103,7 +103,11 @@ def run_grpo(params: dict, job: JobHandle) -> dict:
                                resume=job.resumed, on_progress=job.on_progress, **services.grpo_fields(params))
     if not result.completed:
         return {"cancelled": True, "step": result.steps}
-    candidate = services.register_grpo_checkpoint(result, parent=checkpoint, run_name=run_name, judge_name=version.name)
+    from webapp.checkpoints.models import Checkpoint
+
+    candidate = (Checkpoint.objects.filter(name=run_name).first()  # registered before a worker died
+                 or services.register_grpo_checkpoint(result, parent=checkpoint, run_name=run_name,
+                                                      judge_name=version.name))
     return {"checkpoint": candidate.name, "steps": result.steps, "reward": result.metrics.get("reward"),
             "kl": result.metrics.get("kl"), "pass_rate": result.metrics.get("pass_rate")}
 

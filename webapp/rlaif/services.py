@@ -211,6 +211,9 @@ def run_round(*, params: dict, workdir: Path, on_progress: Callable[[dict], bool
         return on_progress({"event": "stage", "stage": name}) is not False
 
     version, judge = judge_for(params.get("judge"))  # fail before any work when the judge is unusable
+    if job_id is not None:  # a resumed job: its earlier attempt's worker died mid-round
+        RlaifRound.objects.filter(job_id=job_id, status=RlaifRound.Status.RUNNING).update(
+            status=RlaifRound.Status.FAILED, finished_at=timezone.now(), reason="the worker died; the job was resumed")
     since = last_round_time()
     round_ = RlaifRound.objects.create(job_id=job_id, since=since)
     try:
@@ -249,7 +252,8 @@ def run_round(*, params: dict, workdir: Path, on_progress: Callable[[dict], bool
 
         if not stage("evaluate"):
             return _cancelled(round_, "cancelled before the evaluation")
-        candidate = register_grpo_checkpoint(result, parent=active, run_name=run_name, judge_name=version.name)
+        candidate = (Checkpoint.objects.filter(name=run_name).first()  # registered before a worker died
+                     or register_grpo_checkpoint(result, parent=active, run_name=run_name, judge_name=version.name))
         round_.candidate = candidate.name
         round_.save(update_fields=["candidate"])
         eval_settings = EvalSettings(samples=params.get("eval_samples", 4), max_new_tokens=params.get("max_new_tokens", 96),
