@@ -236,3 +236,64 @@ def test_stream_close_cancels_and_frees(model, tokenizer):
     assert first.request_id.startswith("req-")
     stream.close()
     assert not engine.has_unfinished() and engine.cache.free_slots == 4
+
+
+def test_chunked_prefill_gives_the_same_tokens(model, tokenizer):
+    prompts = prompts_of_lengths([70, 9, 33], model.config.vocab_size, seed=8)
+    params = SamplingParams(n=2, max_tokens=10, **GREEDY)
+    whole = Engine(model, tokenizer, max_slots=6).generate(prompts, params)
+    chunked_engine = Engine(model, tokenizer, max_slots=6, max_prefill_tokens=16)
+    chunked = chunked_engine.generate(prompts, params)
+    assert [[c.token_ids for c in o.candidates] for o in chunked] == [[c.token_ids for c in o.candidates] for o in whole]
+    assert whole[0].candidates[0].token_ids == reference(model, prompts[0], 10)
+    assert chunked_engine.cache.free_slots == 6 and chunked_engine.num_prefilling == 0
+
+
+def test_running_requests_keep_streaming_while_a_long_prompt_prefills(model, tokenizer):
+    short, long = prompts_of_lengths([4, 90], model.config.vocab_size, seed=9)
+    engine = Engine(model, tokenizer, max_slots=3, max_prefill_tokens=20)
+    streaming = engine._submit(short, SamplingParams(max_tokens=12, **GREEDY), None, None)
+    engine.step()
+    late = engine._submit(long, SamplingParams(max_tokens=4, **GREEDY), None, None)
+    seen = []
+    hook = model.model.embed_tokens.register_forward_hook(lambda m, args, out: seen.append(args[0].numel()))
+    try:
+        for _ in range(5):  # 90 prompt tokens in chunks of 20: five steps, each with one decode token
+            before = len(streaming.candidates[0].tokens)
+            engine.step()
+            assert len(streaming.candidates[0].tokens) == before + 1
+        assert engine.num_prefilling == 0 and len(late.candidates[0].tokens) == 1
+    finally:
+        hook.remove()
+    assert seen == [21, 21, 21, 21, 11]
+    while engine.has_unfinished():
+        engine.step()
+    assert late.candidates[0].tokens == reference(model, long, 4)
+    assert streaming.candidates[0].tokens == reference(model, short, 12)
+
+
+def test_cancel_mid_prefill_frees_the_slots(model, tokenizer):
+    engine = Engine(model, tokenizer, max_slots=2, max_prefill_tokens=8)
+    rid = engine.submit(prompts_of_lengths([40], model.config.vocab_size)[0], SamplingParams(n=2, max_tokens=4))
+    engine.step()
+    assert engine.num_prefilling == 1 and engine.cache.free_slots == 0
+    assert engine.cancel(rid)
+    assert engine.num_prefilling == 0 and engine.cache.free_slots == 2 and not engine.has_unfinished()
+
+
+def test_memory_budget_admission_waits_or_refuses(model, tokenizer):
+    per_slot = bytes_per_token(model.config, torch.float32) * 64
+    engine = Engine(model, tokenizer, max_len=64, memory_budget_bytes=per_slot * 3)
+    assert engine.cache.nbytes == per_slot * 3
+    with pytest.raises(InvalidRequestError, match="memory budget holds 3"):
+        engine.submit([5, 6, 7], SamplingParams(n=4, max_tokens=8))
+    first = engine._submit([5, 6, 7], SamplingParams(n=2, max_tokens=6, **GREEDY), None, None)
+    second = engine._submit([8, 9], SamplingParams(n=2, max_tokens=3, **GREEDY), None, None)
+    engine.step()
+    assert engine.num_running == 2 and engine.num_waiting == 1  # two slots are not free: it waits
+    while not first.finished:
+        engine.step()
+        assert engine.num_running + 2 * engine.num_waiting <= 4
+    while engine.has_unfinished():
+        engine.step()
+    assert second.candidates[0].tokens == reference(model, [8, 9], 3) and engine.cache.free_slots == 3

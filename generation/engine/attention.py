@@ -24,7 +24,8 @@ class AttentionBatch:
     """Where a step's flat tokens go in the cache and what they attend to (shared by all sublayers).
 
     The first ``num_decode`` tokens are decode tokens (one per running sequence); prefill tokens
-    follow, one contiguous segment per new prompt.
+    follow, one contiguous segment per prompt chunk (chunked prefill: a chunk after the first
+    also attends to the rows its earlier chunks left in the cache).
     """
 
     write_slots: torch.Tensor  # [N] slot of each token
@@ -34,7 +35,7 @@ class AttentionBatch:
     decode_range: tuple[int, int] | None  # (first, stop) when the slots are contiguous: read a view
     decode_len: int  # longest cached length among decode rows (after this step's write)
     decode_mask: torch.Tensor | None  # [D, 1, decode_len] additive mask (0 or -inf)
-    prefill_segments: list[tuple[int, int]]  # (start, length) in the flat batch
+    prefill_segments: list[tuple[int, int, int, int]]  # (start in the flat batch, length, slot, first position)
 
 
 def rms_norm(x: torch.Tensor, norm) -> torch.Tensor:
@@ -101,8 +102,9 @@ class AbsorbedMLA:
             out = query.new_empty(n, self.num_heads, self.rank)
             if d:
                 out[:d] = self._decode(query[:d], cache, batch)
-            for start, length in batch.prefill_segments:
-                out[start : start + length] = self._prefill(query[start : start + length], rows[start : start + length])
+            for start, length, slot, past in batch.prefill_segments:
+                keys = rows[start : start + length] if past == 0 else cache[slot, : past + length]
+                out[start : start + length] = self._prefill(query[start : start + length], keys, past)
 
         # absorb W_uv into the output: [H, N, rank] @ [H, rank, v]
         values = torch.bmm(out.transpose(0, 1), w_uv.transpose(1, 2)).transpose(0, 1)
@@ -117,10 +119,16 @@ class AbsorbedMLA:
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
         return torch.bmm(probs, keys[..., : self.rank])  # [D, H, rank]
 
-    def _prefill(self, query: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        # one new prompt: causal attention over its own rows (the shared key broadcasts over heads)
+    def _prefill(self, query: torch.Tensor, keys: torch.Tensor, past: int) -> torch.Tensor:
+        # one prompt chunk at positions past..past+T: causal attention over the prompt's rows up to
+        # itself (the shared key broadcasts over heads)
         q = query.transpose(0, 1).unsqueeze(0)  # [1, H, T, rank + rope]
-        k = rows.unsqueeze(0).unsqueeze(0).expand(1, self.num_heads, -1, -1)
+        k = keys.unsqueeze(0).unsqueeze(0).expand(1, self.num_heads, -1, -1)
         v = k[..., : self.rank]
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scaling)
+        if past == 0:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scaling)
+        else:
+            t = query.shape[0]
+            causal = torch.ones(t, past + t, dtype=torch.bool, device=query.device).tril(diagonal=past)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal, scale=self.scaling)
         return out[0].transpose(0, 1)  # [T, H, rank]

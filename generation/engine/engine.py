@@ -6,8 +6,12 @@
         for event in engine.step():   # StreamEvent(request_id, candidate_index, text_delta, finished, finish_reason)
             ...
 
-Each ``step()`` runs one forward over every running candidate's next token plus the prompts of
-the requests admitted this step, then samples one token per candidate. ``generate()`` and
+Each ``step()`` runs one forward over every running candidate's next token plus up to
+``max_prefill_tokens`` prompt tokens (chunked prefill: a long prompt spreads over several steps
+while the others keep streaming), then samples one token per candidate. The cache is preallocated
+slots (one per candidate, ``max_len`` tokens each), as many as ``max_slots`` and
+``memory_budget_bytes`` allow; requests wait for free slots, and a request that could never fit
+(more candidates than slots) is refused at submit. ``generate()`` and
 ``stream()`` drive steps for you. Not thread safe: one thread steps (see generation.backends).
 """
 from __future__ import annotations
@@ -73,7 +77,7 @@ class Engine:
         max_len: int | None = None,
         memory_budget_bytes: int | None = None,
         max_n: int = 16,
-        max_prefill_tokens: int = 1024,  # bounds how long a step's prefill stalls decoding
+        max_prefill_tokens: int = 512,  # prompt tokens per step: bounds how long a prefill stalls decoding
     ):
         config = model.config
         context = config.max_position_embeddings
@@ -88,7 +92,7 @@ class Engine:
         self.cache = SlotCache(config, slots, self.max_len, dtype=param.dtype, device=param.device)
         self.runner = ModelRunner(model, self.max_len)
         self.scheduler = Scheduler(self.cache, max_prefill_tokens)
-        self.max_n = min(max_n, slots)
+        self.max_n = max_n
         self.stop_ids = frozenset(_ids(getattr(tokenizer, "eos_token_id", None)) | _ids(config.eos_token_id))
         self.device = param.device
         self._active: dict[str, Request] = {}
@@ -121,6 +125,11 @@ class Engine:
         if len(ids) >= self.max_len:
             raise PromptTooLongError(f"the prompt has {len(ids)} tokens; the context holds {self.max_len}")
         params.validate(max_n=self.max_n, max_tokens=self.max_len - 1)
+        if params.n > self.cache.num_slots:
+            raise InvalidRequestError(
+                f"n={params.n} candidates need {params.n} cache slots; the engine's memory budget holds "
+                f"{self.cache.num_slots} ({self.cache.nbytes // 2**20} MiB of {self.max_len}-token slots)"
+            )
         if len(ids) + params.max_tokens > self.max_len:
             raise PromptTooLongError(
                 f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) exceeds the context of {self.max_len}"
@@ -176,6 +185,10 @@ class Engine:
         return len(self.scheduler.waiting)
 
     @property
+    def num_prefilling(self) -> int:
+        return len(self.scheduler.prefilling)
+
+    @property
     def num_running(self) -> int:
         return len(self.scheduler.running)
 
@@ -183,57 +196,63 @@ class Engine:
 
     @torch.inference_mode()
     def step(self) -> list[StreamEvent]:
-        """Admit, prefill and decode once; the events of this step (and of cancels since the last)."""
+        """Admit, prefill (a chunk) and decode once; the events of this step (and of cancels since the last)."""
         events, self._pending = self._pending, []
         self._in_step = True
         try:
             self._reap(events)
-            admitted = self.scheduler.admit()
+            self.scheduler.admit()
+            chunks = self.scheduler.prefill_chunks()
             decode = list(self.scheduler.running)
-            if decode or admitted:
-                self._forward_and_sample(decode, admitted, events)
+            if decode or chunks:
+                self._forward_and_sample(decode, chunks, events)
             self._reap(events)  # cancels made from callbacks during this step
         finally:
             self._in_step = False
         return events
 
-    def _forward_and_sample(self, decode: list[Candidate], admitted: list[Request], events: list[StreamEvent]):
-        self.scheduler.start_running([c for r in admitted for c in r.candidates])
+    def _forward_and_sample(self, decode: list[Candidate], chunks: list[tuple[Request, int, int]], events):
         try:
-            input_ids, positions, batch, logit_rows = self._build_batch(decode, admitted)
+            input_ids, positions, batch, logit_rows = self._build_batch(decode, chunks)
             logits = self.runner.forward(input_ids, positions, batch, self.cache.data, logit_rows)
         except Exception as exc:  # a failed forward fails its batch, not the engine
             log.exception("engine forward failed")
-            for request in {c.request for c in decode} | set(admitted):
+            for request in {c.request for c in decode} | {r for r, _, _ in chunks}:
                 self._fail(request, f"forward failed: {exc!r}", events)
             return
-        for request in admitted:
-            first = request.candidates[0]
-            length = len(request.prompt_ids)
-            self.cache.share_prefix(first.slot, [c.slot for c in request.candidates[1:]], length)
-            for c in request.candidates:
-                c.cached = length
+        prefilled = []  # requests whose last prompt chunk ran this step: they sample their first token
+        for request, start, length in chunks:
+            request.prefilled = start + length
+            if request.prefilled == len(request.prompt_ids):
+                first = request.candidates[0]
+                self.cache.share_prefix(first.slot, [c.slot for c in request.candidates[1:]], request.prefilled)
+                for c in request.candidates:
+                    c.cached = request.prefilled
+                self.scheduler.prefill_done(request)
+                prefilled.append(request)
         for c in decode:
             c.cached += 1
-        candidates = decode + [c for r in admitted for c in r.candidates]
-        if any(r.params.n > 1 for r in admitted):  # the n candidates share their prompt's logits row
-            rows = list(range(len(decode))) + [len(decode) + k for k, r in enumerate(admitted) for _ in r.candidates]
+        candidates = decode + [c for r in prefilled for c in r.candidates]
+        if any(r.params.n > 1 for r in prefilled):  # the n candidates share their prompt's logits row
+            rows = list(range(len(decode))) + [len(decode) + k for k, r in enumerate(prefilled) for _ in r.candidates]
             logits = logits[rows]
-        tokens = self._sample(logits, candidates, events)
-        self._append(candidates, tokens, events)
+        if candidates:
+            tokens = self._sample(logits, candidates, events)
+            self._append(candidates, tokens, events)
 
-    def _build_batch(self, decode: list[Candidate], admitted: list[Request]):
+    def _build_batch(self, decode: list[Candidate], chunks: list[tuple[Request, int, int]]):
         ids = [c.last_token for c in decode]
         positions = [c.cached for c in decode]
         slots = [c.slot for c in decode]
         segments, logit_rows = [], list(range(len(decode)))
-        for request in admitted:
-            start, length = len(ids), len(request.prompt_ids)
-            ids.extend(request.prompt_ids)
-            positions.extend(range(length))
-            slots.extend([request.candidates[0].slot] * length)
-            segments.append((start, length))
-            logit_rows.append(start + length - 1)
+        for request, start, length in chunks:
+            flat, slot = len(ids), request.candidates[0].slot
+            ids.extend(request.prompt_ids[start : start + length])
+            positions.extend(range(start, start + length))
+            slots.extend([slot] * length)
+            segments.append((flat, length, slot, start))
+            if start + length == len(request.prompt_ids):
+                logit_rows.append(flat + length - 1)
         d = len(decode)
         decode_slots = decode_range = decode_mask = None
         decode_len = 0
@@ -260,7 +279,7 @@ class Engine:
             decode_mask=decode_mask,
             prefill_segments=segments,
         )
-        return torch.tensor(ids, device=self.device), positions_t, batch, torch.tensor(logit_rows, device=self.device)
+        return torch.tensor(ids, device=self.device), positions_t, batch, torch.tensor(logit_rows, dtype=torch.long, device=self.device)
 
     def _sample(self, logits: torch.Tensor, candidates: list[Candidate], events) -> list[int | None]:
         penalised = [i for i, c in enumerate(candidates) if c.request.params.repetition_penalty != 1.0]
@@ -365,7 +384,7 @@ class Engine:
         self._emit(c, events)
         request = c.request
         if request.finished:
-            self.scheduler.drop_waiting(request)
+            self.scheduler.drop(request)
             self._active.pop(request.request_id, None)
 
     def _fail(self, request: Request, error: str, events: list[StreamEvent]) -> None:

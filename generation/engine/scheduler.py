@@ -4,6 +4,10 @@ A request with ``n`` candidates waits until ``n`` cache slots are free, is prefi
 its first candidate's slot, then copied to the others) and then each candidate decodes one token
 per step until it finishes; finished candidates give their slot back at once, so a waiting
 request can join at the next step.
+
+Chunked prefill: a step prefills at most ``max_prefill_tokens`` prompt tokens in all, beside one
+decode token per running candidate, so a long prompt is prefilled over several steps while the
+running requests keep streaming (first come, first served among the prompts being prefilled).
 """
 from __future__ import annotations
 
@@ -51,6 +55,7 @@ class Request:
     json: object = None  # JsonConstraint or None
     stop_ids: frozenset = frozenset()
     error: str | None = None
+    prefilled: int = 0  # prompt tokens already in the cache (chunked prefill)
 
     @property
     def finished(self) -> bool:
@@ -59,31 +64,40 @@ class Request:
 
 class Scheduler:
     def __init__(self, cache: SlotCache, max_prefill_tokens: int):
+        if max_prefill_tokens < 1:
+            raise ValueError("max_prefill_tokens must be at least 1")
         self.cache = cache
         self.max_prefill_tokens = max_prefill_tokens
         self.waiting: deque[Request] = deque()
+        self.prefilling: list[Request] = []  # holding their slots, prompt partly in the cache
         self.running: list[Candidate] = []
 
     def add(self, request: Request) -> None:
         self.waiting.append(request)
 
-    def admit(self) -> list[Request]:
-        """First-come first-served: requests that fit in the free slots and this step's prefill budget."""
-        admitted, tokens = [], 0
-        while self.waiting:
-            request = self.waiting[0]
-            n, length = request.params.n, len(request.prompt_ids)
-            if n > self.cache.free_slots or (admitted and tokens + length > self.max_prefill_tokens):
-                break
-            self.waiting.popleft()
-            for candidate, slot in zip(request.candidates, self.cache.allocate(n)):
+    def admit(self) -> None:
+        """First come, first served: waiting requests take their n slots while slots are free."""
+        while self.waiting and self.waiting[0].params.n <= self.cache.free_slots:
+            request = self.waiting.popleft()
+            for candidate, slot in zip(request.candidates, self.cache.allocate(request.params.n)):
                 candidate.slot = slot
-            admitted.append(request)
-            tokens += length
-        return admitted
+            self.prefilling.append(request)
 
-    def start_running(self, candidates: list[Candidate]) -> None:
-        self.running.extend(candidates)
+    def prefill_chunks(self) -> list[tuple[Request, int, int]]:
+        """This step's prefill work as (request, first position, length): at most max_prefill_tokens in all."""
+        chunks, budget = [], self.max_prefill_tokens
+        for request in self.prefilling:
+            if budget == 0:
+                break
+            length = min(len(request.prompt_ids) - request.prefilled, budget)
+            chunks.append((request, request.prefilled, length))
+            budget -= length
+        return chunks
+
+    def prefill_done(self, request: Request) -> None:
+        """The whole prompt is in the cache: its candidates decode from the next step on."""
+        self.prefilling.remove(request)
+        self.running.extend(request.candidates)
         self.running.sort(key=lambda c: c.slot)
 
     def release(self, candidate: Candidate) -> None:
@@ -94,6 +108,9 @@ class Scheduler:
         if candidate in self.running:
             self.running.remove(candidate)
 
-    def drop_waiting(self, request: Request) -> None:
+    def drop(self, request: Request) -> None:
+        """Forget a finished request that never got to decode (waiting or mid-prefill)."""
         if request in self.waiting:
             self.waiting.remove(request)
+        if request in self.prefilling:
+            self.prefilling.remove(request)
