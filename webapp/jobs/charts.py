@@ -5,9 +5,10 @@ import math
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
-from webapp.annotation.svg import BOTTOM, LEFT, RIGHT, TOP
+from webapp.annotation.svg import BOTTOM, RIGHT, TOP
 
 WIDTH, HEIGHT = 360, 180
+LEFT = 58  # room for labels like 0.000308
 MAX_POINTS = 400  # longer curves are thinned to this many points (the last point is always kept)
 
 
@@ -19,8 +20,14 @@ def thin(points: list[tuple[float, float]], limit: int = MAX_POINTS) -> list[tup
     return kept if kept[-1] == points[-1] else kept + [points[-1]]
 
 
-def _ticks(low: float, high: float) -> list[float]:
-    return [low + (high - low) * i / 3 for i in range(4)]
+def _ticks(low: float, high: float) -> list[tuple[float, str]]:
+    """Four ticks, labelled with just enough digits to tell them apart."""
+    values = [low + (high - low) * i / 3 for i in range(4)]
+    for digits in (3, 4, 5, 6):
+        labels = [f"{v:.{digits}g}" for v in values]
+        if len(set(labels)) == len(labels):
+            break
+    return list(zip(values, labels))
 
 
 def line_chart(points: list[tuple[float, float]], title: str, x_label: str = "step") -> str:
@@ -47,9 +54,9 @@ def line_chart(points: list[tuple[float, float]], title: str, x_label: str = "st
     def sy(y: float) -> float:
         return TOP + plot_h * (1.0 - (y - y0) / (y1 - y0))
 
-    for tick in _ticks(y0, y1):
+    for tick, label in _ticks(y0, y1):
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{sy(tick):.1f}" y2="{sy(tick):.1f}" class="grid"/>'
-                     f'<text x="{LEFT - 6}" y="{sy(tick) + 4:.1f}" class="tick" text-anchor="end">{tick:.3g}</text>')
+                     f'<text x="{LEFT - 6}" y="{sy(tick) + 4:.1f}" class="tick" text-anchor="end">{label}</text>')
     base = TOP + plot_h
     parts.append(f'<text x="{LEFT}" y="{base + 16:.1f}" class="tick">{x0:g}</text>'
                  f'<text x="{WIDTH - RIGHT}" y="{base + 16:.1f}" class="tick" text-anchor="end">{x1:g} {escape(x_label)}</text>')

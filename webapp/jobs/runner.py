@@ -76,6 +76,8 @@ class DatabaseJobHandle:
             self._fields["stage"] = str(payload.get("stage", ""))[:100]
             self._lines.append(LogLine(job_id=self.id, message=f"stage: {payload.get('stage', '')}"))
             self.flush(force=True)
+        elif event == "done":  # the final summary: a log line; its figures end up in the job's result
+            self._lines.append(LogLine(job_id=self.id, message=describe(payload)))
         else:
             self._on_log(payload)
         self.flush()

@@ -51,11 +51,16 @@ def start(request):
                                                "chosen": request.POST.get("kind", "")}, status=status)
 
 
+# The curves people look at first; any other metric a job reports follows in name order.
+FIRST_CURVES = ("loss", "heldout_loss", "reward", "mean_reward", "kl", "pass_rate", "real_experts_per_token")
+
+
 def _curves(job: TrainingJob) -> list:
     series: dict[str, list] = {}
     for name, step, value in job.metric_points.order_by("name", "step", "id").values_list("name", "step", "value"):
         series.setdefault(name, []).append((step, value))
-    return [line_chart(points, name) for name, points in sorted(series.items())]
+    order = sorted(series, key=lambda n: (FIRST_CURVES.index(n) if n in FIRST_CURVES else len(FIRST_CURVES), n))
+    return [line_chart(series[name], name) for name in order]
 
 
 def _live_context(job: TrainingJob) -> dict:
