@@ -10,9 +10,12 @@ from django.conf import settings
 
 from webapp.checkpoints.services import RegistryError, active_checkpoint
 
-_lock = threading.Lock()
+_lock = threading.Lock()  # guards _state; never held while a model loads
+_loading = threading.Lock()  # one load at a time per process
 _state = {"checkpoint_id": None, "backend": None, "checked_at": 0.0}
-RECHECK_SECONDS = 5.0  # how often the registry is asked whether the active checkpoint changed
+# How often the registry is asked whether the active checkpoint changed. 0: on every request (one indexed
+# query), so a promotion or rollback is picked up by the next request of every web and worker process.
+RECHECK_SECONDS = 0.0
 
 
 class ModelNotReady(RegistryError):
@@ -32,22 +35,39 @@ def build_backend(checkpoint):
 
 
 def get_backend():
-    """This process's backend for the active checkpoint; raises ModelNotReady when there is none."""
+    """This process's backend for the active checkpoint; raises ModelNotReady when there is none.
+
+    Hot swap: when another checkpoint became active, the new engine is loaded without holding
+    `_lock`; until it is ready, other threads keep getting the engine already loaded. A request
+    keeps the backend object it got, so a generation in flight finishes on the old engine (freed
+    once the last such request ends) while new requests use the new one."""
     now = time.monotonic()
     with _lock:
-        if _state["backend"] is not None and now - _state["checked_at"] < RECHECK_SECONDS:
-            return _state["backend"]
+        current = _state["backend"]
+        if current is not None and now - _state["checked_at"] < RECHECK_SECONDS:
+            return current
         checkpoint = active_checkpoint()
         _state["checked_at"] = now
         if checkpoint is None:
             raise ModelNotReady("the model is not ready yet: no checkpoint has been trained and promoted")
-        problem = checkpoint.missing_files()
-        if problem:
-            raise ModelNotReady(f"the active checkpoint {checkpoint.name} cannot be loaded: {problem}")
-        if checkpoint.pk != _state["checkpoint_id"] or _state["backend"] is None:
-            _state["backend"] = build_backend(checkpoint)
-            _state["checkpoint_id"] = checkpoint.pk
-        return _state["backend"]
+        if current is not None and checkpoint.pk == _state["checkpoint_id"]:
+            return current
+    problem = checkpoint.missing_files()
+    if problem:
+        raise ModelNotReady(f"the active checkpoint {checkpoint.name} cannot be loaded: {problem}")
+    if not _loading.acquire(blocking=current is None):
+        return current  # another thread is loading the new one: keep serving with the loaded engine
+    try:
+        with _lock:
+            if _state["checkpoint_id"] == checkpoint.pk and _state["backend"] is not None:
+                return _state["backend"]  # loaded by another thread while we waited
+        backend = build_backend(checkpoint)
+        backend.checkpoint_name = checkpoint.name  # provenance that stays right for requests in flight
+        with _lock:
+            _state.update(backend=backend, checkpoint_id=checkpoint.pk)
+        return backend
+    finally:
+        _loading.release()
 
 
 def active_checkpoint_name() -> str | None:
