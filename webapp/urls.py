@@ -12,4 +12,6 @@ urlpatterns = [
     path("annotate/", include("webapp.annotation.urls")),
     path("write/", include("webapp.studio.urls")),
     path("v1/", include("webapp.api.urls")),
+    path("train/", include("webapp.jobs.urls")),
+    path("train/checkpoints/", include("webapp.checkpoints.urls")),
 ]
