@@ -237,3 +237,32 @@ def test_periodic_and_reaper_tasks_are_registered_and_routed():
     assert app.amqp.router.route({}, "webapp.train.run_job")["queue"].name == "train"
     # the reaper and the scheduler must not wait behind a training job on the train queue
     assert app.amqp.router.route({}, "webapp.jobs.reap_stale_jobs")["queue"].name == "default"
+    periodic = app.tasks["webapp.train.periodic_job"]
+    assert app.amqp.router.route(dict(periodic._get_exec_options()), periodic.name)["queue"].name == "default"
+
+
+@pytest.mark.django_db
+def test_redelivered_task_of_a_dead_sft_job_takes_over_and_resumes_its_run(settings, corpus_file, runs_dir,
+                                                                            one_thread):
+    from webapp.checkpoints.training import TrainingStopped, train_and_register
+    from webapp.jobs.runner import job_workdir
+
+    settings.JOBS_HEARTBEAT_STALE_AFTER = 30
+    settings.TRAINING_DATA_DIRS = [corpus_file.parent]
+    params = services.validate_params(get_kind("sft"), {"preset": "tiny", "data_source": "file", "seed": "0",
+                                                        "data_path": str(corpus_file), "max_steps": "8"})
+    stale = running_job(kind="sft", params=params)
+    # what the dead worker left: the run's name in the job folder and a state saved at step 4
+    job_workdir(stale.pk).mkdir(parents=True, exist_ok=True)
+    (job_workdir(stale.pk) / "sft_run_name").write_text("tiny-run-of-a-dead-worker")
+    with pytest.raises(TrainingStopped):
+        train_and_register(preset="tiny", data_paths=[corpus_file], max_steps=8, run_name="tiny-run-of-a-dead-worker",
+                           on_progress=lambda p: not (p["event"] == "step" and p["step"] >= 4))
+
+    assert services.run_job(stale.pk) == "succeeded"
+    stale.refresh_from_db()
+    assert stale.attempts == 2 and stale.result["checkpoint"] == "tiny-run-of-a-dead-worker"
+    assert LogLine.objects.filter(job=stale, message="resuming run tiny-run-of-a-dead-worker").exists()
+    # resumed, not restarted: only the steps after the saved state were trained again
+    steps = sorted(MetricPoint.objects.filter(job=stale, name="loss").values_list("step", flat=True))
+    assert steps == [5, 6, 7, 8]

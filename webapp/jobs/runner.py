@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import socket
 import threading
 import time
@@ -59,6 +60,8 @@ class DatabaseJobHandle:
         self.params = dict(job.params)
         self.resumed = resumed
         self.workdir = job_workdir(job.pk)
+        if not resumed:  # a fresh start owns an empty folder (ids restart when a database is recreated)
+            shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.cancelled = False
         self._fields: dict = {}
