@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 
 from webapp.annotation import metrics
-from webapp.annotation.models import Batch, Item, Rating, Settlement
+from webapp.annotation.models import Batch, Item, Rating, Settlement, pairwise_items_q, pointwise_items_q
 from webapp.corpus.models import Label
 from webapp.judges.models import JudgeVersion
 
@@ -54,8 +54,8 @@ class HumanItem:
 
 def pointwise_items(batch: Batch | None) -> dict[int, HumanItem]:
     """Human ratings per greeting (a greeting in several batches pools its ratings)."""
-    ratings = Rating.objects.filter(item__greeting__isnull=False).select_related("item__greeting")
-    settlements = Settlement.objects.filter(item__greeting__isnull=False).select_related("item")
+    ratings = Rating.objects.filter(pointwise_items_q("item__")).select_related("item__greeting")
+    settlements = Settlement.objects.filter(pointwise_items_q("item__")).select_related("item")
     if batch is not None:
         ratings, settlements = ratings.filter(item__batch=batch), settlements.filter(item__batch=batch)
     items: dict[int, HumanItem] = {}
@@ -114,22 +114,23 @@ def agreement_over_versions(items: dict[int, HumanItem]) -> list[dict]:
 def pairwise_judge_alignment(judge: JudgeVersion, batch: Batch | None) -> Estimate:
     """On pairwise items, does the judge score the greeting people preferred higher? (ties,
     both-bad and items without a human majority are left out)."""
-    items = Item.objects.filter(pair__isnull=False).select_related("pair", "settlement")
+    items = Item.objects.filter(pairwise_items_q()).select_related(
+        "pair__chosen", "pair__rejected", "greeting", "greeting_b", "settlement")
     if batch is not None:
         items = items.filter(batch=batch)
     votes: dict[int, list[str]] = {}
     for item_id, choice in Rating.objects.filter(item__in=items).values_list("item_id", "choice"):
         votes.setdefault(item_id, []).append(choice)
     items = list(items.filter(pk__in=votes))
-    greeting_ids = {g for item in items for g in (item.pair.chosen_id, item.pair.rejected_id)}
+    greeting_ids = {g.pk for item in items for g in item.sides}
     scores = dict(Label.objects.filter(source_kind=Label.SourceKind.JUDGE, source_name=judge.name,
                                        greeting_id__in=greeting_ids, score__isnull=False)
                   .values_list("greeting_id", "score"))
     human, judged = [], []
     for item in items:
         settlement = getattr(item, "settlement", None)
-        decided = settlement.choice if settlement else metrics.majority(votes[item.pk])
-        a, b = scores.get(item.pair.chosen_id), scores.get(item.pair.rejected_id)
+        decided = metrics.pair_outcome(votes[item.pk], settlement.choice if settlement else "").choice
+        a, b = (scores.get(side.pk) for side in item.sides)
         if decided in ("a", "b") and a is not None and b is not None and a != b:
             human.append(decided)
             judged.append("a" if a > b else "b")
@@ -161,7 +162,7 @@ def _pair_share(units: list[list[str]], ties: str) -> Estimate:
 
 
 def _pairwise_votes(batch: Batch | None) -> list[list[str]]:
-    ratings = Rating.objects.filter(item__pair__isnull=False)
+    ratings = Rating.objects.filter(pairwise_items_q("item__"))
     if batch is not None:
         ratings = ratings.filter(item__batch=batch)
     votes: dict[int, list[str]] = {}

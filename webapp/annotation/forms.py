@@ -3,6 +3,7 @@ from django import forms
 from webapp.annotation.models import Batch, Choice, Kind, Verdict
 from webapp.annotation.rubric import RUBRIC, RUBRIC_MAX, RUBRIC_MIN
 from webapp.annotation.services import SOURCE_TYPES
+from webapp.checkpoints.models import Checkpoint
 from webapp.corpus.models import Greeting, PreferencePair
 from webapp.judges.models import JudgeVersion
 
@@ -57,3 +58,37 @@ class ImportForm(forms.Form):
 class AlignmentForm(forms.Form):
     judge = forms.ModelChoiceField(queryset=JudgeVersion.objects.order_by("-created_at"), required=False)
     batch = forms.ModelChoiceField(queryset=Batch.objects.all(), required=False, empty_label="all batches")
+
+
+class CheckpointBatchForm(forms.Form):
+    """A batch of one checkpoint's outputs, or a blind comparison of two (services.create_*)."""
+
+    checkpoint = forms.ModelChoiceField(queryset=Checkpoint.objects.all(), label="Checkpoint (side A)")
+    checkpoint_b = forms.ModelChoiceField(queryset=Checkpoint.objects.all(), required=False,
+                                          label="Compare with (side B, optional: makes a blind pairwise batch)")
+    kind = forms.ChoiceField(choices=Kind.choices, initial=Kind.POINTWISE,
+                             help_text="With one checkpoint, pairwise compares its outputs two by two.")
+    n_per_prompt = forms.IntegerField(min_value=1, max_value=20, initial=2, label="Outputs per prompt")
+    k = forms.IntegerField(min_value=1, max_value=20, initial=2, label="Annotators per item (k)")
+    lease_minutes = forms.IntegerField(min_value=1, max_value=24 * 60, initial=15, label="Lease (minutes)")
+    name = forms.CharField(required=False, max_length=200,
+                           help_text="Annotators see it: keep model names out. Empty: a dated default.")
+    prompts_file = forms.FileField(required=False, label="Prompt file",
+                                   help_text="One query a line (.txt), or a verl .parquet (its prompt column).")
+    prompts_text = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 8}), label="Or paste prompts",
+                                   help_text="One query a line.")
+
+    def clean_name(self):
+        name = self.cleaned_data["name"].strip()
+        if name and Batch.objects.filter(name=name).exists():
+            raise forms.ValidationError("A batch with this name exists already.")
+        return name
+
+    def clean(self):
+        data = super().clean()
+        if not data.get("prompts_file") and not (data.get("prompts_text") or "").strip():
+            self.add_error("prompts_text", "Give prompts: upload a file or paste one query a line.")
+        a, b = data.get("checkpoint"), data.get("checkpoint_b")
+        if a is not None and b is not None and a.pk == b.pk:
+            self.add_error("checkpoint_b", "Compare two different checkpoints.")
+        return data

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from dataclasses import dataclass
 from itertools import combinations
 from typing import Callable, Hashable, Sequence
 
@@ -141,6 +142,31 @@ def majority(values: Sequence[Hashable]) -> Hashable | None:
     if not counts or (len(counts) > 1 and counts[0][1] == counts[1][1]):
         return None
     return counts[0][0]
+
+
+@dataclass(frozen=True)
+class PairOutcome:
+    """What a pairwise item's votes decide. `choice` is 'a', 'b', 'tie', 'both_bad' or None (no
+    majority: a split vote nobody settled); `how` is 'settled', 'unanimous', 'majority' or
+    'split'; `agreement` is the share of votes for the decided answer (0 when split)."""
+
+    choice: str | None
+    how: str
+    agreement: float
+    votes: dict
+
+
+def pair_outcome(votes: Sequence[str], settled: str = "") -> PairOutcome:
+    """An admin's settlement wins; else the strict majority of the votes (see `majority`)."""
+    counts = dict(Counter(v for v in votes if not _is_missing(v)))
+    total = sum(counts.values())
+    if settled:
+        return PairOutcome(settled, "settled", counts.get(settled, 0) / total if total else 0.0, counts)
+    winner = majority(votes)
+    if winner is None:
+        return PairOutcome(None, "split", 0.0, counts)
+    share = counts[winner] / total
+    return PairOutcome(winner, "unanimous" if share == 1.0 else "majority", share, counts)
 
 
 LENGTH_BINS = ((0, 30, "<30"), (30, 50, "30–50"), (50, 80, "50–80"), (80, None, "≥80"))

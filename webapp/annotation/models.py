@@ -2,8 +2,10 @@
 the ratings people give, an admin's settlement of a disagreement, and the guidelines.
 
 Invariants the tables keep themselves: one assignment per (item, annotator); one rating per
-assignment; rubric parts within 1..3; a pointwise item names a greeting and a pairwise item
-a preference pair, never both."""
+assignment; rubric parts within 1..3; a pointwise item names a greeting; a pairwise item names
+either a preference pair (A = its chosen, B = its rejected) or two greetings compared blind
+(A = ``greeting``, B = ``greeting_b``, e.g. two checkpoints' outputs: no preference is implied
+before people vote)."""
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -56,23 +58,38 @@ class Batch(models.Model):
         return self.name
 
 
+def pairwise_items_q(prefix: str = "") -> Q:
+    """Items (or rows reaching them through `prefix`, e.g. "item__") of a pairwise kind."""
+    return Q(**{f"{prefix}pair__isnull": False}) | Q(**{f"{prefix}greeting_b__isnull": False})
+
+
+def pointwise_items_q(prefix: str = "") -> Q:
+    return Q(**{f"{prefix}greeting__isnull": False, f"{prefix}greeting_b__isnull": True})
+
+
 class Item(models.Model):
     batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="items")
     position = models.PositiveIntegerField()
     greeting = models.ForeignKey(Greeting, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     pair = models.ForeignKey(PreferencePair, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    greeting_b = models.ForeignKey(Greeting, null=True, blank=True, on_delete=models.CASCADE, related_name="+",
+                                   help_text="Side B of a blind comparison (side A is `greeting`).")
 
     class Meta:
         ordering = ["batch", "position"]
         constraints = [
             models.CheckConstraint(
                 condition=(Q(greeting__isnull=False) & Q(pair__isnull=True))
-                | (Q(greeting__isnull=True) & Q(pair__isnull=False)),
+                | (Q(greeting__isnull=True) & Q(pair__isnull=False) & Q(greeting_b__isnull=True)),
                 name="annotation_item_greeting_xor_pair",
             ),
+            models.CheckConstraint(condition=Q(greeting_b__isnull=True) | ~Q(greeting_b=models.F("greeting")),
+                                   name="annotation_item_sides_differ"),
             models.UniqueConstraint(fields=["batch", "position"], name="annotation_item_unique_position"),
-            models.UniqueConstraint(fields=["batch", "greeting"], name="annotation_item_unique_greeting"),
+            models.UniqueConstraint(fields=["batch", "greeting"], condition=Q(greeting_b__isnull=True),
+                                    name="annotation_item_unique_greeting"),
             models.UniqueConstraint(fields=["batch", "pair"], name="annotation_item_unique_pair"),
+            models.UniqueConstraint(fields=["batch", "greeting", "greeting_b"], name="annotation_item_unique_sides"),
         ]
 
     def __str__(self):
@@ -81,6 +98,17 @@ class Item(models.Model):
     @property
     def query(self):
         return (self.greeting or self.pair).query
+
+    @property
+    def is_pairwise(self) -> bool:
+        return self.pair_id is not None or self.greeting_b_id is not None
+
+    @property
+    def sides(self) -> tuple[Greeting, Greeting]:
+        """(A, B) in the item's own order; a rating's choice refers to this order."""
+        if self.pair_id is not None:
+            return self.pair.chosen, self.pair.rejected
+        return self.greeting, self.greeting_b
 
 
 class Assignment(models.Model):
@@ -210,3 +238,64 @@ class Guidelines(models.Model):
 
 
 RUBRIC_TITLES = {part.key: part.title for part in RUBRIC}
+
+
+class BatchBuild(models.Model):
+    """Generating a batch's items with one checkpoint (or two, compared blind) on a prompt set.
+
+    The batch exists (closed, empty) from the start so callers can link to it; the Celery task
+    (tasks.build_batch, generate queue) fills it and opens it. ``done``/``total`` count prompts."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    batch = models.OneToOneField(Batch, on_delete=models.CASCADE, related_name="build")
+    checkpoint_a = models.ForeignKey("checkpoints.Checkpoint", on_delete=models.PROTECT, related_name="+")
+    checkpoint_b = models.ForeignKey("checkpoints.Checkpoint", null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="+")
+    prompts = models.JSONField(default=list)
+    n_per_prompt = models.PositiveSmallIntegerField(default=1)
+    params = models.JSONField(default=dict, blank=True, help_text="Sampling: temperature, top_p, max_tokens, seed.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    reason = models.TextField(blank=True, default="")
+    summary = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(n_per_prompt__gte=1) & Q(n_per_prompt__lte=20),
+                                   name="annotation_build_n_range"),
+            models.CheckConstraint(condition=~Q(status="failed") | ~Q(reason=""), name="annotation_build_failed_reason"),
+        ]
+
+    @property
+    def percent(self) -> int:
+        return round(100 * self.done / self.total) if self.total else 0
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.FAILED)
+
+
+class HumanPreference(models.Model):
+    """Provenance of a corpus PreferencePair(source=human) made from a pairwise item's votes:
+    which item and batch, the votes, how far the annotators agreed, and how it was decided."""
+
+    class Decision(models.TextChoices):
+        UNANIMOUS = "unanimous"
+        MAJORITY = "majority"
+        SETTLED = "settled"  # an admin's settlement of a disagreement
+
+    item = models.OneToOneField(Item, on_delete=models.CASCADE, related_name="human_preference")
+    pair = models.ForeignKey(PreferencePair, on_delete=models.CASCADE, related_name="human_preferences")
+    votes = models.JSONField(default=dict, help_text="{'a': n, 'b': n, 'tie': n, 'both_bad': n} in the item's order.")
+    agreement = models.FloatField(help_text="Share of votes for the decided side (1.0 when unanimous).")
+    decision = models.CharField(max_length=10, choices=Decision.choices)
+    created_at = models.DateTimeField(auto_now=True)

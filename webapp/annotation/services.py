@@ -21,7 +21,9 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from webapp.annotation.models import Assignment, Batch, Choice, Guidelines, Item, Kind, Rating, Settlement, Verdict
+from webapp.annotation.metrics import pair_outcome
+from webapp.annotation.models import (Assignment, Batch, Choice, Guidelines, HumanPreference, Item, Kind, Rating,
+                                      Settlement, Verdict, pairwise_items_q)
 from webapp.annotation.rubric import RUBRIC_KEYS, weighted_score
 from webapp.corpus.models import Greeting, Label, PreferencePair
 
@@ -136,7 +138,7 @@ def current_assignment(batch: Batch, user, now=None) -> Assignment | None:
     return (Assignment.objects.filter(item__batch=batch, annotator=user, status=Assignment.Status.LEASED,
                                       expires_at__gt=now)
             .select_related("item__greeting__query", "item__pair__query", "item__pair__chosen",
-                            "item__pair__rejected")
+                            "item__pair__rejected", "item__greeting_b")
             .order_by("-leased_at", "-id").first())
 
 
@@ -334,7 +336,7 @@ def answer(rating: Rating) -> str:
 def disagreements(batch: Batch | None = None, include_settled: bool = True) -> list[dict]:
     """Items with two or more ratings that do not all give the same answer."""
     ratings = Rating.objects.select_related("annotator", "item__batch", "item__greeting__query",
-                                            "item__pair__query", "item__pair__chosen", "item__pair__rejected")
+                                            "item__pair__query", "item__pair__chosen", "item__pair__rejected", "item__greeting_b")
     if batch is not None:
         ratings = ratings.filter(item__batch=batch)
     by_item: dict[int, list[Rating]] = {}
@@ -381,14 +383,19 @@ def export_rows(batch: Batch):
     """One dict per rating, for JSON Lines."""
     ratings = (Rating.objects.filter(item__batch=batch)
                .select_related("annotator", "assignment", "item__greeting__query", "item__pair__query",
-                               "item__pair__chosen", "item__pair__rejected").order_by("item__position", "id"))
+                               "item__pair__chosen", "item__pair__rejected", "item__greeting_b").order_by("item__position", "id"))
     for r in ratings:
         item = r.item
         row = {"batch": batch.name, "kind": batch.kind, "k": batch.k, "position": item.position,
                "query": item.query.text, "annotator": r.annotator.get_username(), "annotator_id": r.annotator_id,
                "leased_at": r.assignment.leased_at.isoformat(), "submitted_at": r.created_at.isoformat(),
                "seconds_spent": r.seconds_spent, "comment": r.comment}
-        if item.greeting_id:
+        if item.greeting_b_id:
+            a, b = item.sides
+            row.update(item_source={"type": "comparison", "content_hash": a.content_hash,
+                                    "a": _greeting_source(a), "b": _greeting_source(b)},
+                       a=a.text, b=b.text, choice=r.choice, shown_swapped=r.assignment.swapped)
+        elif item.greeting_id:
             row.update(item_source={"type": "greeting", **_greeting_source(item.greeting)},
                        greeting=item.greeting.text, verdict=r.verdict, rubric=r.rubric,
                        weighted_score=r.weighted_score)
@@ -405,30 +412,97 @@ def export_jsonl(batch: Batch) -> str:
     return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in export_rows(batch))
 
 
-def llamafactory_pairs(batch: Batch | None = None) -> list[dict]:
-    """Human preferences for reward-model training, in LlamaFactory's pairwise format: per
-    pairwise item, the settlement or else the majority vote, when it is A or B (ties left out)."""
-    from webapp.annotation.metrics import majority
-
-    items = Item.objects.filter(pair__isnull=False).select_related(
-        "pair__query", "pair__chosen", "pair__rejected", "settlement")
+def decided_pairwise_items(batch: Batch | None = None):
+    """(item, PairOutcome) for every rated pairwise item, in batch and position order."""
+    items = Item.objects.filter(pairwise_items_q()).select_related(
+        "batch", "pair__query", "pair__chosen", "pair__rejected", "greeting__query", "greeting_b", "settlement")
     if batch is not None:
         items = items.filter(batch=batch)
     votes: dict[int, list[str]] = {}
     for item_id, choice in Rating.objects.filter(item__in=items).values_list("item_id", "choice"):
         votes.setdefault(item_id, []).append(choice)
-    out = []
     for item in items.filter(pk__in=votes).order_by("batch_id", "position"):
         settlement = getattr(item, "settlement", None)
-        decided = settlement.choice if settlement else majority(votes[item.pk])
-        if decided not in (Choice.A, Choice.B):
+        yield item, pair_outcome(votes[item.pk], settlement.choice if settlement else "")
+
+
+def llamafactory_pairs(batch: Batch | None = None) -> list[dict]:
+    """Human preferences for reward-model training, in LlamaFactory's pairwise format: per
+    pairwise item, the settlement or else the majority vote, when it is A or B (ties left out)."""
+    out = []
+    for item, outcome in decided_pairwise_items(batch):
+        if outcome.choice not in (Choice.A, Choice.B):
             continue
-        better, worse = (item.pair.chosen, item.pair.rejected) if decided == Choice.A else (
-            item.pair.rejected, item.pair.chosen)
-        out.append({"conversations": [{"from": "human", "value": item.pair.query.text}],
+        a, b = item.sides
+        better, worse = (a, b) if outcome.choice == Choice.A else (b, a)
+        out.append({"conversations": [{"from": "human", "value": item.query.text}],
                     "chosen": {"from": "gpt", "value": better.text},
                     "rejected": {"from": "gpt", "value": worse.text}})
     return out
+
+
+@dataclass
+class HumanPairsSummary:
+    created: int = 0  # new corpus pairs
+    updated: int = 0  # items whose decided pair changed (e.g. after a settlement or more votes)
+    unchanged: int = 0
+    left_out: dict = field(default_factory=dict)  # why -> count: tie, both_bad, split, same_text
+
+
+HUMAN_PAIR_ORIGIN = "annotation:"
+
+
+@transaction.atomic
+def record_human_preferences(batch: Batch | None = None) -> HumanPairsSummary:
+    """Turn decided pairwise items into corpus PreferencePair(source=human) for reward-model training.
+
+    The decision is the admin's settlement when there is one, else the strict majority of the
+    votes (annotation.metrics.pair_outcome). Only A-better or B-better make a pair; ties and
+    "both bad" say neither is preferred, and a split vote (no majority, not settled: send it to
+    the review queue) says nothing yet: those are counted in `left_out`, never guessed.
+    Provenance: the pair's origin is "annotation:<batch name>"; `HumanPreference` keeps the
+    item, the votes, the agreement (share of votes for the decided side) and how it was decided.
+    Idempotent: run again after more votes or a settlement, an item's pair follows the decision
+    (an earlier pair this item made is dropped when no other item uses it)."""
+    summary = HumanPairsSummary()
+    for item, outcome in decided_pairwise_items(batch):
+        existing = HumanPreference.objects.filter(item=item).select_related("pair").first()
+        reason = outcome.how if outcome.choice is None else (
+            outcome.choice if outcome.choice not in (Choice.A, Choice.B) else "")
+        a, b = item.sides
+        if not reason and a.content_hash == b.content_hash:
+            reason = "same_text"
+        if reason:
+            summary.left_out[reason] = summary.left_out.get(reason, 0) + 1
+            if existing:
+                _drop_human_pair(existing)
+            continue
+        better, worse = (a, b) if outcome.choice == Choice.A else (b, a)
+        pair = PreferencePair.objects.filter(
+            content_hash=PreferencePair.hash_for(item.query.content_hash, better.text, worse.text)).first()
+        if pair is None:
+            pair = PreferencePair.objects.create(query=item.query, chosen=better, rejected=worse,
+                                                 source=PreferencePair.Source.HUMAN,
+                                                 origin=f"{HUMAN_PAIR_ORIGIN}{item.batch.name}"[:300])
+            summary.created += 1
+        elif existing is None or existing.pair_id != pair.pk:
+            summary.updated += 1
+        else:
+            summary.unchanged += 1
+        provenance = {"pair": pair, "votes": outcome.votes, "agreement": round(outcome.agreement, 4),
+                      "decision": outcome.how}
+        if existing and existing.pair_id != pair.pk:
+            _drop_human_pair(existing)
+            existing = None
+        HumanPreference.objects.update_or_create(item=item, defaults=provenance)
+    return summary
+
+
+def _drop_human_pair(preference: HumanPreference) -> None:
+    pair = preference.pair
+    preference.delete()
+    if pair.source == PreferencePair.Source.HUMAN and not HumanPreference.objects.filter(pair=pair).exists():
+        pair.delete()
 
 
 @dataclass
@@ -475,6 +549,15 @@ def _parse_line(number: int, line: str, users: dict) -> dict:
         except (ValueError, TypeError) as error:
             raise bad(f"rubric: {error}") from None
         fields = {"verdict": row["verdict"], **{key: rubric[key] for key in RUBRIC_KEYS}}
+    elif source.get("type") == "comparison":
+        sides = [Greeting.objects.filter(content_hash=(source.get(side) or {}).get("content_hash") or "").first()
+                 for side in ("a", "b")]
+        if None in sides:
+            raise bad("a compared greeting is not in the corpus (import the corpus first)")
+        target = {"greeting": sides[0], "greeting_b": sides[1]}
+        if row.get("choice") not in Choice.values:
+            raise bad("choice must be a, b, tie or both_bad")
+        fields = {"choice": row["choice"]}
     else:
         target = PreferencePair.objects.filter(content_hash=source["content_hash"]).first()
         if target is None:
@@ -516,12 +599,13 @@ def import_jsonl(text: str, user) -> ImportSummary:
             if batch.kind != row["kind"]:
                 raise AnnotationError(f"batch {batch.name!r} is {batch.kind}, a rating says {row['kind']}",
                                       field="file")
-            key = "greeting" if batch.kind == Kind.POINTWISE else "pair"
-            item = Item.objects.filter(batch=batch, **{key: row["target"]}).first()
+            target = row["target"] if isinstance(row["target"], dict) else {
+                "greeting" if batch.kind == Kind.POINTWISE else "pair": row["target"]}
+            item = Item.objects.filter(batch=batch, **target).first()
             if item is None:
                 last = batch.items.aggregate(m=Max("position"))["m"]
                 position = 0 if last is None else last + 1
-                item = Item.objects.create(batch=batch, position=position, **{key: row["target"]})
+                item = Item.objects.create(batch=batch, position=position, **target)
             if Assignment.objects.filter(item=item, annotator=row["user"]).exists():
                 summary.already_present += 1
                 continue
@@ -546,3 +630,159 @@ def import_jsonl(text: str, user) -> ImportSummary:
                 batch.k = most
                 batch.save(update_fields=["k"])
     return summary
+
+
+# --- Batches generated by checkpoints ------------------------------------------------------
+
+MAX_BUILD_PROMPTS = 1000
+MAX_PER_PROMPT = 20
+
+
+def clean_prompts(prompts) -> list[str]:
+    """The prompt set as distinct normalised queries, in order; refusals name the field `prompts`."""
+    from webapp.corpus.models import QUERY_MAX_LENGTH, normalise_text
+    from webapp.studio.services import control_characters
+
+    if isinstance(prompts, str) or not hasattr(prompts, "__iter__"):
+        raise AnnotationError("prompts must be a list of queries.", field="prompts")
+    out, seen = [], set()
+    for number, prompt in enumerate(prompts, 1):
+        if not isinstance(prompt, str):
+            raise AnnotationError(f"prompt {number} is not text.", field="prompts")
+        text = normalise_text(prompt)
+        if not text or text in seen:
+            continue
+        if len(text) > QUERY_MAX_LENGTH:
+            raise AnnotationError(f"prompt {number} is longer than {QUERY_MAX_LENGTH} characters.", field="prompts")
+        bad = control_characters(text)
+        if bad:
+            raise AnnotationError(f"prompt {number} has control characters ({', '.join(bad[:3])}).", field="prompts")
+        seen.add(text)
+        out.append(text)
+    if not out:
+        raise AnnotationError("Give at least one prompt (one query a line).", field="prompts")
+    if len(out) > MAX_BUILD_PROMPTS:
+        raise AnnotationError(f"At most {MAX_BUILD_PROMPTS} prompts per batch; got {len(out)}.", field="prompts")
+    return out
+
+
+def prompts_from_file(path, name: str) -> list[str]:
+    """Queries from a file: a verl parquet (its prompts) or anything else as one query a line."""
+    from training.data.formats import FormatError, QueryRecord, iter_records
+
+    fmt = "verl" if str(name).lower().endswith(".parquet") else "queries"
+    try:
+        return [record.query for record in iter_records(path, fmt, name=name) if isinstance(record, QueryRecord)]
+    except FormatError as error:
+        raise AnnotationError(str(error), field="prompts_file") from None
+
+
+def _checkpoint(value, field_name: str):
+    from webapp.checkpoints.models import Checkpoint
+    from webapp.checkpoints.services import RegistryError, resolve_checkpoint
+
+    if value is None or value == "":
+        raise AnnotationError("Choose a checkpoint.", field=field_name)
+    try:
+        checkpoint = value if isinstance(value, Checkpoint) else resolve_checkpoint(str(value))
+    except RegistryError as error:
+        raise AnnotationError(str(error), field=field_name) from None
+    problem = checkpoint.missing_files()
+    if problem:
+        raise AnnotationError(f"{checkpoint.name} cannot be loaded: {problem}", field=field_name)
+    return checkpoint
+
+
+def _start_build(*, checkpoint_a, checkpoint_b, prompts, n_per_prompt, kind, k, name, created_by, lease_seconds,
+                 temperature, top_p, max_tokens, seed, default_name):
+    from webapp.annotation.models import BatchBuild
+
+    if kind not in Kind.values:
+        raise AnnotationError(f"kind must be pointwise or pairwise, not {kind!r}.", field="kind")
+    if not isinstance(n_per_prompt, int) or not 1 <= n_per_prompt <= MAX_PER_PROMPT:
+        raise AnnotationError(f"n_per_prompt must be 1 to {MAX_PER_PROMPT}.", field="n_per_prompt")
+    if kind == Kind.PAIRWISE and checkpoint_b is None and n_per_prompt < 2:
+        raise AnnotationError("A pairwise batch from one checkpoint compares its outputs with each other: "
+                              "n_per_prompt must be at least 2.", field="n_per_prompt")
+    if not isinstance(k, int) or not 1 <= k <= 20:
+        raise AnnotationError("k (annotators per item) must be 1 to 20.", field="k")
+    if not 0 <= float(temperature) <= 2 or not 0 < float(top_p) <= 1 or not 1 <= int(max_tokens) <= 512:
+        raise AnnotationError("temperature must be 0 to 2, top_p in (0, 1], max_tokens 1 to 512.", field="params")
+    prompts = clean_prompts(prompts)
+    name = (name or "").strip()
+    with transaction.atomic():
+        if name and Batch.objects.filter(name=name).exists():
+            raise AnnotationError(f"A batch named {name!r} exists already.", field="name")
+        name = name or _free_name(f"{default_name} {timezone.now():%Y-%m-%d %H:%M}")
+        batch = Batch.objects.create(
+            name=name[:200], kind=kind, k=k, lease_seconds=lease_seconds, created_by=created_by, is_open=False,
+            source={"type": "checkpoint", "checkpoint": checkpoint_a.name,
+                    **({"checkpoint_b": checkpoint_b.name} if checkpoint_b else {}),
+                    "prompts": len(prompts), "n_per_prompt": n_per_prompt})
+        build = BatchBuild.objects.create(
+            batch=batch, checkpoint_a=checkpoint_a, checkpoint_b=checkpoint_b, prompts=prompts,
+            n_per_prompt=n_per_prompt, total=len(prompts) * (2 if checkpoint_b else 1),
+            params={"temperature": float(temperature), "top_p": float(top_p), "max_tokens": int(max_tokens),
+                    "seed": int(seed)})
+        transaction.on_commit(lambda: enqueue_build(build.pk))
+    return batch
+
+
+def _free_name(base: str) -> str:
+    name, number = base, 1
+    while Batch.objects.filter(name=name).exists():
+        number += 1
+        name = f"{base} ({number})"
+    return name
+
+
+def enqueue_build(build_id: int) -> None:
+    from webapp.annotation.tasks import build_batch
+
+    build_batch.delay(build_id)
+
+
+def create_batch_from_checkpoint(checkpoint, prompts, n_per_prompt: int = 2, kind: str = Kind.POINTWISE, k: int = 2,
+                                 *, name: str = "", created_by=None, lease_seconds: int = 900,
+                                 temperature: float = 0.8, top_p: float = 0.95, max_tokens: int = 96,
+                                 seed: int = 0) -> Batch:
+    """An annotation batch of `checkpoint`'s outputs on `prompts`, generated in the background.
+
+    checkpoint: a checkpoints.Checkpoint, or its id or name. prompts: an iterable of query
+    strings (normalised; blanks and repeats dropped; at most MAX_BUILD_PROMPTS). n_per_prompt:
+    samples per prompt (1-20). kind: "pointwise" (each distinct output is an item) or "pairwise"
+    (outputs of one prompt compared two by two, so n_per_prompt >= 2). k: annotators per item.
+    name: the batch's name (annotators see it: keep model names out of it; default
+    "checkpoint outputs <time>"). temperature, top_p, max_tokens, seed: sampling (prompt i
+    uses seed + i, so a batch can be made again).
+
+    Returns the Batch at once, closed and empty; ``batch.build`` (BatchBuild) shows status and
+    done/total. A Celery task on the generate queue (webapp.generate.build_annotation_batch)
+    generates through the serving engine, stores the outputs as corpus Greetings
+    (source=model, checkpoint_name, origin "annotation-build:<id>"), adds the items and opens
+    the batch. Raises AnnotationError (with .field) on bad input."""
+    return _start_build(checkpoint_a=_checkpoint(checkpoint, "checkpoint"), checkpoint_b=None, prompts=prompts,
+                        n_per_prompt=n_per_prompt, kind=kind, k=k, name=name, created_by=created_by,
+                        lease_seconds=lease_seconds, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                        seed=seed, default_name="checkpoint outputs")
+
+
+def create_pairwise_batch_from_checkpoints(checkpoint_a, checkpoint_b, prompts, n_per_prompt: int = 1, k: int = 2,
+                                           *, name: str = "", created_by=None, lease_seconds: int = 900,
+                                           temperature: float = 0.8, top_p: float = 0.95, max_tokens: int = 96,
+                                           seed: int = 0) -> Batch:
+    """A blind side-by-side batch: per prompt, n_per_prompt outputs of each checkpoint, paired
+    in order (A's i-th with B's i-th). Annotators see neither name and each gets the sides in
+    their own random order; ratings are stored in the item's order (A = checkpoint_a).
+
+    Same arguments and behaviour as create_batch_from_checkpoint (kind is pairwise; default
+    name "blind comparison <time>"); checkpoint_a and checkpoint_b must differ. Pairs whose two
+    outputs are the same text are left out (build.summary counts them)."""
+    a = _checkpoint(checkpoint_a, "checkpoint_a")
+    b = _checkpoint(checkpoint_b, "checkpoint_b")
+    if a.pk == b.pk:
+        raise AnnotationError("Compare two different checkpoints.", field="checkpoint_b")
+    return _start_build(checkpoint_a=a, checkpoint_b=b, prompts=prompts, n_per_prompt=n_per_prompt,
+                        kind=Kind.PAIRWISE, k=k, name=name, created_by=created_by, lease_seconds=lease_seconds,
+                        temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
+                        default_name="blind comparison")

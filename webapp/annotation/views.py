@@ -11,9 +11,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from webapp.annotation import alignment as alignment_service
 from webapp.annotation import services
-from webapp.annotation.forms import (AlignmentForm, BatchForm, GuidelinesForm, ImportForm, PairwiseRatingForm,
-                                     PointwiseRatingForm)
-from webapp.annotation.models import Batch, Kind
+from webapp.annotation.forms import (AlignmentForm, BatchForm, CheckpointBatchForm, GuidelinesForm, ImportForm,
+                                     PairwiseRatingForm, PointwiseRatingForm)
+from webapp.annotation.models import Batch, BatchBuild, Kind
 from webapp.annotation.rubric import RUBRIC, RUBRIC_KEYS
 from webapp.annotation.svg import bar_chart
 from webapp.core.roles import ADMIN, ANNOTATOR, has_role
@@ -48,8 +48,8 @@ def _item_context(request, batch: Batch, notice: str = "") -> dict:
     assignment = services.next_assignment(batch, request.user)
     left = right = None
     if assignment is not None and batch.kind == Kind.PAIRWISE:
-        pair = assignment.item.pair
-        left, right = (pair.rejected, pair.chosen) if assignment.swapped else (pair.chosen, pair.rejected)
+        a, b = assignment.item.sides
+        left, right = (b, a) if assignment.swapped else (a, b)
     return {"batch": batch, "assignment": assignment, "left": left, "right": right, "rubric": RUBRIC,
             "progress": services.progress(batch, request.user), "notice": notice}
 
@@ -130,7 +130,7 @@ def undo(request, batch_id):
 @require_http_methods(["GET", "POST"])
 @admin_required
 def batch_create(request):
-    form = BatchForm(request.POST or None)
+    form = BatchForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
@@ -155,7 +155,7 @@ def guidelines_edit(request, batch_id=None):
     batch = get_object_or_404(Batch, pk=batch_id) if batch_id else None
     current = services.guidelines_for(batch)
     initial = {"text": current.text if current else services.DEFAULT_GUIDELINES}
-    form = GuidelinesForm(request.POST or None, initial=initial)
+    form = GuidelinesForm(request.POST if request.method == "POST" else None, initial=initial)
     if request.method == "POST" and form.is_valid():
         services.save_guidelines(batch=batch, text=form.cleaned_data["text"], user=request.user)
         messages.success(request, "Guidelines saved.")
@@ -237,7 +237,7 @@ def export_preferences(request):
 @require_http_methods(["GET", "POST"])
 @admin_required
 def import_ratings(request):
-    form = ImportForm(request.POST or None, request.FILES or None)
+    form = ImportForm(request.POST if request.method == "POST" else None, request.FILES if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         try:
             text = form.cleaned_data["file"].read().decode("utf-8")
@@ -251,3 +251,64 @@ def import_ratings(request):
                                       f"already) into {', '.join(sorted(summary.batches))}.")
             return redirect("annotation:home")
     return render(request, "annotation/import.html", {"form": form}, status=400 if form.errors else 200)
+
+
+@require_http_methods(["GET", "POST"])
+@admin_required
+def checkpoint_batch_create(request):
+    """Start generating a batch from a checkpoint's outputs (or two checkpoints', blind)."""
+    form = CheckpointBatchForm(request.POST if request.method == "POST" else None, request.FILES if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            prompts = _uploaded_prompts(data["prompts_file"]) if data["prompts_file"] else []
+            prompts += (data["prompts_text"] or "").splitlines()
+            common = {"prompts": prompts, "n_per_prompt": data["n_per_prompt"], "k": data["k"], "name": data["name"],
+                      "created_by": request.user, "lease_seconds": data["lease_minutes"] * 60}
+            if data["checkpoint_b"] is not None:
+                batch = services.create_pairwise_batch_from_checkpoints(data["checkpoint"], data["checkpoint_b"],
+                                                                        **common)
+            else:
+                batch = services.create_batch_from_checkpoint(data["checkpoint"], kind=data["kind"], **common)
+        except services.AnnotationError as error:
+            field = {"prompts": "prompts_text", "checkpoint_a": "checkpoint"}.get(error.field, error.field)
+            form.add_error(field if field in form.fields else None, error.message)
+        else:
+            return redirect("annotation:build", build_id=batch.build.pk)
+    builds = BatchBuild.objects.select_related("batch", "checkpoint_a", "checkpoint_b")[:10]
+    return render(request, "annotation/checkpoint_batch_form.html", {"form": form, "builds": builds},
+                  status=400 if form.errors else 200)
+
+
+def _uploaded_prompts(uploaded) -> list[str]:
+    import tempfile
+    from pathlib import Path
+
+    suffix = ".parquet" if uploaded.name.lower().endswith(".parquet") else ".txt"
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"prompts{suffix}"
+        with open(path, "wb") as out:
+            for chunk in uploaded.chunks():
+                out.write(chunk)
+        return services.prompts_from_file(path, uploaded.name)
+
+
+@require_GET
+@admin_required
+def build_detail(request, build_id):
+    """The build's progress; the partial polls itself while the build runs."""
+    build = get_object_or_404(BatchBuild.objects.select_related("batch", "checkpoint_a", "checkpoint_b"), pk=build_id)
+    template = "annotation/_build.html" if request.htmx else "annotation/build.html"
+    return render(request, template, {"build": build})
+
+
+@require_POST
+@admin_required
+def record_preferences(request):
+    """Turn a pairwise batch's decided votes into corpus preference pairs (services.record_human_preferences)."""
+    batch = get_object_or_404(Batch, pk=request.POST["batch"]) if request.POST.get("batch", "").isdigit() else None
+    summary = services.record_human_preferences(batch)
+    left_out = ", ".join(f"{count} {why}" for why, count in sorted(summary.left_out.items())) or "none"
+    messages.success(request, f"Human preference pairs: {summary.created} new, {summary.updated} changed, "
+                              f"{summary.unchanged} unchanged; left out: {left_out}.")
+    return redirect("annotation:home")

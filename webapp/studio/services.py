@@ -43,6 +43,12 @@ def control_characters(text: str) -> list[str]:
     return [f"U+{ord(c):04X}" for c in text if unicodedata.category(c) in ("Cc", "Cf") and c not in "\n\t"]
 
 
+def strip_control(text: str) -> str:
+    """Model output without control characters other than newline and tab: an undertrained
+    model can emit NUL, which PostgreSQL text refuses."""
+    return "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc")
+
+
 # --- The one place where a request's fields become the model's prompt query.
 def prompt_query(*, query: str, occasion: str = "", recipient: str = "", tone: str = "", length: str = "",
                  details: str = "", avoid: str = "") -> str:
@@ -275,7 +281,7 @@ def run_generation(request_id: int, task_id: str | None = None) -> str:
                                 stop=STOP)
         for event in backend.stream(prompt, params):
             candidate = run.targets[event.candidate_index]
-            candidate.text += event.text_delta
+            candidate.text += strip_control(event.text_delta)
             if event.finished:
                 candidate.finished, candidate.finish_reason = True, event.finish_reason or ""
             run.flush()

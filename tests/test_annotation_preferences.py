@@ -1,0 +1,119 @@
+"""Pairwise human votes become corpus PreferencePair(source=human) with their provenance, for
+reward-model training: unanimous and majority votes make pairs, ties / both-bad / split votes do
+not (until an admin settles them), reruns follow the votes without duplicating anything."""
+import pytest
+
+from webapp.annotation import services
+from webapp.annotation.metrics import pair_outcome
+from webapp.annotation.models import Batch, HumanPreference, Item, Kind
+from webapp.core.roles import ADMIN, ANNOTATOR, create_user_with_role
+from webapp.corpus.models import Greeting, PreferencePair, Query
+
+
+@pytest.fixture(autouse=True)
+def fast_passwords(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def test_pair_outcome_rules():
+    assert pair_outcome(["a", "a", "a"]) == pair_outcome(["a", "a", "a"], "")
+    assert (pair_outcome(["b", "b"]).choice, pair_outcome(["b", "b"]).how) == ("b", "unanimous")
+    majority = pair_outcome(["a", "a", "tie"])
+    assert (majority.choice, majority.how, round(majority.agreement, 3)) == ("a", "majority", 0.667)
+    split = pair_outcome(["a", "b", "tie"])
+    assert (split.choice, split.how, split.agreement) == (None, "split", 0.0)
+    settled = pair_outcome(["a", "b", "tie"], "b")
+    assert (settled.choice, settled.how, round(settled.agreement, 3)) == ("b", "settled", 0.333)
+
+
+def comparison_batch(k=3) -> tuple[Batch, list[Item]]:
+    """Five blind comparisons (greeting vs greeting_b) of one query."""
+    query = Query.objects.create(text="给爷爷的八十大寿祝福")
+    texts = [f"祝爷爷八十大寿快乐，福寿安康！第{i}条" for i in range(10)]
+    greetings = [Greeting.objects.create(query=query, text=t, source="model", checkpoint_name=f"ckpt-{i % 2}")
+                 for i, t in enumerate(texts)]
+    batch = Batch.objects.create(name="对比", kind=Kind.PAIRWISE, k=k)
+    items = [Item.objects.create(batch=batch, position=i, greeting=greetings[2 * i], greeting_b=greetings[2 * i + 1])
+             for i in range(5)]
+    return batch, items
+
+
+def vote(batch, users, wanted: dict[int, list[str]]):
+    """Each user takes items as handed out and votes wanted[position][user index], in item order
+    (A/B as stored: flipped back to the sides that user saw)."""
+    flip = {"a": "b", "b": "a"}
+    for u, user in enumerate(users):
+        while (assignment := services.next_assignment(batch, user)) is not None:
+            stored = wanted[assignment.item.position][u]
+            shown = flip.get(stored, stored) if assignment.swapped else stored
+            services.submit_rating(assignment_id=assignment.pk, user=user, shown_choice=shown)
+
+
+def test_votes_become_human_pairs_with_provenance(db):
+    batch, items = comparison_batch()
+    users = [create_user_with_role(f"ann{i}", ANNOTATOR, "pw-ann-12345")[0] for i in range(3)]
+    vote(batch, users, {0: ["b", "b", "b"], 1: ["a", "a", "tie"], 2: ["tie", "tie", "a"],
+                        3: ["a", "b", "tie"], 4: ["both_bad", "both_bad", "b"]})
+
+    summary = services.record_human_preferences(batch)
+    assert (summary.created, summary.updated, summary.unchanged) == (2, 0, 0)
+    assert summary.left_out == {"tie": 1, "split": 1, "both_bad": 1}
+    pairs = PreferencePair.objects.filter(source="human")
+    assert pairs.count() == 2 and set(pairs.values_list("origin", flat=True)) == {"annotation:对比"}
+    unanimous = HumanPreference.objects.get(item=items[0])
+    # B won: the pair's chosen is the item's side B
+    assert (unanimous.pair.chosen, unanimous.pair.rejected) == (items[0].greeting_b, items[0].greeting)
+    assert (unanimous.decision, unanimous.agreement, unanimous.votes) == ("unanimous", 1.0, {"b": 3})
+    majority = HumanPreference.objects.get(item=items[1])
+    assert (majority.pair.chosen, majority.decision, majority.agreement) == (items[1].greeting, "majority", 0.6667)
+    assert majority.votes == {"a": 2, "tie": 1}
+    # what the trainer reads: the same preferences as the LlamaFactory export
+    exported = {(p["chosen"]["value"], p["rejected"]["value"]) for p in services.llamafactory_pairs(batch)}
+    assert exported == {(p.chosen.text, p.rejected.text) for p in pairs}
+    assert set(PreferencePair.objects.filter(human_preferences__isnull=False)) == set(pairs)
+
+    # the split item is settled in review: a rerun adds its pair and duplicates nothing
+    admin, _ = create_user_with_role("boss", ADMIN, "pw-boss-12345")
+    services.settle(item_id=items[3].pk, user=admin, answer_value="b")
+    again = services.record_human_preferences(batch)
+    assert (again.created, again.unchanged) == (1, 2) and again.left_out == {"tie": 1, "both_bad": 1}
+    settled = HumanPreference.objects.get(item=items[3])
+    assert settled.decision == "settled" and settled.pair.chosen == items[3].greeting_b
+    assert PreferencePair.objects.filter(source="human").count() == 3
+    assert services.record_human_preferences(batch).unchanged == 3
+
+    # a settlement can also overturn a majority: the earlier pair goes, the reversed one comes
+    services.settle(item_id=items[1].pk, user=admin, answer_value="b")
+    changed = services.record_human_preferences(batch)
+    assert changed.created == 1
+    flipped = HumanPreference.objects.get(item=items[1])
+    assert flipped.pair.chosen == items[1].greeting_b and flipped.decision == "settled"
+    assert not PreferencePair.objects.filter(chosen=items[1].greeting, rejected=items[1].greeting_b).exists()
+    assert PreferencePair.objects.filter(source="human").count() == 3
+
+
+def test_items_from_corpus_pairs_link_agreeing_votes_to_the_existing_pair(db):
+    query = Query.objects.create(text="同事升职祝福")
+    good = Greeting.objects.create(query=query, text="恭喜高升，实至名归，愿你在新岗位上大展宏图！")
+    weak = Greeting.objects.create(query=query, text="恭喜。")
+    corpus_pair = PreferencePair.objects.create(query=query, chosen=good, rejected=weak)
+    batch = services.create_batch(name="验证", kind="pairwise", k=2, source_type="pairs", limit=5)
+    users = [create_user_with_role(f"v{i}", ANNOTATOR, "pw-v-123456")[0] for i in range(2)]
+    vote(batch, users, {0: ["a", "a"]})
+    summary = services.record_human_preferences(batch)
+    assert summary.created == 0 and summary.updated == 1  # people agree with the corpus: no new row
+    assert HumanPreference.objects.get().pair == corpus_pair and PreferencePair.objects.count() == 1
+
+
+def test_admin_button_records_pairs_and_annotators_cannot(db, client):
+    batch, items = comparison_batch(k=1)
+    user, _ = create_user_with_role("solo", ANNOTATOR, "pw-solo-12345")
+    vote(batch, [user], {i: [c] for i, c in enumerate("abab") } | {4: ["tie"]})
+    client.force_login(user)
+    assert client.post("/annotate/preferences/record/", {"batch": batch.pk}).status_code == 403
+    admin, _ = create_user_with_role("boss", ADMIN, "pw-boss-12345")
+    client.force_login(admin)
+    assert f'name="batch" value="{batch.pk}"' in client.get("/annotate/").content.decode()
+    response = client.post("/annotate/preferences/record/", {"batch": batch.pk}, follow=True)
+    assert "4 new" in response.content.decode() and "1 tie" in response.content.decode()
+    assert PreferencePair.objects.filter(source="human").count() == 4
