@@ -6,6 +6,7 @@ and ``AutoTokenizer.from_pretrained(dir)`` load it without remote code.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -26,6 +27,10 @@ class CheckpointError(Exception):
     """A checkpoint folder that cannot be loaded; the message names the problem and the path."""
 
 
+class CheckpointWriteError(CheckpointError, OSError):
+    """Saving failed (a full disk, a write error): nothing was replaced; the message says why and where."""
+
+
 # --------------------------------------------------------------------------------------------
 # Saving
 
@@ -44,10 +49,22 @@ def save_checkpoint(model, tokenizer, dir: Path, extra_metadata: dict | None = N
         )
         _fsync_tree(tmp)
         replace_dir_atomically(tmp, dir)
+    except (OSError, SafetensorError) as exc:
+        raise CheckpointWriteError(f"could not write the checkpoint {dir}: {_describe_write_error(exc)}; "
+                              f"nothing was replaced{' (the previous checkpoint there is unchanged)' if dir.exists() else ''}"
+                              ) from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return dir
+
+
+def _describe_write_error(exc: Exception) -> str:
+    # safetensors reports a full disk as "IoError(Os { code: 28, kind: StorageFull, ... })"
+    text = str(exc)
+    if getattr(exc, "errno", None) == errno.ENOSPC or "code: 28" in text or "No space left" in text:
+        return f"the disk is full (No space left on device): {text}"
+    return text
 
 
 def _check_buffers_saved(model, folder: Path) -> None:

@@ -4,8 +4,12 @@ queued messages are lost), PostgreSQL is crashed and restarted, the worker is SI
 middle of a generation and a training run. Each time: nothing lost, nothing written twice,
 clean 503s while a part is down, and everything reconnects."""
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -28,7 +32,8 @@ def stack(tmp_path_factory):
     stack = Stack(root / "stack", **FAST_RECOVERY)
     try:
         stack.start_services()
-        stack.migrate()
+        for name in ("web", "worker", "beat"):  # they start while the tiny model trains
+            stack.start(name)
         corpus = root / "sft.json"
         corpus.write_text(json.dumps([{"instruction": q, "input": "", "output": r} for q, r in GREETINGS * 3],
                                      ensure_ascii=False))
@@ -38,9 +43,6 @@ def stack(tmp_path_factory):
             "create_user_with_role; "
             f"call_command('train_model', preset='tiny', data=['{corpus}'], max_steps=3); "
             f"create_user_with_role('faulty', WRITER, '{PASSWORD}')")
-        stack.start("web")
-        stack.start("worker")
-        stack.start("beat")
         stack.wait_for_web()
         yield stack
     finally:
@@ -203,10 +205,9 @@ def checkpoints(stack) -> list[tuple]:
         return conn.execute("SELECT id, name, status, path FROM checkpoints_checkpoint ORDER BY id").fetchall()
 
 
-def test_sigkill_during_training_leaves_the_active_checkpoint_and_resumes(stack):
-    import subprocess
-    import sys
-
+def test_sigkill_during_training_leaves_the_active_checkpoint_untouched(stack):
+    """train_and_register killed between saves (the jobs system's resume after a killed worker is
+    tests/test_jobs_worker.py's): nothing registered, the active checkpoint still active and loadable."""
     from bench.stack import REPO
     from generation.checkpoint import check_checkpoint
 
@@ -225,15 +226,8 @@ def test_sigkill_during_training_leaves_the_active_checkpoint_and_resumes(stack)
 
         run_dir = wait_until(saved_state, 120, 0.05, "the training run to save its first state")
     finally:
-        import os
-
         os.killpg(trainer.pid, signal.SIGKILL)
         trainer.wait(timeout=30)
     assert not (run_dir / "checkpoint").exists()
     assert checkpoints(stack) == before  # nothing registered, the active one still active
-    check_checkpoint(__import__("pathlib").Path(active[0][3]))  # and its folder still loads
-
-    stack.manage("train_model", "--preset", "tiny", "--data", str(stack.corpus), "--resume", run_dir.name)
-    after = checkpoints(stack)
-    assert [c for c in after if c[1] == run_dir.name][0][2] == "candidate"
-    assert [c for c in after if c[2] == "active"] == active
+    check_checkpoint(Path(active[0][3]))  # and its folder still loads
