@@ -6,7 +6,7 @@ import torch
 from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
 
 from generation.engine import Engine, SamplingParams, SchemaError
-from generation.engine.json_constraint import JsonMachine
+from generation.engine.json_constraint import AnyObjectMachine, JsonMachine
 from generation.engine.sampler import filter_top_k_top_p
 from generation.engine.testing import random_model, toy_tokenizer
 
@@ -153,7 +153,7 @@ def test_json_machine_accepts_exactly_valid_prefixes():
     "schema",
     [
         {"type": "array"},
-        {"type": "object", "properties": {}},
+        {"type": "object", "properties": {}, "required": ["a"]},
         {"type": "object", "properties": {"a": {"type": "null"}}},
         {"type": "object", "properties": {"a": {"enum": []}}},
         {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["b"]},
@@ -170,3 +170,24 @@ def test_malformed_schema_is_refused(engine, schema):
 def test_json_schema_needs_enough_tokens(engine):
     with pytest.raises(SchemaError.__mro__[1]):  # InvalidRequestError
         engine.submit(PROMPT, SamplingParams(max_tokens=38, json_schema=JUDGE))
+
+
+@pytest.mark.parametrize("max_tokens", [2, 12, 60])  # 2: the shortest object, "{}"
+def test_any_json_object_always_parses(engine, max_tokens):
+    params = SamplingParams(n=6, max_tokens=max_tokens, temperature=1.5, seed=max_tokens, json_schema={"type": "object"})
+    out = engine.generate([PROMPT], params)[0]
+    for c in out.candidates:
+        assert isinstance(json.loads(c.text), dict), c.text
+        assert len(c.token_ids) <= max_tokens and c.finish_reason == "stop"
+
+
+def test_any_object_machine_accepts_exactly_valid_prefixes():
+    m = AnyObjectMachine()
+    for good in ['{}', '{"a":[1,-2.5e3,{"b":null}],"":true,"c":"祝福"}', '{"x":[]}', '{"x":[[false]]}']:
+        assert m.is_done(m.advance_text(m.initial, good)) and json.loads(good) is not None
+    for bad in ['[1]', '{"a"}', '{"a":01}', '{"a":[1,]}', '{"a":tru}', '{,}', '{"a":1}}', '{"a":"\\n"}']:
+        state = m.advance_text(m.initial, bad)
+        assert state is None or not m.is_done(state), bad
+    state = m.advance_text(m.initial, '{"a":[{"b":tr')
+    assert m.min_to_finish(state) == len('ue}]}')
+    assert m.advance_text(m.initial, "{\"a\":" + "[" * 7) is not None and m.advance_text(m.initial, "{\"a\":" + "[" * 8) is None

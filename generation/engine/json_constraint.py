@@ -19,6 +19,10 @@ memoised per state), and whose resulting state can still be closed within the to
     ("num", j, phase, length)      inside number value j (phase: grammar position)
     ("lit", j, prefix)             inside a literal of j (boolean or enum, JSON encoded)
     ("done",)                      after the closing "}"
+
+A schema of just ``{"type": "object"}`` (no properties: OpenAI's ``response_format`` type
+``json_object``) takes any JSON object instead (``AnyObjectMachine``): nested objects and arrays
+up to ``MAX_DEPTH``, strings, numbers, true/false/null, compact and escape-free like the above.
 """
 from __future__ import annotations
 
@@ -50,6 +54,12 @@ def _literal_values(spec: dict) -> list[str]:
                 raise SchemaError(f"enum string {v!r} would need escaping")
         return [json.dumps(v, ensure_ascii=False) for v in values]
     return ["true", "false"]
+
+
+def is_any_object(schema) -> bool:
+    """``{"type": "object"}`` with no properties to follow: any object will do."""
+    return (isinstance(schema, dict) and schema.get("type") == "object" and not schema.get("properties")
+            and not schema.get("required") and set(schema) <= {"type", "properties", "required", "additionalProperties"})
 
 
 def parse_schema(schema) -> list[dict]:
@@ -110,6 +120,8 @@ def _number_step(phase: str, ch: str, integer: bool) -> str | None:
 
 
 class JsonMachine:
+    """Objects of one flat schema (see the module docstring)."""
+
     def __init__(self, schema):
         self.fields = parse_schema(schema)
         n = len(self.fields)
@@ -246,6 +258,126 @@ class JsonMachine:
     def _first_key_cost(self, j: int) -> int:
         return len(self.fields[j]["key"]) + 1 + self._min_value(j)
 
+    def needed_chars(self) -> set[str]:
+        """Characters that closing any document needs (budget forcing writes them one per token)."""
+        needed = set('{}":,') | set(DIGITS)
+        for f in self.fields:
+            needed |= set(f["key"])
+            for lit in f.get("literals", []):
+                needed |= set(lit)
+        return needed
+
+    def budget_margin(self, longest_token: int) -> int:
+        # one token can raise the fewest-characters-to-close by at most the cost of the optional
+        # fields it opens
+        return longest_token + sum(len(f["key"]) + 3 + self._min_value(j) for j, f in enumerate(self.fields))
+
+
+MAX_DEPTH = 8
+LITERALS = ("true", "false", "null")
+# fewest characters that finish the current value and reach "after a value" at the same level
+_IN_COST = {"obj_first": 0, "obj_key": 4, "key": 3, "colon": 2, "value": 1, "arr_first": 0, "after": 0, "str": 1}
+
+
+class AnyObjectMachine:
+    """Any JSON object. States: ("start",), ("done",), ("in", stack, where), ("num", stack, phase,
+    length), ("lit", stack, prefix); ``stack`` holds "o"/"a" per open container, ``where`` is one
+    of _IN_COST's keys. Every accepted prefix is one closing suffix away from valid JSON."""
+
+    initial = ("start",)
+
+    def _value_start(self, stack: tuple, ch: str):
+        if ch in "{[":
+            if len(stack) >= MAX_DEPTH:
+                return None
+            return ("in", stack + ("o",), "obj_first") if ch == "{" else ("in", stack + ("a",), "arr_first")
+        if ch == '"':
+            return ("in", stack, "str")
+        phase = _number_step("start", ch, False)
+        if phase:
+            return ("num", stack, phase, 1)
+        if any(v.startswith(ch) for v in LITERALS):
+            return ("lit", stack, ch)
+        return None
+
+    @staticmethod
+    def _close(stack: tuple):
+        return ("in", stack[:-1], "after") if len(stack) > 1 else ("done",)
+
+    def advance(self, state: tuple, ch: str):
+        kind = state[0]
+        if kind == "start":
+            return ("in", ("o",), "obj_first") if ch == "{" else None
+        if kind == "in":
+            _, stack, where = state
+            if where in ("key", "str"):
+                if ch == '"':
+                    return ("in", stack, "colon" if where == "key" else "after")
+                return None if ch == "\\" or ord(ch) < 0x20 else state
+            if where in ("obj_first", "obj_key"):
+                if ch == '"':
+                    return ("in", stack, "key")
+                return self._close(stack) if ch == "}" and where == "obj_first" else None
+            if where == "colon":
+                return ("in", stack, "value") if ch == ":" else None
+            if where == "value":
+                return self._value_start(stack, ch)
+            if where == "arr_first":
+                return self._close(stack) if ch == "]" else self._value_start(stack, ch)
+            if where == "after":
+                top = stack[-1]
+                if ch == ",":
+                    return ("in", stack, "obj_key" if top == "o" else "value")
+                return self._close(stack) if ch == ("}" if top == "o" else "]") else None
+        if kind == "num":
+            _, stack, phase, length = state
+            nxt = _number_step(phase, ch, False)
+            if nxt and length < MAX_NUMBER_CHARS:
+                return ("num", stack, nxt, length + 1)
+            return self.advance(("in", stack, "after"), ch) if phase in _NUM_ACCEPTING else None
+        if kind == "lit":
+            _, stack, prefix = state
+            word = prefix + ch
+            if word in LITERALS:
+                return ("in", stack, "after")
+            return ("lit", stack, word) if any(v.startswith(word) for v in LITERALS) else None
+        return None
+
+    def advance_text(self, state: tuple, text: str):
+        for ch in text:
+            state = self.advance(state, ch)
+            if state is None:
+                return None
+        return state
+
+    def is_done(self, state: tuple) -> bool:
+        return state[0] == "done"
+
+    def min_to_finish(self, state: tuple) -> int:
+        kind = state[0]
+        if kind == "done":
+            return 0
+        if kind == "start":
+            return 2
+        stack = state[1]
+        if kind == "in":
+            return _IN_COST[state[2]] + len(stack)
+        if kind == "num":
+            return (0 if state[2] in _NUM_ACCEPTING else 1) + len(stack)
+        prefix = state[2]
+        return min(len(v) - len(prefix) for v in LITERALS if v.startswith(prefix)) + len(stack)
+
+    def needed_chars(self) -> set[str]:
+        return set('{}[]":,') | set(DIGITS) | set("".join(LITERALS))
+
+    def budget_margin(self, longest_token: int) -> int:
+        # each character can open a container (one closer more) or a key (4 more)
+        return 4 * longest_token + 4
+
+
+def make_machine(schema):
+    return AnyObjectMachine() if is_any_object(schema) else JsonMachine(schema)
+
 
 def token_strings(tokenizer, vocab_size: int) -> list[str | None]:
     """Text of each token id alone; None for special tokens and pieces of a character."""
@@ -264,26 +396,19 @@ class JsonConstraint:
     """Vocabulary masks for one schema over one tokenizer (shared by all requests with that schema)."""
 
     def __init__(self, schema, strings: list[str | None], eos_token_id: int | None):
-        self.machine = JsonMachine(schema)
+        self.machine = make_machine(schema)
         self.strings = strings
         self.eos_token_id = eos_token_id
         self._masks: dict[tuple, torch.Tensor] = {}
         self._check_spellable()
-        # one token can raise the fewest-characters-to-close by at most the cost of the optional
-        # fields it opens; beyond this margin from the limit no token needs checking
+        # beyond this margin from the token limit no token needs checking
         longest = max((len(s) for s in strings if s is not None), default=1)
-        fields = self.machine.fields
-        self._margin = longest + sum(len(f["key"]) + 3 + self.machine._min_value(j) for j, f in enumerate(fields))
+        self._margin = self.machine.budget_margin(longest)
 
     def _check_spellable(self) -> None:
         """Budget forcing closes documents one character per token: every needed character needs a token."""
         singles = {s for s in self.strings if s is not None and len(s) == 1}
-        needed = set('{}":,') | set(DIGITS)
-        for f in self.machine.fields:
-            needed |= set(f["key"])
-            for lit in f.get("literals", []):
-                needed |= set(lit)
-        missing = sorted(needed - singles)
+        missing = sorted(self.machine.needed_chars() - singles)
         if missing:
             raise SchemaError(f"the vocabulary has no single-character token for {''.join(missing)!r}")
 

@@ -226,10 +226,9 @@ def json_schema_of(response_format) -> dict | None:
     if kind == "text":
         return None
     if kind == "json_object":
-        raise bad_param("response_format", 'json_object is not supported: send {"type": "json_schema", '
-                        '"json_schema": {"name": …, "schema": {…}}} with an object schema.')
+        return {"type": "object"}  # any JSON object (the engine's AnyObjectMachine)
     if kind != "json_schema":
-        raise bad_param("response_format", 'response_format.type must be "text" or "json_schema".')
+        raise bad_param("response_format", 'response_format.type must be "text", "json_object" or "json_schema".')
     spec = response_format.get("json_schema")
     if not isinstance(spec, dict) or not isinstance(spec.get("schema"), dict):
         raise bad_param("response_format", "response_format.json_schema.schema must be a JSON schema object.")
