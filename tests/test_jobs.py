@@ -228,6 +228,15 @@ def test_periodic_round_is_skipped_with_a_log_line_while_a_job_runs():
     assert TrainingJob.objects.count() == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_periodic_round_starts_a_job_when_none_runs():
+    purge_broker_queues()
+    job = services.start_periodic_job("sft", {"preset": "tiny", "data_source": "starter", "seed": 0})
+    assert job is not None and job.status == "queued" and job.created_by is None
+    assert LogLine.objects.filter(job=job, message="queued by the scheduler").exists()
+    purge_broker_queues()
+
+
 def test_periodic_and_reaper_tasks_are_registered_and_routed():
     from webapp.celery import app
     from webapp.jobs import tasks  # noqa: F401 - registers the tasks
