@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import threading
 import time
@@ -169,14 +170,25 @@ def _is_number(value) -> bool:
 def check_unknown(body: dict, allowed: set[str]) -> None:
     unknown = sorted(k for k in body if k not in allowed and k not in NEUTRAL_VALUES)
     if unknown:
-        raise bad_param(unknown[0], f"Unrecognized request argument(s) supplied: {', '.join(unknown)}.",
-                        code="unknown_parameter")
+        names = ", ".join(json.dumps(name, ensure_ascii=False) for name in unknown)  # quoted: "" or " " stay visible
+        raise bad_param(unknown[0], f"Unrecognized request argument(s) supplied: {names}.", code="unknown_parameter")
     for name, neutral in NEUTRAL_VALUES.items():
         if name in body and not any(body[name] == v and type(body[name]) is type(v) or body[name] is v
                                     for v in neutral):
             allowed_values = ", ".join(json.dumps(v) for v in neutral)
             raise bad_param(name, f"{name} is not supported; only {allowed_values} is accepted.",
                             code="unsupported_parameter")
+
+
+_UNENCODABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def check_encodable(text: str, param: str) -> None:
+    """NUL and lone surrogates (JSON escapes like \\ud800 that are not Unicode) cannot reach a tokenizer,
+    a remote server or the database: refuse them here, naming the field."""
+    bad = _UNENCODABLE.search(text)
+    if bad:
+        raise bad_param(param, f"{param} contains U+{ord(bad.group(0)):04X}, which is not a valid character here.")
 
 
 def strip_prefix(text: str) -> str:
@@ -246,6 +258,7 @@ def parse_request(body: dict, kind: str) -> ApiRequest:
     query = strip_prefix(query)
     if not query:
         raise bad_param("messages" if kind == "chat" else "prompt", "The greeting request is empty.")
+    check_encodable(query, "messages" if kind == "chat" else "prompt")
 
     n = body.get("n", 1) if body.get("n") is not None else 1
     if not _is_int(n) or not 1 <= n <= MAX_N:
@@ -264,6 +277,8 @@ def parse_request(body: dict, kind: str) -> ApiRequest:
     stop = [] if stop is None else [stop] if isinstance(stop, str) else stop
     if not isinstance(stop, list) or len(stop) > MAX_STOP or any(not isinstance(s, str) or not s for s in stop):
         raise bad_param("stop", f"stop must be a non-empty string or a list of at most {MAX_STOP} of them.")
+    for stop_text in stop:
+        check_encodable(stop_text, "stop")
     seed = body.get("seed")
     if seed is not None and (not _is_int(seed) or seed < 0):
         raise bad_param("seed", "seed must be a non-negative integer.")

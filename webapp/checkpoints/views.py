@@ -75,7 +75,7 @@ class CompareForm(forms.Form):
 @require_http_methods(["GET", "POST"])
 @admin_required
 def compare(request):
-    form = CompareForm(request.POST or None, initial=_default_pair())
+    form = CompareForm(request.POST if request.method == "POST" else None, initial=_default_pair())
     result, error, status = None, "", 200
     if request.method == "POST":
         if form.is_valid():

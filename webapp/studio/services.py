@@ -39,8 +39,9 @@ class ModelNotReadyError(StudioError):
 
 
 def control_characters(text: str) -> list[str]:
-    """Control characters in `text` other than newline and tab, as U+XXXX names."""
-    return [f"U+{ord(c):04X}" for c in text if unicodedata.category(c) in ("Cc", "Cf") and c not in "\n\t"]
+    """Control characters in `text` other than newline and tab, and lone surrogates (JSON escapes such as
+    \\ud800 that are not Unicode: PostgreSQL cannot store them), as U+XXXX names."""
+    return [f"U+{ord(c):04X}" for c in text if unicodedata.category(c) in ("Cc", "Cf", "Cs") and c not in "\n\t"]
 
 
 def strip_control(text: str) -> str:

@@ -67,7 +67,7 @@ def _cards_context(request, req: GenerationRequest) -> dict:
 @writer_required
 def write(request):
     problem = services.model_status()
-    form = RequestForm(request.POST or None)
+    form = RequestForm(request.POST if request.method == "POST" else None)
     error, status = "", 200
     if request.method == "POST" and form.is_valid():
         try:
@@ -168,7 +168,7 @@ def share(request, token):
 def signup(request):
     if request.user.is_authenticated:
         return redirect("studio:write")
-    form = SignUpForm(request.POST or None)
+    form = SignUpForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         user, _ = create_user_with_role(form.cleaned_data["username"], WRITER, form.cleaned_data["password1"])
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
