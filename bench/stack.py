@@ -191,14 +191,15 @@ class Stack:
         return self.manage("shell", "-c", code, **env_extra)
 
     # --- processes
-    def start(self, name: str, **env_extra) -> ManagedProcess:
-        """Start 'web', 'worker' (or 'worker2', ...) or 'beat'; any earlier one of that name is stopped."""
+    def start(self, name: str, pool: str = "solo", concurrency: int = 1, **env_extra) -> ManagedProcess:
+        """Start 'web', 'worker' (or 'worker2', ...) or 'beat'; any earlier one of that name is stopped.
+        Workers default to the solo pool (one process to kill); `make demo` runs prefork with 2."""
         self.stop(name)
         if name == "web":
             args = [PYTHON, "-m", "uvicorn", "webapp.asgi:application", "--host", "127.0.0.1", "--port",
                     str(self.web_port), "--no-access-log"]
         elif name.startswith("worker"):
-            args = [PYTHON, "-m", "celery", "-A", "webapp", "worker", "--pool", env_extra.pop("pool", "solo"),
+            args = [PYTHON, "-m", "celery", "-A", "webapp", "worker", "--pool", pool, "--concurrency", str(concurrency),
                     "-Q", "default,generate,train", "-n", f"{name}-{os.getpid()}@%h", "--without-gossip",
                     "--without-mingle", "-l", "info"]
         elif name == "beat":
