@@ -149,6 +149,8 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
+    # Starting a scheduled round must not wait behind a running training job on the train queue.
+    "webapp.train.periodic_job": {"queue": "default"},
     "webapp.generate.*": {"queue": "generate"},
     "webapp.train.*": {"queue": "train"},
 }

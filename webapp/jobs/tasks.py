@@ -1,7 +1,7 @@
 """Thin Celery tasks of the training platform: the work is in services.py.
 
-`webapp.train.*` tasks go to the `train` queue. The reaper is deliberately NOT a
-`webapp.train.*` task: it must run on the default queue while a train worker is busy."""
+`webapp.train.*` tasks go to the `train` queue, except periodic_job (settings route it to
+`default`); the reaper is not a `webapp.train.*` task: both must run while a train worker is busy."""
 from celery import shared_task
 
 from webapp.jobs import services
@@ -12,7 +12,7 @@ def run_job(job_id: int, resumed: bool = False) -> str:
     return services.run_job(job_id, resumed=resumed)
 
 
-@shared_task(name="webapp.train.periodic_job", queue="default")
+@shared_task(name="webapp.train.periodic_job")  # routed to the default queue (settings)
 def periodic_job(kind: str, params: dict | None = None) -> int | None:
     """Scheduled in the admin (django-celery-beat): Periodic tasks -> task `webapp.train.periodic_job`,
     keyword arguments e.g. {"kind": "rlaif_round", "params": {...}}."""
