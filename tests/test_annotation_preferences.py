@@ -1,6 +1,8 @@
 """Pairwise human votes become corpus PreferencePair(source=human) with their provenance, for
 reward-model training: unanimous and majority votes make pairs, ties / both-bad / split votes do
 not (until an admin settles them), reruns follow the votes without duplicating anything."""
+import json
+
 import pytest
 
 from webapp.annotation import services
@@ -117,3 +119,25 @@ def test_admin_button_records_pairs_and_annotators_cannot(db, client):
     response = client.post("/annotate/preferences/record/", {"batch": batch.pk}, follow=True)
     assert "4 new" in response.content.decode() and "1 tie" in response.content.decode()
     assert PreferencePair.objects.filter(source="human").count() == 4
+
+
+def test_comparison_ratings_export_and_import_round_trip(db):
+    batch, items = comparison_batch(k=2)
+    users = [create_user_with_role(f"r{i}", ANNOTATOR, "pw-r-123456")[0] for i in range(2)]
+    vote(batch, users, {0: ["a", "b"], 1: ["b", "b"], 2: ["tie", "a"], 3: ["both_bad", "a"], 4: ["a", "a"]})
+    text = services.export_jsonl(batch)
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert len(rows) == 10 and {r["item_source"]["type"] for r in rows} == {"comparison"}
+    assert all(r["a"] != r["b"] and "checkpoint_name" in r["item_source"]["a"] for r in rows)
+    before = sorted((r["position"], r["annotator"], r["choice"]) for r in rows)
+    batch.delete()
+    admin, _ = create_user_with_role("boss", ADMIN, "pw-boss-12345")
+    summary = services.import_jsonl(text, admin)
+    assert summary.created == 10
+    again = Batch.objects.get(name="对比")
+    items = again.items.all()
+    assert all(i.greeting_b_id and i.pair_id is None for i in items)
+    after = sorted((r["position"], r["annotator"], r["choice"])
+                   for r in map(json.loads, services.export_jsonl(again).splitlines()))
+    assert [(a, c) for _, a, c in after] == [(a, c) for _, a, c in before]
+    assert services.import_jsonl(text, admin).already_present == 10
