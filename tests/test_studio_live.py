@@ -74,6 +74,24 @@ def test_real_worker_generates_a_request_made_through_the_api(tiny_checkpoint, c
     detail = client.get(f"/write/api/requests/{req.pk}").json()
     assert detail["status"] == "done" and [c["text"] for c in detail["candidates"]] == [c.text for c in candidates]
 
+    # The same generate-queue worker builds an annotation batch from the checkpoint's outputs.
+    from webapp.annotation.models import BatchBuild
+    from webapp.annotation.services import create_batch_from_checkpoint
+
+    batch = create_batch_from_checkpoint(tiny_checkpoint, ["七十生日祝福语", "古风新年祝福语"], n_per_prompt=2,
+                                         kind="pairwise", k=2)
+    try:
+        wait_until(lambda: BatchBuild.objects.get(batch=batch).is_finished, 120,
+                   describe="the annotation batch build")
+    except AssertionError:
+        raise AssertionError(f"build did not finish; worker log:\n{worker.log_tail()}") from None
+    build = BatchBuild.objects.get(batch=batch)
+    assert build.status == "done" and build.done == build.total == 2, build.reason
+    items = list(batch.items.select_related("greeting", "greeting_b"))
+    assert len(items) == build.summary["items"] and all(i.greeting.query_id == i.greeting_b.query_id for i in items)
+    batch.refresh_from_db()
+    assert batch.is_open and items
+
 
 def test_browser_sign_in_write_copy_and_rate(tiny_checkpoint, celery_processes, browser, live_server):
     writer, _ = create_user_with_role("mei", WRITER, "pw-mei-123456")
