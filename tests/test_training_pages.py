@@ -12,6 +12,7 @@ from webapp.checkpoints.models import Checkpoint
 from webapp.checkpoints.services import promote_checkpoint, register_checkpoint
 from webapp.checkpoints.training import train_and_register
 from webapp.core.roles import ADMIN, ANNOTATOR, WRITER, create_user_with_role
+from webapp.corpus.models import Greeting
 from webapp.jobs.models import TRAIN_SLOT, LogLine, MetricPoint, TrainingJob
 
 GET_PAGES = ["jobs:list", "jobs:start", "checkpoints:list", "checkpoints:compare"]
@@ -155,9 +156,13 @@ def test_blind_comparison_feeds_the_annotation_queue(fast_passwords, one_thread,
     comparison = body[body.index('id="comparison"'):body.index("<details")]
     assert a.name not in comparison and b.name not in comparison  # blind: sides carry no names
     assert comparison.count('class="side"') == 2 * len(prompts)
-    tag = re.search(r'data-tag="(compare-[0-9a-f]+)"', body).group(1)
-    response = client.post(reverse("checkpoints:compare-annotate"), {"tag": tag})
-    assert response.status_code == 302
-    batch = Batch.objects.get(name=f"checkpoint {tag}")
-    sources = {item.greeting.checkpoint_name for item in batch.items.select_related("greeting")}
-    assert sources == {a.name, b.name} and batch.kind == "pointwise"
+    assert not Greeting.objects.filter(source="model").exists()  # viewing stores nothing
+    send = re.search(r'action="/train/checkpoints/compare/annotate/".*?</form>', body, re.S).group(0)
+    fields = dict(re.findall(r'name="(a|b|seed)" value="([^"]*)"', send))
+    fields["prompts"] = re.search(r'<textarea name="prompts" hidden>(.*?)</textarea>', send, re.S).group(1)
+    response = client.post(reverse("checkpoints:compare-annotate"), fields)
+    assert response.status_code == 302 and response["Location"] == reverse("annotation:home")
+    batch = Batch.objects.get()
+    assert batch.kind == "pairwise" and batch.build.prompts == prompts
+    assert (batch.source["checkpoint"], batch.source["checkpoint_b"]) == (a.name, b.name)
+    assert a.name not in batch.name and b.name not in batch.name  # annotators see the batch name

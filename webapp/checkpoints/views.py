@@ -99,14 +99,16 @@ def _default_pair() -> dict:
 @require_POST
 @admin_required
 def send_to_annotation(request):
-    tag = request.POST.get("tag", "")
-    if not tag.startswith("compare-"):
-        messages.error(request, "Unknown comparison.")
+    """The compared pair, same prompts and seed, as a blind pairwise annotation batch."""
+    form = CompareForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "; ".join(f"{name}: {' '.join(errs)}" for name, errs in form.errors.items()))
         return redirect("checkpoints:compare")
     try:
-        batch = comparison.send_to_annotation(tag, request.user)
+        batch = comparison.send_to_annotation(form.cleaned_data["a"], form.cleaned_data["b"],
+                                              form.cleaned_data["prompt_lines"], form.cleaned_data["seed"], request.user)
     except AnnotationError as exc:
-        messages.error(request, exc.message)
+        messages.error(request, f"{exc.field or 'batch'}: {exc.message}")
         return redirect("checkpoints:compare")
-    messages.info(request, f"Annotation batch {batch.name!r} created with {batch.items.count()} outputs.")
+    messages.info(request, f"Annotation batch {batch.name!r} is being built from both checkpoints' outputs.")
     return redirect("annotation:home")
