@@ -58,7 +58,7 @@ def test_votes_become_human_pairs_with_provenance(db):
                         3: ["a", "b", "tie"], 4: ["both_bad", "both_bad", "b"]})
 
     summary = services.record_human_preferences(batch)
-    assert (summary.created, summary.updated, summary.unchanged) == (2, 0, 0)
+    assert (summary.created, summary.linked, summary.updated, summary.unchanged) == (2, 0, 0, 0)
     assert summary.left_out == {"tie": 1, "split": 1, "both_bad": 1}
     pairs = PreferencePair.objects.filter(source="human")
     assert pairs.count() == 2 and set(pairs.values_list("origin", flat=True)) == {"annotation:对比"}
@@ -103,7 +103,7 @@ def test_items_from_corpus_pairs_link_agreeing_votes_to_the_existing_pair(db):
     users = [create_user_with_role(f"v{i}", ANNOTATOR, "pw-v-123456")[0] for i in range(2)]
     vote(batch, users, {0: ["a", "a"]})
     summary = services.record_human_preferences(batch)
-    assert summary.created == 0 and summary.updated == 1  # people agree with the corpus: no new row
+    assert summary.created == 0 and summary.linked == 1  # people agree with the corpus: no new row
     assert HumanPreference.objects.get().pair == corpus_pair and PreferencePair.objects.count() == 1
 
 

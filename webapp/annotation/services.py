@@ -444,6 +444,7 @@ def llamafactory_pairs(batch: Batch | None = None) -> list[dict]:
 @dataclass
 class HumanPairsSummary:
     created: int = 0  # new corpus pairs
+    linked: int = 0  # items whose preference was in the corpus already (e.g. a corpus pair people agree with)
     updated: int = 0  # items whose decided pair changed (e.g. after a settlement or more votes)
     unchanged: int = 0
     left_out: dict = field(default_factory=dict)  # why -> count: tie, both_bad, split, same_text
@@ -485,7 +486,9 @@ def record_human_preferences(batch: Batch | None = None) -> HumanPairsSummary:
                                                  source=PreferencePair.Source.HUMAN,
                                                  origin=f"{HUMAN_PAIR_ORIGIN}{item.batch.name}"[:300])
             summary.created += 1
-        elif existing is None or existing.pair_id != pair.pk:
+        elif existing is None:
+            summary.linked += 1
+        elif existing.pair_id != pair.pk:
             summary.updated += 1
         else:
             summary.unchanged += 1
@@ -675,6 +678,20 @@ def prompts_from_file(path, name: str) -> list[str]:
         return [record.query for record in iter_records(path, fmt, name=name) if isinstance(record, QueryRecord)]
     except FormatError as error:
         raise AnnotationError(str(error), field="prompts_file") from None
+
+
+def prompts_from_upload(uploaded) -> list[str]:
+    """prompts_from_file for an uploaded file (Django's UploadedFile), via a temporary copy."""
+    import tempfile
+    from pathlib import Path
+
+    suffix = ".parquet" if uploaded.name.lower().endswith(".parquet") else ".txt"
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"prompts{suffix}"
+        with open(path, "wb") as out:
+            for chunk in uploaded.chunks():
+                out.write(chunk)
+        return prompts_from_file(path, uploaded.name)
 
 
 def _checkpoint(value, field_name: str):

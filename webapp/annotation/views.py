@@ -261,7 +261,7 @@ def checkpoint_batch_create(request):
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            prompts = _uploaded_prompts(data["prompts_file"]) if data["prompts_file"] else []
+            prompts = services.prompts_from_upload(data["prompts_file"]) if data["prompts_file"] else []
             prompts += (data["prompts_text"] or "").splitlines()
             common = {"prompts": prompts, "n_per_prompt": data["n_per_prompt"], "k": data["k"], "name": data["name"],
                       "created_by": request.user, "lease_seconds": data["lease_minutes"] * 60}
@@ -280,19 +280,6 @@ def checkpoint_batch_create(request):
                   status=400 if form.errors else 200)
 
 
-def _uploaded_prompts(uploaded) -> list[str]:
-    import tempfile
-    from pathlib import Path
-
-    suffix = ".parquet" if uploaded.name.lower().endswith(".parquet") else ".txt"
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / f"prompts{suffix}"
-        with open(path, "wb") as out:
-            for chunk in uploaded.chunks():
-                out.write(chunk)
-        return services.prompts_from_file(path, uploaded.name)
-
-
 @require_GET
 @admin_required
 def build_detail(request, build_id):
@@ -309,6 +296,7 @@ def record_preferences(request):
     batch = get_object_or_404(Batch, pk=request.POST["batch"]) if request.POST.get("batch", "").isdigit() else None
     summary = services.record_human_preferences(batch)
     left_out = ", ".join(f"{count} {why}" for why, count in sorted(summary.left_out.items())) or "none"
-    messages.success(request, f"Human preference pairs: {summary.created} new, {summary.updated} changed, "
+    messages.success(request, f"Human preference pairs: {summary.created} new, {summary.linked} already in the "
+                              f"corpus, {summary.updated} changed, "
                               f"{summary.unchanged} unchanged; left out: {left_out}.")
     return redirect("annotation:home")
