@@ -73,7 +73,7 @@ def run(args, work: Path) -> dict:
         sft_dir = timed(stages, "sft", sft_stage, preset="small", data_paths=[shared_data_file("sft_data.json")],
                         out_dir=work / "sft", max_steps=args.sft_steps, seed=args.seed)
     judge = timed(stages, "judge", judge_stage, pair_files=[shared_data_file("reward_data_train.json")],
-                  out_dir=work / "judge", exclude_queries=held)
+                  out_dir=work / "judge", exclude_queries=held, excellence_quantile=args.excellence_quantile)
     speed = None
     if args.speed_steps:
         speed = timed(stages, "rollout_speed", rollout_speed, sft_dir, train_prompts, judge, work, args.speed_steps,
@@ -94,6 +94,7 @@ def run(args, work: Path) -> dict:
     return {
         "preset": "small",
         "sft_checkpoint": str(sft_dir),
+        "judge": {"threshold": judge.threshold, "scale": judge.scale, **judge.info},
         "heldout_prompts": len(heldout),
         "grpo_prompts": len(train_prompts),
         "grpo": {"steps": grpo.steps, "wall_s": grpo.wall_s, "lr": args.lr, "kl_coef": cfg.kl_coef,
@@ -125,6 +126,9 @@ def main() -> None:
     parser.add_argument("--eval-prompts", type=int, default=200)
     parser.add_argument("--eval-samples", type=int, default=4)
     parser.add_argument("--speed-steps", type=int, default=2, help="GRPO steps per rollout backend in the speed test (0: skip)")
+    parser.add_argument("--excellence-quantile", type=float, default=None,
+                        help="Good = above this quantile of the chosen greetings' TF-IDF reward (default: the "
+                             "chosen-vs-rejected threshold, which passes ~95%% of SFT greetings)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="keep the run folder here")
     parser.add_argument("--json", action="store_true")

@@ -18,7 +18,7 @@ from training.rl.evaluation import (
     load_prompts,
     novelty,
 )
-from training.rl.gate import GateConfig, gate, paired_bootstrap_difference
+from training.rl.gate import gate, paired_bootstrap_difference
 from training.rl.grpo import (
     GRPOConfig,
     GRPOError,
@@ -306,3 +306,22 @@ def test_load_prompts_reads_query_lines_and_names_bad_files(tmp_path):
     (tmp_path / "empty.txt").write_text("\n", encoding="utf-8")
     with pytest.raises(EvaluationError, match="prompts"):
         load_prompts(tmp_path / "empty.txt")
+
+
+def test_judge_stage_leaves_out_heldout_queries_and_sets_an_excellence_bar(tmp_path):
+    from training.judges.registry import query_hash, read_trained_queries
+    from training.rl.pipeline import judge_stage
+
+    warm = ["愿您福寿安康，笑口常开，儿孙绕膝", "新岁启新程，愿你所行皆坦途", "祝老师桃李满天下，岁岁常安康",
+            "愿你前程似锦，心中有光，步履不停"]
+    pairs = [{"conversations": [{"from": "human", "value": f"第{i}号祝福"}], "chosen": {"from": "gpt", "value": warm[i % 4]},
+              "rejected": {"from": "gpt", "value": "祝你快乐快乐"}} for i in range(40)]
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps(pairs, ensure_ascii=False), encoding="utf-8")
+    judge = judge_stage(pair_files=[path], out_dir=tmp_path / "j", exclude_queries=["第0号祝福", "第1号祝福"])
+    trained = read_trained_queries(tmp_path / "j")
+    assert len(trained) == 38 and query_hash("第0号祝福") not in trained
+    assert judge.info["pairs"] == 38
+    strict = judge_stage(pair_files=[path], out_dir=tmp_path / "k", excellence_quantile=0.5)
+    chosen_pass = [s >= 0.5 for s in strict.scores([""] * 4, warm)]
+    assert 0 < sum(chosen_pass) < 4  # about half the chosen greetings clear an excellence bar at the median

@@ -30,9 +30,15 @@ def sft_stage(*, preset: str, data_paths: Sequence[Path], out_dir: Path, max_ste
     return result.checkpoint_dir
 
 
-def judge_stage(*, pair_files: Sequence[Path], out_dir: Path, exclude_queries: Iterable[str] = (), name: str = "tfidf-rlaif"):
+def judge_stage(*, pair_files: Sequence[Path], out_dir: Path, exclude_queries: Iterable[str] = (), name: str = "tfidf-rlaif",
+                excellence_quantile: float | None = None):
     """A TF-IDF judge trained on preference pairs, leaving out ``exclude_queries`` (the held-out
-    evaluation prompts, so the judge has not seen their answers). Saved to ``out_dir``."""
+    evaluation prompts, so the judge has not seen their answers). Saved to ``out_dir``.
+
+    By default Good/Bad is calibrated to separate chosen from rejected texts, which passes almost
+    any fluent greeting (an SFT model scores ~95%: no room to measure a gain). With
+    ``excellence_quantile`` q, Good means "scores above the q-quantile of the chosen greetings":
+    an excellence bar rather than an acceptability bar."""
     from training.judges.data import load_pairs
     from training.judges.registry import write_trained_queries
     from training.judges.tfidf import train_tfidf_judge
@@ -42,6 +48,13 @@ def judge_stage(*, pair_files: Sequence[Path], out_dir: Path, exclude_queries: I
     if not pairs:
         raise ValueError("pair_files: no preference pairs left after excluding the held-out queries")
     judge = train_tfidf_judge([p.chosen for p in pairs], [p.rejected for p in pairs], name=name)
+    if excellence_quantile is not None:
+        if not 0 < excellence_quantile < 1:
+            raise ValueError(f"excellence_quantile must be in (0, 1), got {excellence_quantile}")
+        import numpy as np
+
+        judge.threshold = float(np.quantile(judge.rewards([p.chosen for p in pairs]), excellence_quantile))
+        judge.info["excellence_quantile"] = excellence_quantile
     out_dir = Path(out_dir)
     judge.save(out_dir)
     write_trained_queries(out_dir, (p.query for p in pairs))
