@@ -50,6 +50,8 @@ class Recorder:
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     errors: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     generations: list[dict] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    samples: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def timed(self, kind: str, session: requests.Session, method: str, url: str, ok=(200,), **kwargs):
@@ -63,7 +65,12 @@ class Recorder:
         with self.lock:
             self.latencies[kind].append(elapsed)
         if response.status_code not in ok:
-            self.error(kind, f"HTTP {response.status_code}")
+            detail = ""
+            if response.status_code >= 500 and "json" in response.headers.get("Content-Type", ""):
+                detail = f" ({response.json().get('unavailable', '')})"
+            elif response.status_code >= 500:
+                detail = f" ({re.sub(r'<[^>]+>', ' ', response.text)[:120].strip()})"
+            self.error(kind, f"HTTP {response.status_code}{detail}")
         return response
 
     def error(self, kind: str, what: str) -> None:
@@ -73,6 +80,14 @@ class Recorder:
     def generation(self, record: dict) -> None:
         with self.lock:
             self.generations.append(record)
+
+    def count(self, what: str) -> None:
+        with self.lock:
+            self.counts[what] += 1
+
+    def sample(self, what: str, value: float) -> None:
+        with self.lock:
+            self.samples[what].append(value)
 
 
 def sign_in(base: str, username: str) -> requests.Session:
@@ -261,6 +276,11 @@ def summarise(rec: Recorder, duration: float, sampler: MemorySampler) -> dict:
                         "poll_over_sse_first_token_p50": round(poll / sse, 2) if sse and poll else None},
         "errors": {kind: {"n": len(v), "examples": sorted(set(v))[:5]} for kind, v in rec.errors.items() if v},
         "memory": sampler.growth(),
+        "memory_timeline_mib": [{k: (v if k == "t" else round(v / 2**20, 1)) for k, v in row.items()}
+                                for row in sampler.samples[::max(len(sampler.samples) // 30, 1)]],
+        "counts": dict(rec.counts),
+        "samples": {what: {"n": len(v), "p50": round(percentile(v, 50), 2), "max": round(max(v), 2)}
+                    for what, v in rec.samples.items() if v},
     }
 
 

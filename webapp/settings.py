@@ -110,7 +110,11 @@ TEMPLATES = [
 
 # --- Database: SQLite under var/ unless DATABASE_URL says otherwise.
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'zhufu.sqlite3'}"
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+# No persistent connections by default: under ASGI (uvicorn) every request runs in a thread of its own, so a
+# kept connection is left behind with its thread and PostgreSQL runs out of connections under load (bench.load
+# saw 503s at 60 users). Django's advice for ASGI; a pooler (PgBouncer) is the way to reuse connections.
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "0")),
+                                              conn_health_checks=True)}
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Several processes (web, worker, beat) share the file: wait for locks instead of failing,
     # and keep the test database on disk so a worker subprocess can open it too.
