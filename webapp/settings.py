@@ -72,6 +72,7 @@ INSTALLED_APPS = [
     "webapp.api",
     "webapp.jobs",
     "webapp.rlaif",
+    "webapp.marl",
 ]
 
 MIDDLEWARE = [

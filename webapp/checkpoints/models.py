@@ -8,7 +8,13 @@ class Checkpoint(models.Model):
     """A trained generator, stored as a Hugging Face folder on disk.
 
     At most one checkpoint is active (a partial unique constraint); promotion swaps the
-    active one inside a transaction (see services.promote_checkpoint)."""
+    active one inside a transaction (see services.promote_checkpoint). Research models of
+    other families (MARL policies) share the registry for their files and metrics, but only a
+    generator can ever be active (a check constraint)."""
+
+    class Family(models.TextChoices):
+        GENERATOR = "generator"
+        MARL = "marl"
 
     class Status(models.TextChoices):
         CANDIDATE = "candidate"
@@ -23,6 +29,7 @@ class Checkpoint(models.Model):
     data = models.JSONField(default=dict, help_text="Training data: paths, hashes, counts.")
     metrics = models.JSONField(default=dict)
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.CANDIDATE)
+    family = models.CharField(max_length=20, choices=Family.choices, default=Family.GENERATOR, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     promoted_at = models.DateTimeField(null=True, blank=True)
 
@@ -30,6 +37,8 @@ class Checkpoint(models.Model):
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(fields=["status"], condition=Q(status="active"), name="one_active_checkpoint"),
+            models.CheckConstraint(condition=~Q(status="active") | Q(family="generator"),
+                                   name="only_generators_are_active"),
         ]
 
     def __str__(self):

@@ -10,16 +10,17 @@ class RegistryError(Exception):
 
 
 def active_checkpoint() -> Checkpoint | None:
-    return Checkpoint.objects.filter(status=Checkpoint.Status.ACTIVE).first()
+    """The active generator (only generators can be active; MARL policies never are)."""
+    return Checkpoint.objects.filter(status=Checkpoint.Status.ACTIVE, family=Checkpoint.Family.GENERATOR).first()
 
 
 def register_checkpoint(*, name: str, run_name: str, path: str, preset: str, model_config: dict,
-                        data: dict, metrics: dict) -> Checkpoint:
+                        data: dict, metrics: dict, family: str = Checkpoint.Family.GENERATOR) -> Checkpoint:
     if Checkpoint.objects.filter(name=name).exists():
         raise RegistryError(f"a checkpoint named {name!r} is already registered")
     return Checkpoint.objects.create(
         name=name, run_name=run_name, path=path, preset=preset, model_config=model_config,
-        data=data, metrics=metrics, status=Checkpoint.Status.CANDIDATE,
+        data=data, metrics=metrics, status=Checkpoint.Status.CANDIDATE, family=family,
     )
 
 
@@ -27,6 +28,8 @@ def register_checkpoint(*, name: str, run_name: str, path: str, preset: str, mod
 def promote_checkpoint(checkpoint: Checkpoint) -> Checkpoint:
     """Make `checkpoint` the one active checkpoint; the previous one is retired atomically."""
     locked = Checkpoint.objects.select_for_update().get(pk=checkpoint.pk)
+    if locked.family != Checkpoint.Family.GENERATOR:
+        raise RegistryError(f"cannot promote {locked.name}: it is a {locked.family} checkpoint, not a generator")
     problem = locked.missing_files()
     if problem:
         raise RegistryError(f"cannot promote {locked.name}: {problem}")
@@ -41,8 +44,8 @@ def promote_checkpoint(checkpoint: Checkpoint) -> Checkpoint:
     return locked
 
 
-def resolve_checkpoint(identifier: str | None) -> Checkpoint:
-    """A checkpoint by id or name, or the active one when `identifier` is None."""
+def resolve_checkpoint(identifier: str | None, family: str = Checkpoint.Family.GENERATOR) -> Checkpoint:
+    """A checkpoint of `family` by id or name, or the active generator when `identifier` is None."""
     if identifier is None:
         checkpoint = active_checkpoint()
         if checkpoint is None:
@@ -54,4 +57,6 @@ def resolve_checkpoint(identifier: str | None) -> Checkpoint:
     checkpoint = query.first()
     if checkpoint is None:
         raise RegistryError(f"no checkpoint with id or name {identifier!r}")
+    if checkpoint.family != family:
+        raise RegistryError(f"checkpoint {checkpoint.name!r} is a {checkpoint.family} checkpoint, not a {family}")
     return checkpoint

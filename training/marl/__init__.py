@@ -1,0 +1,24 @@
+"""Multi-agent RL: MADDPG and HRTMADDPG on the Multi Particle Environments (mpe2).
+
+HRTMADDPG (after arXiv:2105.04888) is MADDPG whose actors and/or critics also see an
+encoding of the recent observation history: a GRU encodes each window of `window`
+consecutive steps, and a causal transformer encoder (sinusoidal positional encoding) relates
+the last `windows` window encodings; the output at the newest window is the encoding.
+The paper leaves the window sizes and the placement unpublished; our defaults, chosen to
+fit a 2-core CPU budget and ablated in `python -m bench.marl`:
+
+- window w = 4 steps, windows m = 4 (the encoder sees the last 16 steps; MPE episodes are 25),
+- encoder width 64 (GRU hidden and transformer model size), 1 transformer layer, 2 heads,
+- placement "both": each actor encodes its own observation history; each critic encodes the
+  joint observation history (all agents' observations concatenated per step),
+- ablations (`encoder`): "hrt" (GRU per window + transformer over windows), "rnn" (one GRU
+  over all m*w steps, no transformer), "transformer" (per-step linear embedding + causal
+  transformer over all m*w steps, no RNN).
+
+MADDPG itself: deterministic actors (sigmoid outputs for mpe2's continuous actions in [0, 1],
+Gumbel-softmax for discrete ones), centralised critics on all observations and actions,
+target networks with soft updates (tau 0.01), gamma 0.95, Adam 1e-3, gradient clip 0.5,
+batch 128, one update every 4 environment steps after 1,000 warm-up steps, 64-unit MLPs.
+
+Plain PyTorch; never imports Django. Entry point: `training.marl.train.train_marl(MARLConfig)`.
+"""
