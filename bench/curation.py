@@ -1,0 +1,118 @@
+"""Multi-agent rejection sampling: throughput (pairs per minute) and where candidates are rejected.
+
+    python -m bench.curation --json [--checkpoint DIR] [--prompts 30] [--gen-steps 300]
+
+Side by side on the same prompts and the same candidate budget per prompt (4), with the in-process
+engine as the agents' backend and the TF-IDF judge (trained on the training side of the paper's
+pairs, as in bench/judges.py):
+
+* anchor: one agent (temperature 0.8, 4 candidates);
+* multi-agent: two agents (temperature 0.7 and 1.2 with a persona, 2 candidates each).
+
+Prompts come from random_query.txt minus every query of evaluate_data.json and of the held-out
+pairs (the leakage guard; the count is reported). Without --checkpoint a tiny generator is
+trained on sft_data.json first (--gen-steps; seconds on a CPU): its greetings are weak, so the
+figures measure the machinery (throughput, the share rejected at each stage), not pair quality."""
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from bench.judges import SHARED, load_bench_data
+from generation.backends import LocalEngineBackend
+from training.curation import CurationConfig, GeneratorAgent, curate_pairs
+from training.judges.data import load_labeled
+from training.judges.tfidf import train_tfidf_judge
+
+MAX_NEW_TOKENS = 28  # the tiny preset's context is 64 tokens, the prompt included:
+MAX_QUERY_CHARS = 14  # so queries are kept short enough for prompt + answer to fit
+
+
+def generator(checkpoint: Path | None, data_dir: Path, steps: int, workdir: Path):
+    from generation.checkpoint import load_checkpoint
+
+    if checkpoint is None:
+        from training.trainer import TrainConfig, train_model
+
+        result = train_model(TrainConfig(preset="tiny", data_paths=[data_dir / "sft_data.json"], out_dir=workdir / "gen",
+                                         max_steps=steps, progress_bar=False))
+        checkpoint = result.checkpoint_dir
+    model, tokenizer = load_checkpoint(checkpoint)
+    return LocalEngineBackend.from_model(model, tokenizer, max_slots=16), str(checkpoint)
+
+
+def stage_shares(stats: dict) -> dict:
+    generated = stats["candidates_generated"] or 1
+    return {"length_limits": round(stats["candidates_rejected_length_limits"] / generated, 3),
+            "duplicates": round(stats["candidates_rejected_duplicate"] / generated, 3),
+            "prompts_without_margin_pair": round(stats["prompts_without_margin_pair"] / max(1, stats["prompts"]), 3),
+            "pairs_dropped_by_length_guard": stats["pairs_dropped_length_guard"]}
+
+
+def run(data_dir: Path, checkpoint: Path | None, n_prompts: int, gen_steps: int, min_margin: float) -> dict:
+    data = load_bench_data(data_dir)
+    judge = train_tfidf_judge([p.chosen for p in data.train], [p.rejected for p in data.train], name="tfidf-bench")
+    evaluation_queries = [p.query for p in data.heldout] + [i.query for i in load_labeled(data_dir / "evaluate_data.json")]
+    pool = [line.strip() for line in (data_dir / "random_query.txt").read_text(encoding="utf-8").splitlines() if line.strip()]
+    with tempfile.TemporaryDirectory(prefix="bench-curation-") as tmp:
+        t = time.perf_counter()
+        backend, source = generator(checkpoint, data_dir, gen_steps, Path(tmp))
+        generator_seconds = time.perf_counter() - t
+        excluded = {q.strip() for q in evaluation_queries}
+        prompts = list(dict.fromkeys(q for q in pool if q not in excluded and len(q) <= MAX_QUERY_CHARS))[:n_prompts]
+        leaked_in_pool = sum(q in excluded for q in dict.fromkeys(pool[: n_prompts * 4]))
+        setups = {
+            "anchor_one_agent": [GeneratorAgent("t0.8", backend, n=4, temperature=0.8, max_new_tokens=MAX_NEW_TOKENS)],
+            "multi_agent": [GeneratorAgent("t0.7", backend, n=2, temperature=0.7, max_new_tokens=MAX_NEW_TOKENS),
+                            GeneratorAgent("t1.2/温馨", backend, n=2, temperature=1.2, max_new_tokens=MAX_NEW_TOKENS, persona="温馨")],
+        }
+        config = CurationConfig(min_margin=min_margin, max_longer_share=0.5)
+        results = {}
+        for name, agents in setups.items():
+            result = curate_pairs(prompts, agents, {"tfidf": judge}, config, exclude_queries=evaluation_queries,
+                                  progress_bar=True)
+            results[name] = {"stats": result.stats, "rejected_share_by_stage": stage_shares(result.stats),
+                             "pairs_per_prompt": round(result.stats["pairs"] / max(1, result.stats["prompts"]), 3)}
+    anchor, multi = results["anchor_one_agent"]["stats"], results["multi_agent"]["stats"]
+    return {"generator": source, "generator_train_seconds": round(generator_seconds, 1), "prompts": len(prompts),
+            "evaluation_queries_in_first_pool_slice": leaked_in_pool, "min_margin": min_margin,
+            "setups": results,
+            "ratio_multi_vs_anchor": {
+                "pairs_per_minute": round(multi["pairs_per_minute"] / anchor["pairs_per_minute"], 3)
+                if anchor["pairs_per_minute"] else None,
+                "pairs": round(multi["pairs"] / anchor["pairs"], 3) if anchor["pairs"] else None}}
+
+
+def print_table(report: dict) -> None:
+    print(f"generator {report['generator']} ({report['generator_train_seconds']} s to train), "
+          f"{report['prompts']} prompts, min margin {report['min_margin']}")
+    for name, r in report["setups"].items():
+        s = r["stats"]
+        print(f"  {name:<17} pairs {s['pairs']:>3} ({r['pairs_per_prompt']}/prompt)  {s['pairs_per_minute']} pairs/min  "
+              f"{s['seconds']} s  candidates {s['candidates_generated']}  rejected: {r['rejected_share_by_stage']}  "
+              f"chosen-longer share {s['chosen_longer_share_before_guard']} -> {s['chosen_longer_share']}")
+    print(f"  multi-agent vs anchor: {report['ratio_multi_vs_anchor']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=SHARED)
+    parser.add_argument("--checkpoint", type=Path, help="a generator checkpoint folder (default: train a tiny one)")
+    parser.add_argument("--prompts", type=int, default=30)
+    parser.add_argument("--gen-steps", type=int, default=300)
+    parser.add_argument("--min-margin", type=float, default=0.3)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    report = run(args.data, args.checkpoint, args.prompts, args.gen_steps, args.min_margin)
+    print_table(report)
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
