@@ -13,6 +13,7 @@ from webapp.checkpoints.services import promote_checkpoint, register_checkpoint
 from webapp.checkpoints.training import train_and_register
 from webapp.core.roles import ADMIN, ANNOTATOR, WRITER, create_user_with_role
 from webapp.corpus.models import Greeting
+from webapp.jobs.kinds import all_kinds
 from webapp.jobs.models import TRAIN_SLOT, LogLine, MetricPoint, TrainingJob
 
 GET_PAGES = ["jobs:list", "jobs:start", "checkpoints:list", "checkpoints:compare"]
@@ -79,7 +80,8 @@ def test_posts_need_the_csrf_token(fast_passwords):
 def test_start_page_lists_every_kind_and_names_the_bad_field(fast_passwords):
     client = client_for(ADMIN)
     page = client.get(reverse("jobs:start")).content.decode()
-    assert 'id="kind-sft"' in page and 'name="sft-preset"' in page
+    assert 'name="sft-preset"' in page
+    assert all(f'id="kind-{kind.name}"' in page for kind in all_kinds())
     response = client.post(reverse("jobs:start"), {"kind": "sft", "sft-preset": "tiny", "sft-data_source": "file",
                                                    "sft-data_path": "/etc/passwd", "sft-seed": "0"})
     assert response.status_code == 400

@@ -69,6 +69,7 @@ class DatabaseJobHandle:
         self._lines: list[LogLine] = []
         self._step_metric_names: set[str] = set()
         self._last_flush = 0.0
+        self._trim_replayed_steps = resumed
 
     # --- the JobHandle protocol
     def on_progress(self, payload: dict) -> bool:
@@ -93,6 +94,11 @@ class DatabaseJobHandle:
     # --- payloads
     def _on_step(self, payload: dict) -> None:
         step, max_steps = payload.get("step"), payload.get("max_steps")
+        if self._trim_replayed_steps and isinstance(step, (int, float)):
+            # A resumed run repeats the steps after its last saved state: drop the dead attempt's points
+            # for them, so each curve keeps one value per step.
+            MetricPoint.objects.filter(job_id=self.id, step__gte=int(step)).delete()
+            self._trim_replayed_steps = False
         if isinstance(step, (int, float)) and isinstance(max_steps, (int, float)) and max_steps > 0:
             self._fields["progress"] = max(0.0, min(1.0, step / max_steps))
         if isinstance(payload.get("eta_s"), (int, float)) and math.isfinite(payload["eta_s"]):
