@@ -159,6 +159,9 @@ def test_browser_sign_in_write_copy_and_rate(tiny_checkpoint, celery_processes, 
     page.wait_for_selector("#cards[data-status=done]")
     rewrite_and_watch(page, req, index=(first + 1) % 3, worker=worker, transport="stream")
     page.screenshot(path=str(SCREENSHOTS / "studio-rewrite-desktop.png"), full_page=True)
+    # A stream that breaks (here: refused by the network) hands over to polling.
+    page.route("**/stream", lambda route: route.abort())
+    rewrite_and_watch(page, req, index=(first + 2) % 3, worker=worker, transport="cards")
     context.close()
 
     # Without EventSource the page polls its cards partial, and a rewrite still arrives.
@@ -169,7 +172,7 @@ def test_browser_sign_in_write_copy_and_rate(tiny_checkpoint, celery_processes, 
     page.set_default_timeout(20000)
     page.goto(f"{live_server.url}/write/r/{req.pk}/")
     page.wait_for_selector("#cards[data-status=done]")
-    rewrite_and_watch(page, req, index=first, worker=worker, transport="cards")
+    rewrite_and_watch(page, req, index=first, worker=worker, transport="cards", stream_tried=False)
     polling.close()
 
 
@@ -187,9 +190,10 @@ WATCH_CARDS = """() => {
 }"""
 
 
-def rewrite_and_watch(page, req, *, index, worker, transport):
+def rewrite_and_watch(page, req, *, index, worker, transport, stream_tried=True):
     """Click candidate `index`'s rewrite button; the new text must arrive without a reload,
-    through `transport` ('stream': SSE, 'cards': htmx polling of the partial), others unchanged."""
+    through `transport` ('stream': SSE, 'cards': htmx polling of the partial), others unchanged.
+    `stream_tried=False`: the page must not even try the stream (no EventSource)."""
     before = {c.index: (c.text, c.share_token) for c in req.candidates.all()}
     urls = []
     page.on("request", lambda r: urls.append(r.url))
@@ -215,6 +219,6 @@ def rewrite_and_watch(page, req, *, index, worker, transport):
     assert page.locator(f"#card-{index} [data-text]").text_content() == after[index][0]
     used = [u for u in urls if f"/{req.pk}/" in u and transport in u.rsplit("/", 2)[-2:]]
     assert used, f"no {transport} request in {urls}"
-    if transport == "cards":
+    if not stream_tried:
         assert not [u for u in urls if u.endswith("/stream")]
 
