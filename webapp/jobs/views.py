@@ -1,6 +1,7 @@
 """Admin pages of the training platform (/train/): thin views over services.py."""
 from django.contrib import messages
 from django.core.paginator import Paginator
+from django.http import QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -35,8 +36,7 @@ def start(request):
         else:
             bound = kind.params_form(request.POST, prefix=kind.name)
             forms_by_kind[kind.name] = bound
-            params = {key[len(kind.name) + 1:]: request.POST.get(key) for key in request.POST
-                      if key.startswith(kind.name + "-")}
+            params = _unprefixed(request.POST, kind.name)
             try:
                 job = services.start_job(kind.name, params, request.user)
             except services.JobBusy as exc:
@@ -53,6 +53,15 @@ def start(request):
 
 # The curves people look at first; any other metric a job reports follows in name order.
 FIRST_CURVES = ("loss", "heldout_loss", "reward", "mean_reward", "kl", "pass_rate", "real_experts_per_token")
+
+
+def _unprefixed(post: QueryDict, prefix: str) -> QueryDict:
+    """The kind's fields without their form prefix, every value kept (multiple-choice fields)."""
+    params = QueryDict(mutable=True)
+    for key in post:
+        if key.startswith(prefix + "-"):
+            params.setlist(key[len(prefix) + 1:], post.getlist(key))
+    return params
 
 
 def _curves(job: TrainingJob) -> list:
