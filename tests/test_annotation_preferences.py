@@ -141,3 +141,37 @@ def test_comparison_ratings_export_and_import_round_trip(db):
                    for r in map(json.loads, services.export_jsonl(again).splitlines()))
     assert [(a, c) for _, a, c in after] == [(a, c) for _, a, c in before]
     assert services.import_jsonl(text, admin).already_present == 10
+
+
+def test_exported_human_pairs_train_a_reward_model(db, tmp_path, settings, one_thread):
+    """The file export_human_pairs writes is what the reward-model trainer reads: a tiny Bradley-Terry
+    model trains on it for two steps and is registered as a judge version."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from training.data.formats import PairRecord, iter_records
+    from webapp.judges.models import JudgeVersion
+    from webapp.judges.services import train_reward_model_version
+
+    settings.RUNS_DIR = tmp_path / "runs"
+    settings.JUDGES_DIR = tmp_path / "judges"
+    batch = Batch.objects.create(name="奖励模型 人工对比", kind=Kind.PAIRWISE, k=1)
+    for i, occasion in enumerate(["生日", "新年", "中秋", "端午", "乔迁", "升职", "毕业", "结婚"]):
+        query = Query.objects.create(text=f"{occasion}祝福语")
+        good = Greeting.objects.create(query=query, text=f"恭喜恭喜，{occasion}快乐！愿你万事顺意，岁岁平安，前程似锦。")
+        weak = Greeting.objects.create(query=query, text=f"{occasion}快乐。")
+        Item.objects.create(batch=batch, position=i, greeting=weak, greeting_b=good)
+    user, _ = create_user_with_role("rm", ANNOTATOR, "pw-rm-123456")
+    vote(batch, [user], {i: ["b"] for i in range(8)})
+
+    out = tmp_path / "human_pairs.json"
+    stdout = StringIO()
+    call_command("export_human_pairs", str(out), batch="奖励模型 人工对比", stdout=stdout)
+    assert "8 new" in stdout.getvalue() and "wrote 8 pairs" in stdout.getvalue()
+    records = list(iter_records(out, "pairwise"))
+    assert len(records) == 8 and all(isinstance(r, PairRecord) and len(r.chosen) > len(r.rejected) for r in records)
+
+    version = train_reward_model_version(pair_files=[out], preset="tiny", steps=2, name="rm-human", progress_bar=False)
+    assert JudgeVersion.objects.filter(name="rm-human", kind="reward_model").exists()
+    assert version.metrics["train_pairs"] >= 1

@@ -501,6 +501,24 @@ def record_human_preferences(batch: Batch | None = None) -> HumanPairsSummary:
     return summary
 
 
+def human_pair_records(batch: Batch | None = None) -> list[dict]:
+    """The recorded human pairs (record_human_preferences) in LlamaFactory's pairwise format, the
+    reward-model trainer's input (train_reward_model --pairs, the reward_model job's pair files),
+    each with its provenance under an extra "provenance" key that readers ignore."""
+    preferences = HumanPreference.objects.select_related(
+        "item__batch", "pair__query", "pair__chosen", "pair__rejected").order_by("item__batch_id", "item__position")
+    if batch is not None:
+        preferences = preferences.filter(item__batch=batch)
+    return [{"conversations": [{"from": "human", "value": h.pair.query.text}],
+             "chosen": {"from": "gpt", "value": h.pair.chosen.text},
+             "rejected": {"from": "gpt", "value": h.pair.rejected.text},
+             "provenance": {"batch": h.item.batch.name, "position": h.item.position, "votes": h.votes,
+                            "agreement": h.agreement, "decision": h.decision, "pair_id": h.pair_id,
+                            "chosen_checkpoint": h.pair.chosen.checkpoint_name,
+                            "rejected_checkpoint": h.pair.rejected.checkpoint_name}}
+            for h in preferences]
+
+
 def _drop_human_pair(preference: HumanPreference) -> None:
     pair = preference.pair
     preference.delete()
