@@ -148,3 +148,16 @@ def test_json_api_rewrites_one_candidate(writer, monkeypatch, enqueued):
     assert signed_in(other).post(f"{base}/0/regenerate").status_code == 404
     assert Client().post(f"{base}/0/regenerate").status_code == 401
     assert json.loads(client.get(f"/write/api/requests/{req.pk}").content)["status"] == "done"
+
+
+def test_model_not_ready_refuses_a_rewrite_with_503_and_keeps_the_text(writer, monkeypatch, enqueued):
+    req = finished_request(writer, monkeypatch)
+    monkeypatch.setattr(services, "model_status", lambda: "模型尚未就绪 The model is not ready: no checkpoint")
+    candidate = req.candidates.get(index=0)
+    client = signed_in(writer)
+    page = client.post(f"/write/c/{candidate.pk}/regenerate/", HTTP_HX_REQUEST="true")
+    assert page.status_code == 503 and 'id="cards-error"' in page.content.decode()
+    api = client.post(f"/write/api/requests/{req.pk}/candidates/0/regenerate")
+    assert api.status_code == 503 and "not ready" in api.json()["error"]
+    candidate.refresh_from_db()
+    assert candidate.text == "妈妈生日快乐！" and enqueued == [] and GenerationRequest.objects.get().status == "done"
