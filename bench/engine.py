@@ -1,5 +1,8 @@
 """Our serving engine vs transformers' generate() on the same model. ``python -m bench.engine --json [--quick]``
 
+GPU (bench/gpu.sh): ``python -m bench.engine --device cuda --preset base --batches 1,32,256 --out FILE``:
+a random model of the preset's shapes in bf16 on the device.
+
 Same model (the newest checkpoint under var/checkpoints or var/runs, else a random model of the
 ``small`` preset's shapes), same prompts (random token ids), greedy decoding of a fixed number
 of new tokens (end token ignored) so both sides emit exactly the same tokens — and we check that
@@ -12,6 +15,7 @@ batching) is attempted and its error recorded.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import signal
@@ -35,8 +39,9 @@ def find_checkpoint() -> Path | None:
     return max(folders, key=lambda f: f.stat().st_mtime) if folders else None
 
 
-def load_model():
-    folder = find_checkpoint()
+def load_model(preset: str | None = None, device: str = "cpu"):
+    """The newest local checkpoint, else a random small model; with ``preset``, always a random model of its shapes."""
+    folder = find_checkpoint() if preset is None else None
     if folder is not None:
         from generation.checkpoint import load_checkpoint
 
@@ -46,8 +51,11 @@ def load_model():
         from generation.engine.testing import random_model, toy_tokenizer
 
         tokenizer = toy_tokenizer()
-        model = random_model(tokenizer, vocab_size=VOCAB)
-        source = "random small preset (no checkpoint)"
+        model = random_model(tokenizer, preset=preset or "small", vocab_size=VOCAB)
+        source = f"random {preset or 'small'} preset" + ("" if preset else " (no checkpoint)")
+    if device != "cpu":
+        model = model.to(device=device, dtype=torch.bfloat16)
+        source += f" on {device} in bf16"
     # default rope has no length limit; let 512-token prompts + 128 new tokens fit the engine's context
     model.config.max_position_embeddings = max(model.config.max_position_embeddings, 1024)
     return model, tokenizer, source
@@ -60,6 +68,8 @@ class _Clock(LogitsProcessor):
         self.times = []
 
     def __call__(self, input_ids, scores):
+        if scores.is_cuda:  # stamp when the step's work is done, as ours does when it reads the tokens
+            torch.cuda.synchronize()
         self.times.append(time.perf_counter())
         return scores
 
@@ -75,12 +85,14 @@ def run_transformers(model, prompts, new_tokens, stock_moe=False):
 
 
 def _generate(model, prompts, new_tokens):
-    ids = torch.tensor(prompts)
+    ids = torch.tensor(prompts, device=model.device)
     clock = _Clock()
     start = time.perf_counter()
     with torch.inference_mode():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, do_sample=False,
                              eos_token_id=None, pad_token_id=0, logits_processor=LogitsProcessorList([clock]))
+    if out.is_cuda:
+        torch.cuda.synchronize()
     total = time.perf_counter() - start
     return total, _diffs(clock.times), out[:, ids.shape[1]:].tolist()
 
@@ -157,7 +169,7 @@ def try_generate_batch(model, tokenizer, timeout_s=120):
 def transformers_cache_bytes_per_token(model, length=16):
     cache = DynamicCache(config=model.config)
     with torch.inference_mode():
-        model(torch.arange(4, 4 + length)[None], past_key_values=cache, use_cache=True)
+        model(torch.arange(4, 4 + length, device=model.device)[None], past_key_values=cache, use_cache=True)
     total = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
     return total // length
 
@@ -168,18 +180,31 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="prompt length 16 only, 32 new tokens, one repeat")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="auto: CUDA when present")
+    parser.add_argument("--preset", choices=("tiny", "small", "base"), default=None,
+                        help="a random model of this preset's shapes (default: the newest checkpoint, else small)")
+    parser.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes")
+    parser.add_argument("--prompt-lens", default=None, help="comma-separated prompt lengths (default 16,512; --quick 16)")
+    parser.add_argument("--new-tokens", type=int, default=None, help="default 128 (--quick 32)")
+    parser.add_argument("--generate-batch-timeout", type=int, default=120, help="seconds; 0 skips generate_batch()")
+    parser.add_argument("--out", help="also write the JSON report to this file")
     args = parser.parse_args(argv)
-    new_tokens = 32 if args.quick else 128
-    prompt_lens = (16,) if args.quick else (16, 512)
+    new_tokens = args.new_tokens or (32 if args.quick else 128)
+    prompt_lens = tuple(int(x) for x in args.prompt_lens.split(",")) if args.prompt_lens else ((16,) if args.quick else (16, 512))
+    batches = tuple(int(x) for x in args.batches.split(","))
     repeats = args.repeats or (1 if args.quick else 2)
+    device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device here")
 
     # the machine is shared: one thread per process keeps both sides out of each other's barriers
     torch.set_num_threads(args.threads)
-    model, tokenizer, source = load_model()
-    engine = Engine(model, tokenizer, max_slots=32, max_len=max(prompt_lens) + new_tokens)
+    model, tokenizer, source = load_model(args.preset, device)
+    model.config.max_position_embeddings = max(model.config.max_position_embeddings, max(prompt_lens) + new_tokens)
+    engine = Engine(model, tokenizer, max_slots=max(32, max(batches)), max_len=max(prompt_lens) + new_tokens)
     run_engine(engine, [[5, 6, 7]], 4)  # warm-up (lazy inits on both sides)
     run_transformers(model, [[5, 6, 7]], 4)
-    rows = [scenario(model, engine, b, p, new_tokens, repeats) for p in prompt_lens for b in (1, 8, 32)]
+    rows = [scenario(model, engine, b, p, new_tokens, repeats) for p in prompt_lens for b in batches]
     peak_rss_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # before generate_batch's cache
     summary = {
         "model": source,
@@ -187,7 +212,10 @@ def main(argv=None):
         "torch_threads": torch.get_num_threads(),
         "load_average_1min": round(os.getloadavg()[0], 2),
         "scenarios": rows,
-        "generate_batch": try_generate_batch(model, tokenizer),
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "peak_gpu_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device == "cuda" else None,
+        "generate_batch": (try_generate_batch(model, tokenizer, args.generate_batch_timeout)
+                           if args.generate_batch_timeout else {"works": None, "error": "skipped"}),
         "kv_cache_bytes_per_token": {"ours": engine.cache.bytes_per_token,
                                      "transformers_dynamic_cache": transformers_cache_bytes_per_token(model)},
         "ours_cache_preallocated_bytes": engine.cache.nbytes,
@@ -196,7 +224,7 @@ def main(argv=None):
     for row in rows:
         summary[f"speedup_vs_generate_batch{row['batch']}_prompt{row['prompt_len']}"] = row["speedup"]
         summary[f"speedup_vs_generate_fast_moe_batch{row['batch']}_prompt{row['prompt_len']}"] = row["speedup_fast_moe"]
-    for b in (1, 8, 32):  # headline: prompt length 16
+    for b in batches:  # headline: the first prompt length
         summary[f"speedup_vs_generate_batch{b}"] = next(r["speedup"] for r in rows if r["batch"] == b)
         summary[f"speedup_vs_generate_fast_moe_batch{b}"] = next(r["speedup_fast_moe"] for r in rows if r["batch"] == b)
     summary["all_outputs_match"] = all(r["outputs_match"] for r in rows)
@@ -211,6 +239,8 @@ def main(argv=None):
                      f"{r['generate_itl_p50_ms']:>7}/{r['generate_itl_p99_ms']:<7} {r['outputs_match']}")
     lines.append(f"generate_batch: {summary['generate_batch']}")
     lines.append(f"KV bytes/token: {summary['kv_cache_bytes_per_token']}; peak RSS {summary['peak_rss_mb']} MB")
+    if args.out:
+        Path(args.out).write_text(json.dumps(summary, indent=2))
     emit(summary, "\n".join(lines), args.json)
 
 

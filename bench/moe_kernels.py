@@ -1,17 +1,20 @@
 """MoE expert-layer timings, side by side in one run: transformers' loop (the anchor) vs ours.
 
-    python -m bench.moe_kernels [--json] [--threads N] [--repeats N] [--quick]
+    python -m bench.moe_kernels [--json] [--threads N] [--repeats N] [--quick] [--device auto|cpu|cuda] [--preset small|base]
 
-Small-preset expert shapes (hidden 256, expert intermediate 512, 16 real + 8 zero experts,
-top-4) for decode-like (T = 8..32) and prefill-like (T = 512..2048) token counts. On CPU it
-times, for inference (no grad) and for training (forward + backward):
+Expert shapes of a preset (``small`` by default: hidden 256, expert intermediate 512, 16 real + 8
+zero experts, top-4; ``base``: hidden 1024, 512, 64 + 32, top-8) for decode-like (T = 8..32, and
+256 with ``base``) and prefill-like (T = 512..2048) token counts. It times, for inference (no
+grad) and for training (forward + backward):
 
 * ``transformers_loop``: stock ``LongcatFlashExperts.forward``
 * ``torch_fast``: :func:`kernels.moe.moe_forward_torch` (torch._grouped_mm when it works here)
 * ``torch_fast_sliced``: the same with the per-expert slice loop instead of grouped_mm
 
 Ratios are loop time / our time (> 1 means faster than the loop). On CUDA it also times the
-Triton fused kernel (inference) and reports its achieved memory bandwidth.
+Triton fused kernel (inference) and reports its achieved memory bandwidth (bytes it must move at
+the least / time) and TFLOP/s (expert GEMM flops of the real slots / time), for every inference
+row.
 """
 from __future__ import annotations
 
@@ -23,6 +26,8 @@ import time
 
 import torch
 from transformers import LongcatFlashConfig
+
+from generation.presets import get_preset
 from transformers.models.longcat_flash.modeling_longcat_flash import LongcatFlashExperts
 
 from kernels.moe import _probe_grouped_mm, moe_forward_torch, triton_available
@@ -30,6 +35,17 @@ from kernels.moe import _probe_grouped_mm, moe_forward_torch, triton_available
 SHAPE = dict(hidden_size=256, expert_ffn_hidden_size=512, n_routed_experts=16, zero_expert_num=8, moe_topk=4)
 DECODE_T = (8, 16, 32)
 PREFILL_T = (512, 1024, 2048)
+SHAPE_KEYS = ("hidden_size", "expert_ffn_hidden_size", "n_routed_experts", "zero_expert_num", "moe_topk")
+
+
+def use_preset_shape(name: str) -> None:
+    """Time the expert shapes of a preset (``small`` keeps the historical SHAPE above)."""
+    global DECODE_T
+    if name == "small":
+        return
+    model = get_preset(name).model
+    SHAPE.update({key: model[key] for key in SHAPE_KEYS})
+    DECODE_T = (8, 32, 256)  # 256: the engine's large decode batch on a GPU
 
 
 def make_experts(device, dtype) -> LongcatFlashExperts:
@@ -103,6 +119,13 @@ def moved_bytes(experts, T, index) -> int:
     return weights + activations
 
 
+def gemm_flops(experts, index) -> int:
+    """Expert GEMM flops of one forward: gate_up (2I x H) and down (H x I) per real slot."""
+    real_slots = int((index < experts.num_routed_experts).sum())
+    H, I = SHAPE["hidden_size"], SHAPE["expert_ffn_hidden_size"]
+    return real_slots * 2 * (2 * I * H + H * I)
+
+
 def bench_one(impls, experts, T, device, dtype, repeats, train: bool):
     index, weights = make_routing(T, device, seed=T)
     x = torch.randn(T, SHAPE["hidden_size"], device=device, dtype=dtype)
@@ -125,14 +148,19 @@ def bench_one(impls, experts, T, device, dtype, repeats, train: bool):
     for name, ms in rows.items():
         row = dict(T=T, mode="train" if train else "infer", impl=name, ms=round(ms, 4),
                    speedup_vs_loop=round(anchor / ms, 3))
-        if name == "triton_fused":
+        if not train:
             row["achieved_GBps"] = round(moved_bytes(experts, T, index) / (ms * 1e-3) / 1e9, 1)
+            row["achieved_TFLOPs"] = round(gemm_flops(experts, index) / (ms * 1e-3) / 1e12, 3)
         results.append(row)
     return results
 
 
 def run(args) -> dict:
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.cpu else "cpu")
+    wanted = "cpu" if args.cpu else args.device
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device here")
+    device = torch.device("cuda" if wanted != "cpu" and torch.cuda.is_available() else "cpu")
+    use_preset_shape(args.preset)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
@@ -147,6 +175,7 @@ def run(args) -> dict:
                 for row in bench_one(impls, experts, T, device, dtype, args.repeats, train):
                     results.append(dict(phase=phase, **row))
     return {
+        "preset": args.preset,
         "shape": SHAPE,
         "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
         "dtype": str(dtype),
@@ -163,7 +192,7 @@ def print_table(report: dict) -> None:
     print(f"{report['device']} {report['dtype']} threads={report['threads']} torch {report['torch']}")
     print(f"{'phase':8} {'T':>5} {'mode':6} {'impl':20} {'ms':>10} {'x vs loop':>10}")
     for r in report["results"]:
-        extra = f"  {r['achieved_GBps']} GB/s" if "achieved_GBps" in r else ""
+        extra = f"  {r['achieved_GBps']} GB/s {r['achieved_TFLOPs']} TFLOP/s" if "achieved_GBps" in r else ""
         print(f"{r['phase']:8} {r['T']:>5} {r['mode']:6} {r['impl']:20} {r['ms']:>10.3f} {r['speedup_vs_loop']:>10.2f}{extra}")
 
 
@@ -173,9 +202,15 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (default 1: shared machine)")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="one decode and one prefill size")
-    parser.add_argument("--cpu", action="store_true", help="stay on CPU even when CUDA is present")
+    parser.add_argument("--cpu", action="store_true", help="same as --device cpu")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="auto: CUDA when present")
+    parser.add_argument("--preset", choices=("small", "base"), default="small", help="expert shapes to time")
+    parser.add_argument("--out", help="also write the JSON report to this file")
     args = parser.parse_args(argv)
     report = run(args)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=2)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -7,6 +7,9 @@ the variable must be set before anything imports triton. This file does that whe
 model code imports it), the whole file reruns in one fresh subprocess with the variable set and
 this process only checks that the subprocess passed.
 Shapes are tiny because the interpreter runs every program in numpy.
+
+On a GPU host, ``ZHUFU_KERNEL_DEVICE=cuda pytest tests/test_kernels.py`` runs the same tests as
+compiled kernels on CUDA tensors instead (bench/gpu.sh does).
 """
 import os
 import subprocess
@@ -15,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
-IN_PROCESS = os.environ.get("TRITON_INTERPRET") == "1" or "triton" not in sys.modules
-if IN_PROCESS:
+ON_GPU = os.environ.get("ZHUFU_KERNEL_DEVICE") == "cuda"
+DEVICE = "cuda" if ON_GPU else "cpu"
+IN_PROCESS = ON_GPU or os.environ.get("TRITON_INTERPRET") == "1" or "triton" not in sys.modules
+if IN_PROCESS and not ON_GPU:
     os.environ["TRITON_INTERPRET"] = "1"
 
 import torch  # noqa: E402
@@ -54,6 +59,7 @@ def one_thread(request):
     torch.set_num_threads(threads)
 
 
+@pytest.mark.skipif(ON_GPU, reason="compiled kernels on the GPU")
 def test_kernels_really_run_in_the_interpreter():
     from triton.runtime.interpreter import InterpretedFunction
 
@@ -74,7 +80,7 @@ def make_moe_case(T, H, I, n_real, n_zero, K, seed, dtype=torch.float32):
         index[0] = torch.arange(n_real, n_real + K)
         if T > 3:
             index[3] = torch.arange(n_real + n_zero - K, n_real + n_zero)
-    return hidden.to(dtype), gate_up.to(dtype), down.to(dtype), index, weights
+    return tuple(t.to(DEVICE) for t in (hidden.to(dtype), gate_up.to(dtype), down.to(dtype), index, weights))
 
 
 MOE_CASES = [
@@ -117,14 +123,14 @@ def test_fused_moe_bf16_matches_torch(block_m):
 def test_fused_moe_all_tokens_on_zero_experts():
     T, H, I, n_real, n_zero, K = 5, 16, 16, 4, 3, 2
     hidden, gate_up, down, _, weights = make_moe_case(T, H, I, n_real, n_zero, K, seed=2)
-    index = torch.tensor([[4, 5], [6, 4], [5, 6], [4, 6], [6, 5]])
+    index = torch.tensor([[4, 5], [6, 4], [5, 6], [4, 6], [6, 5]], device=DEVICE)
     got = moe_triton.moe_forward_triton(hidden, gate_up, down, index, weights, n_real)
     assert torch.allclose(got, hidden * weights.sum(1, keepdim=True), atol=1e-6)
 
 
 @pytest.mark.parametrize("block_m", [4, 16])
 def test_align_by_expert_blocks(block_m):
-    index = torch.tensor([[0, 5], [2, 0], [6, 5], [2, 2], [0, 1]])  # 5 real experts (0..4), zero 5, 6
+    index = torch.tensor([[0, 5], [2, 0], [6, 5], [2, 2], [0, 1]], device=DEVICE)  # 5 real experts (0..4), zero 5, 6
     sorted_slots, block_expert = align_by_expert(index, num_real_experts=5, block_m=block_m)
     num_slots = index.numel()
     flat = index.reshape(-1)
@@ -148,8 +154,8 @@ ROUTER_CASES = [(1, 6, 2), (37, 24, 4), (50, 12, 3), (16, 33, 5)]
 @pytest.mark.parametrize("T,E,K", ROUTER_CASES)
 def test_router_topk_matches_torch(T, E, K):
     g = torch.Generator().manual_seed(T * E)
-    logits = torch.randn(T, E, generator=g) * 2
-    bias = torch.randn(E, generator=g) * 0.1
+    logits = (torch.randn(T, E, generator=g) * 2).to(DEVICE)
+    bias = (torch.randn(E, generator=g) * 0.1).to(DEVICE)
     weights, index = router_triton.router_topk_triton(logits, bias, K, 2.5)
     want_w, want_i = router_topk_torch(logits, bias, K, 2.5)
     assert torch.equal(index, want_i)
@@ -159,8 +165,8 @@ def test_router_topk_matches_torch(T, E, K):
 def test_router_bias_picks_but_does_not_weigh():
     # a large bias on expert 5 makes every token pick it, with its UNBIASED score as weight
     g = torch.Generator().manual_seed(0)
-    logits = torch.randn(7, 8, generator=g)
-    bias = torch.zeros(8)
+    logits = torch.randn(7, 8, generator=g).to(DEVICE)
+    bias = torch.zeros(8, device=DEVICE)
     bias[5] = 10.0
     weights, index = router_triton.router_topk_triton(logits, bias, 2, 1.0)
     assert (index[:, 0] == 5).all()
@@ -169,8 +175,8 @@ def test_router_bias_picks_but_does_not_weigh():
 
 def test_router_bf16_logits():
     g = torch.Generator().manual_seed(1)
-    logits = (torch.randn(20, 12, generator=g) * 3).bfloat16()
-    bias = torch.randn(12, generator=g) * 0.05
+    logits = (torch.randn(20, 12, generator=g) * 3).bfloat16().to(DEVICE)
+    bias = (torch.randn(12, generator=g) * 0.05).to(DEVICE)
     weights, index = router_triton.router_topk_triton(logits, bias, 3, 2.0)
     want_w, want_i = router_topk_torch(logits, bias, 3, 2.0)
     assert torch.equal(index, want_i)
