@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -161,13 +162,19 @@ def leak_free_prompts(queries: Iterable[str], exclude_queries: Iterable[str] = (
 def write_candidates(query: str, agents: Sequence[GeneratorAgent], config: CurationConfig, prompt_index: int,
                      counts: dict) -> list[dict]:
     """Every agent's candidates for one query, minus empty, huge and duplicate texts (counted)."""
-    candidates, seen = [], set()
-    for agent_index, agent in enumerate(agents):
+    def write(agent_index: int) -> list[str]:
+        agent = agents[agent_index]
         seed = config.seed * 1_000_003 + prompt_index * 101 + agent_index  # reproducible, distinct per agent
         try:
-            texts = agent.write(query, seed)
+            return agent.write(query, seed)
         except Exception as exc:  # backends raise their own types; name the agent and stop
             raise CurationError(f"agent {agent.name} could not write for {query!r}: {exc}") from exc
+
+    # the agents write at the same time: one engine batches their requests together, remote servers overlap
+    with ThreadPoolExecutor(max_workers=len(agents), thread_name_prefix="curation-agent") as pool:
+        written = list(pool.map(write, range(len(agents))))
+    candidates, seen = [], set()
+    for agent, texts in zip(agents, written):
         for text in texts:
             text = (text or "").strip()
             counts["generated"] += 1
