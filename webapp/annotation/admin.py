@@ -1,6 +1,7 @@
 from django.contrib import admin
 
-from webapp.annotation.models import Assignment, Batch, Guidelines, Item, Rating, Settlement
+from webapp.annotation.models import (Assignment, Batch, BatchBuild, Guidelines, HumanPreference, Item, Rating,
+                                      Settlement)
 
 
 @admin.register(Batch)
@@ -23,6 +24,19 @@ class RatingAdmin(admin.ModelAdmin):
     raw_id_fields = ("item", "assignment")
 
 
-admin.site.register(Item, raw_id_fields=("greeting", "pair"))
+admin.site.register(Item, raw_id_fields=("greeting", "greeting_b", "pair"))
+
+
+@admin.register(BatchBuild)
+class BatchBuildAdmin(admin.ModelAdmin):
+    list_display = ("batch", "checkpoint_a", "checkpoint_b", "status", "done", "total", "created_at")
+    list_filter = ("status",)
+
+
+@admin.register(HumanPreference)
+class HumanPreferenceAdmin(admin.ModelAdmin):
+    list_display = ("item", "pair", "decision", "agreement", "created_at")
+    list_filter = ("decision",)
+    raw_id_fields = ("item", "pair")
 admin.site.register(Settlement)
 admin.site.register(Guidelines)

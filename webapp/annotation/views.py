@@ -271,7 +271,9 @@ def checkpoint_batch_create(request):
             else:
                 batch = services.create_batch_from_checkpoint(data["checkpoint"], kind=data["kind"], **common)
         except services.AnnotationError as error:
-            field = {"prompts": "prompts_text", "checkpoint_a": "checkpoint"}.get(error.field, error.field)
+            only_file = data["prompts_file"] and not (data["prompts_text"] or "").strip()
+            field = {"prompts": "prompts_file" if only_file else "prompts_text",
+                     "checkpoint_a": "checkpoint"}.get(error.field, error.field)
             form.add_error(field if field in form.fields else None, error.message)
         else:
             return redirect("annotation:build", build_id=batch.build.pk)
