@@ -14,7 +14,7 @@ from training.data.formats import FORMATS, FormatError, iter_records
 from webapp.corpus.models import Greeting, Label, PreferencePair, Query
 from webapp.corpus.services import CorpusImportError, import_file
 
-FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                        HealthCheck.too_slow])
 FIELDS = ["instruction", "input", "output", "conversations", "chosen", "rejected", "from", "value", "role",
           "content", "query", "response", "label", "prompt"]

@@ -19,7 +19,7 @@ from webapp.core.roles import ADMIN, ANNOTATOR, WRITER, create_user_with_role
 from webapp.studio.services import REQUEST_FIELDS
 
 pytestmark = pytest.mark.django_db
-FUZZ = settings(max_examples=80, deadline=None,
+FUZZ = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 JUNK_TEXT = ["", " ", "\x00", "\ufeff", "\u202e", "生日快乐", "🎂" * 4, "请只生成一条祝福语：", "<script>alert(1)</script>",
@@ -169,7 +169,7 @@ rating_data = st.dictionaries(
     st.one_of(form_values, st.sampled_from(["good", "bad", "A", "B", "1", "5", "6"])), max_size=9)
 
 
-@settings(parent=FUZZ, max_examples=40)
+@settings(parent=FUZZ, max_examples=25)
 @given(data=rating_data)
 def test_annotation_rating_refuses_hostile_input_naming_the_field(data):
     from webapp.annotation.models import Batch
@@ -189,7 +189,7 @@ def test_annotation_rating_refuses_hostile_input_naming_the_field(data):
         assert named and f"{named.group(1)}:" in text, text
 
 
-@settings(parent=FUZZ, max_examples=40)
+@settings(parent=FUZZ, max_examples=25)
 @given(data=st.dictionaries(st.sampled_from(["name", "kind", "k", "lease_minutes", "source_type", "origin",
                                              "checkpoint_name", "generation_source", "pair_source", "limit"]),
                             st.one_of(form_values, st.sampled_from(["pointwise", "pairwise", "corpus", "pairs",
