@@ -17,14 +17,14 @@ class MARLParams(forms.Form):
     steps = forms.IntegerField(initial=10_000, min_value=MIN_STEPS, max_value=MAX_STEPS,
                                help_text="Environment steps (25 per episode).")
     seed = forms.IntegerField(initial=0, min_value=0, max_value=2**31 - 1)
-    action_type = forms.ChoiceField(choices=_choices(ACTION_TYPES), initial="continuous",
+    action_type = forms.ChoiceField(required=False, choices=_choices(ACTION_TYPES), initial="continuous",
                                     help_text="discrete actions use Gumbel-softmax")
-    encoder = forms.ChoiceField(choices=_choices(ENCODER_KINDS), initial="hrt",
+    encoder = forms.ChoiceField(required=False, choices=_choices(ENCODER_KINDS), initial="hrt",
                                 help_text="hrtmaddpg only: hrt (GRU + transformer), rnn only, transformer only")
-    placement = forms.ChoiceField(choices=_choices(PLACEMENTS), initial="actor",
+    placement = forms.ChoiceField(required=False, choices=_choices(PLACEMENTS), initial="actor",
                                   help_text="hrtmaddpg only: which networks see the history encoding")
-    window = forms.IntegerField(initial=4, min_value=1, max_value=32, help_text="steps per window (w)")
-    windows = forms.IntegerField(initial=4, min_value=1, max_value=32, help_text="windows the transformer sees (m)")
+    window = forms.IntegerField(required=False, initial=4, min_value=1, max_value=32, help_text="steps per window (w)")
+    windows = forms.IntegerField(required=False, initial=4, min_value=1, max_value=32, help_text="windows the transformer sees (m)")
     init_from = forms.CharField(required=False, max_length=100,
                                 help_text="Optional: start from a MARL checkpoint (id or name) of the same env.")
 
