@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 
 from generation.engine import Engine, SamplingParams, StreamEvent
+from generation.engine.json_constraint import is_any_object
 from generation.tokenizer import encode_prompt, format_prompt
 
 
@@ -120,7 +121,9 @@ class OpenAICompatibleBackend(GenerationBackend):
             body["seed"] = params.seed
         if params.ignore_eos:
             body["ignore_eos"] = True
-        if params.json_schema is not None:
+        if params.json_schema is not None and is_any_object(params.json_schema):
+            body["response_format"] = {"type": "json_object"}
+        elif params.json_schema is not None:
             body["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": params.json_schema}}
         return body
 

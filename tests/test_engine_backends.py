@@ -90,6 +90,7 @@ def test_remote_backend_streams_sse(server):
     assert path == "/v1/completions" and auth == "Bearer k"
     assert body["stream"] is True and body["n"] == 2 and body["top_k"] == 5 and body["stop"] == ["。"]
     assert body["response_format"]["json_schema"]["schema"] == schema and body["seed"] == 3
+    assert backend.payload("x", SamplingParams(json_schema={"type": "object"}))["response_format"] == {"type": "json_object"}
     assert backend.greetings("新年", n=2) == ["新年快乐", "万事如意"]
     assert _FakeServer.seen[-1][1]["prompt"] == "<bos>请只生成一条祝福语：新年<sep>"
 
