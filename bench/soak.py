@@ -22,7 +22,6 @@ import sys
 import time
 from functools import partial
 
-import requests
 
 from bench.load import print_report, run_load, sign_in, start_stack
 from webapp.annotation.rubric import RUBRIC_KEYS, RUBRIC_MAX, RUBRIC_MIN

@@ -116,7 +116,7 @@ def beat_sends(stack) -> int:
 def test_redis_restart_loses_no_request_and_everything_reconnects(stack):
     ensure(stack, "web", "worker", "beat")
     session = signed_in(stack)
-    stack.stop("worker")  # the request waits in Redis, as behind a busy worker
+    stack.kill("worker")  # idle, nothing in flight: the request waits in Redis, as behind a busy worker
     response = submit(stack, session, n=2, length="短")
     assert response.status_code == 201, response.text
     pk = response.json()["id"]
