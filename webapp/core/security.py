@@ -121,9 +121,11 @@ class LoginThrottleMiddleware:
 # --- Content-Security-Policy: scripts and styles come from this site only (htmx is served
 # locally by django-htmx, no CDN); inline <script> and on*= handlers are refused. Inline styles are
 # allowed because htmx injects its indicator style and the SVG charts carry style attributes.
+# 'unsafe-eval': htmx compiles hx-trigger filters such as the studio's "every 1500ms [!window.studioLive]"
+# with Function(); without it the filter is dropped and the cards poll while they also stream.
 CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'self'",
-    "script-src 'self'",
+    "script-src 'self' 'unsafe-eval'",
     "style-src 'self' 'unsafe-inline'",
     "img-src 'self' data:",
     "font-src 'self'",
