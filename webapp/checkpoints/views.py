@@ -53,8 +53,8 @@ def rollback(request):
 
 
 class CompareForm(forms.Form):
-    a = forms.ModelChoiceField(queryset=Checkpoint.objects.all(), label="Checkpoint A")
-    b = forms.ModelChoiceField(queryset=Checkpoint.objects.all(), label="Checkpoint B")
+    a = forms.ModelChoiceField(queryset=Checkpoint.objects.filter(family=Checkpoint.Family.GENERATOR), label="Checkpoint A")
+    b = forms.ModelChoiceField(queryset=Checkpoint.objects.filter(family=Checkpoint.Family.GENERATOR), label="Checkpoint B")
     prompts = forms.CharField(widget=forms.Textarea(attrs={"rows": 5}), initial=DEFAULT_PROMPTS,
                               help_text=f"One request a line, at most {comparison.MAX_PROMPTS}.")
     seed = forms.IntegerField(initial=0, min_value=0, max_value=2**31 - 1)
@@ -84,6 +84,8 @@ def compare(request):
                                             form.cleaned_data["prompt_lines"], seed=form.cleaned_data["seed"])
             except RegistryError as exc:
                 error, status = str(exc), 400
+            except Exception as exc:  # noqa: BLE001 - a folder that does not load: say which and why
+                error, status = f"could not generate: {type(exc).__name__}: {exc}", 400
         else:
             status = 400
     return render(request, "checkpoints/compare.html", {"form": form, "result": result, "error": error},
@@ -92,7 +94,7 @@ def compare(request):
 
 def _default_pair() -> dict:
     active = active_checkpoint()
-    other = Checkpoint.objects.exclude(pk=getattr(active, "pk", None)).first()
+    other = Checkpoint.objects.filter(family=Checkpoint.Family.GENERATOR).exclude(pk=getattr(active, "pk", None)).first()
     return {"a": active, "b": other}
 
 
