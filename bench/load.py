@@ -193,7 +193,7 @@ class MemorySampler(threading.Thread):
 
 
 def start_stack(preset: str, users: list[str], annotators: list[str] = (), admins: list[str] = (),
-                annotation_batch: bool = False, progress=print) -> Stack:
+                annotation_batch: bool = False, judge: bool = False, progress=print) -> Stack:
     stack = Stack(DJANGO_SETTINGS_MODULE="bench.load_settings", ENGINE_MAX_SLOTS="32")
     progress(f"private stack under {stack.root}: PostgreSQL :{stack.pg.port}, Redis :{stack.redis.port}, "
              f"web :{stack.web_port}")
@@ -203,6 +203,7 @@ def start_stack(preset: str, users: list[str], annotators: list[str] = (), admin
     stack.start("beat")
     progress(f"training a {preset} checkpoint and creating {len(users) + len(annotators) + len(admins)} users ...")
     code = [
+        "from django.conf import settings",
         "from django.core.management import call_command",
         "from webapp.checkpoints.training import train_and_register",
         "from webapp.core.roles import ADMIN, ANNOTATOR, WRITER, create_user_with_role",
@@ -215,6 +216,9 @@ def start_stack(preset: str, users: list[str], annotators: list[str] = (), admin
         code.append(f"create_user_with_role({username!r}, ANNOTATOR, {PASSWORD!r})")
     for username in admins:
         code.append(f"create_user_with_role({username!r}, ADMIN, {PASSWORD!r})")
+    if judge:  # the active judge an RLAIF job rewards with
+        code.append("call_command('train_judge', kind='tfidf', pairs=[settings.STARTER_CORPUS_DIR / 'pairs.json'], "
+                    "activate=True)")
     if annotation_batch:
         code.append("from webapp.annotation.services import create_batch")
         code.append("create_batch(name='soak', kind='pointwise', k=3, source_type='corpus', limit=400)")

@@ -6,8 +6,9 @@ The private stack of bench.load (PostgreSQL, Redis, uvicorn, a prefork worker wi
 beat) plus the starter corpus and a pointwise annotation batch (k=3). For --duration seconds:
 writers generate (half watching over SSE, half polling) and browse; annotators open their batch and
 submit ratings (rubric and verdict) as fast as a person would (--think); an admin keeps one
-training job running through the jobs system (POST /train/start/, kind `sft`, preset
---job-preset for --job-steps steps), starting the next when one ends. Reported: throughput and
+training job running through the jobs system (POST /train/start/): by default an RLAIF `grpo` job
+(a few GRPO steps from the active checkpoint, rewarded by a TF-IDF judge trained on the starter
+pairs at set-up), or `--job-kind sft`; the next starts when one ends. Reported: throughput and
 p50/p95/p99 per page kind, generations completed, ratings saved, jobs finished, errors, and the RSS
 of the web and worker process trees (worker = the main process and its pool) over time: the mean
 of the first third against the last third (goal: flat).
@@ -55,15 +56,23 @@ def annotate(base: str, rec, stop_at: float, *, username: str, think: float, see
             rec.count("ratings saved")
 
 
-def keep_training(base: str, rec, stop_at: float, *, stack, preset: str, steps: int):
+def job_form(kind: str, preset: str, steps: int, seed: int) -> dict:
+    """The /train/start/ form for an RLAIF step (GRPO from the active checkpoint, rewarded by the active
+    judge, on the starter queries) or a supervised run."""
+    if kind == "grpo":
+        return {"kind": "grpo", "grpo-steps": steps, "grpo-prompts_per_step": 2, "grpo-max_new_tokens": 32,
+                "grpo-seed": seed}
+    return {"kind": "sft", "sft-preset": preset, "sft-data_source": "starter", "sft-max_steps": steps, "sft-seed": seed}
+
+
+def keep_training(base: str, rec, stop_at: float, *, stack, kind: str, preset: str, steps: int):
     """One admin keeps a training job running through the jobs pages until the end."""
     session = sign_in(base, "trainer")
     seed = 0
     while time.monotonic() < stop_at:
         seed += 1
         response = rec.timed("job-start", session, "POST", f"{base}/train/start/", ok=(302,), allow_redirects=False,
-                             data={"kind": "sft", "sft-preset": preset, "sft-data_source": "starter",
-                                   "sft-max_steps": steps, "sft-seed": seed,
+                             data={**job_form(kind, preset, steps, seed),
                                    "csrfmiddlewaretoken": session.cookies["csrftoken"]})
         if response is None or response.status_code != 302:
             time.sleep(5)
@@ -91,17 +100,20 @@ def main(argv=None) -> int:
     parser.add_argument("--think", type=float, default=2.0, help="mean seconds between a user's actions")
     parser.add_argument("--drain", type=float, default=60)
     parser.add_argument("--preset", default="tiny", help="the generator served")
-    parser.add_argument("--job-preset", default="tiny")
-    parser.add_argument("--job-steps", type=int, default=100)
+    parser.add_argument("--job-kind", choices=["grpo", "sft"], default="grpo",
+                        help="grpo: RLAIF steps against a TF-IDF judge trained at set-up; sft: supervised runs")
+    parser.add_argument("--job-preset", default="tiny", help="the sft preset")
+    parser.add_argument("--job-steps", type=int, default=None, help="steps per job (default: grpo 20, sft 100)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     log = (lambda *a, **k: print(*a, **k, file=sys.stderr)) if args.json else print
     users = [f"browser{i}" for i in range(args.browsers)] + [f"writer{i}" for i in range(args.writers)]
     annotators = [f"annotator{i}" for i in range(args.annotators)]
+    steps = args.job_steps or (20 if args.job_kind == "grpo" else 100)
     stack = start_stack(args.preset, users, annotators=annotators, admins=["trainer"], annotation_batch=True,
-                        progress=log)
+                        judge=args.job_kind == "grpo", progress=log)
     extra = [partial(annotate, username=name, think=args.think, seed=i) for i, name in enumerate(annotators)]
-    extra.append(partial(keep_training, stack=stack, preset=args.job_preset, steps=args.job_steps))
+    extra.append(partial(keep_training, stack=stack, kind=args.job_kind, preset=args.job_preset, steps=steps))
     try:
         report = run_load(stack, duration=args.duration, browsers=args.browsers, writers=args.writers,
                           think=args.think, drain=args.drain, extra_threads=extra, progress=log)
