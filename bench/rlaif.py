@@ -84,7 +84,7 @@ def run(args, work: Path) -> dict:
                    training_greetings=greetings, settings=settings)
     cfg = GRPOConfig(init_checkpoint=sft_dir, out_dir=work / "grpo", prompts=train_prompts, max_steps=args.grpo_steps,
                      max_seconds=args.grpo_seconds, prompts_per_step=args.prompts_per_step, lr=args.lr,
-                     seed=args.seed, save_every=10)
+                     kl_coef=args.kl_coef, seed=args.seed, save_every=10)
     grpo = timed(stages, "grpo", grpo_stage, cfg, judge)
     after = timed(stages, "evaluate_grpo", evaluation_stage, grpo.checkpoint_dir, heldout, judge, reference=sft_dir,
                   training_greetings=greetings, settings=settings)
@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--grpo-seconds", type=float, default=1500, help="wall-clock budget of the GRPO stage")
     parser.add_argument("--prompts-per-step", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-5)
+    parser.add_argument("--kl-coef", type=float, default=0.001, help="the paper's 0.001 by default")
     parser.add_argument("--eval-prompts", type=int, default=200)
     parser.add_argument("--eval-samples", type=int, default=4)
     parser.add_argument("--speed-steps", type=int, default=2, help="GRPO steps per rollout backend in the speed test (0: skip)")
