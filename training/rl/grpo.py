@@ -23,7 +23,6 @@ final checkpoint is written atomically (generation.checkpoint.save_checkpoint).
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
