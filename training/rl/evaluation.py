@@ -6,8 +6,9 @@
   rate"; per prompt averaged over its ``samples`` greetings, with a percentile bootstrap 95%
   interval over prompts (prompts are the unit that was sampled);
 * mean reward (judge score minus the penalties of training.rl.rewards) and mean judge score;
-* KL to the SFT (reference) model: per completion token, the k3 estimator on the candidate's own
-  samples at temperature 1, and per greeting (the sum over its tokens);
+* KL to the SFT (reference) model: per completion token, the k3 estimator of the two models'
+  temperature-1 distributions on the evaluation samples (drawn at the evaluation temperature,
+  so an approximation), and per greeting (the sum over its tokens);
 * distinct-1 / distinct-2: distinct character uni/bigrams over all greetings / all of them;
 * novelty: share of greetings that are neither verbatim nor near-verbatim copies of a training
   greeting. Near-verbatim: more than ``NEAR_COPY_THRESHOLD`` (50%) of the greeting's character
