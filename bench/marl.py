@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 import os
+import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -47,6 +48,14 @@ def run_one(env: str, variant: str, seed: int, steps: int) -> dict:
             "curve": [(p["step"] if "step" in p else p["episode"], p["episode_reward"]) for p in result.curve]}
 
 
+DONE_LINE = re.compile(r"^done (\S+) (\S+) seed (\d+): eval (\S+) in (\d+) s$", re.M)
+
+
+def runs_from_log(text: str, steps: int) -> list[dict]:
+    return [{"env": env, "variant": variant, "seed": int(seed), "steps": steps, "eval_reward": float(reward),
+             "wall_s": float(wall)} for env, variant, seed, reward, wall in DONE_LINE.findall(text)]
+
+
 def t_interval(values: list[float]) -> tuple[float, float, float]:
     """Mean and its 95% Student-t interval (NaN width for a single value)."""
     from scipy.stats import t
@@ -70,7 +79,7 @@ def summarise(runs: list[dict]) -> list[dict]:
                 continue
             m, low, high = t_interval([r["eval_reward"] for r in vruns])
             row = {"env": env, "variant": variant, "seeds": len(vruns), "eval_reward": m, "ci_low": low, "ci_high": high,
-                   "wall_s": mean(r["wall_s"] for r in vruns), "parameters": vruns[0]["parameters"]}
+                   "wall_s": mean(r["wall_s"] for r in vruns), "parameters": vruns[0].get("parameters")}
             row["wall_ratio"] = row["wall_s"] / anchor_wall
             paired = [r["eval_reward"] - anchor[r["seed"]]["eval_reward"] for r in vruns if r["seed"] in anchor]
             if variant != ANCHOR and paired:
@@ -138,12 +147,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="parallel runs (one thread each)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--from-results", type=Path, default=None, help="re-summarise a saved marl.json")
+    parser.add_argument("--from-log", type=Path, default=None,
+                        help="summarise the 'done ...' lines of an interrupted run's log (with its --steps)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     started = time.perf_counter()
     if args.from_results:
         runs = json.loads(args.from_results.read_text())["runs"]
+    elif args.from_log:
+        runs = runs_from_log(args.from_log.read_text(), args.steps)
     else:
         jobs = [(env, variant, seed, args.steps) for seed in range(args.seeds) for env, variants in PLAN.items()
                 for variant in variants]
@@ -160,7 +173,7 @@ def main() -> None:
     summary = {"steps": runs[0]["steps"], "seeds": sorted({r["seed"] for r in runs}), "anchor": ANCHOR, "rows": rows,
                "bench_wall_s": time.perf_counter() - started}
     args.out.mkdir(parents=True, exist_ok=True)
-    if not args.from_results:
+    if not (args.from_results or args.from_log):
         (args.out / "marl.json").write_text(json.dumps({"summary": summary, "runs": runs}, indent=1))
     title = f"HRTMADDPG vs MADDPG, {summary['steps']} env steps, {len(summary['seeds'])} seeds"
     (args.out / "marl.svg").write_text(svg_chart(rows, title))

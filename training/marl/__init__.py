@@ -8,17 +8,23 @@ The paper leaves the window sizes and the placement unpublished; our defaults, c
 fit a 2-core CPU budget and ablated in `python -m bench.marl`:
 
 - window w = 4 steps, windows m = 4 (the encoder sees the last 16 steps; MPE episodes are 25),
-- encoder width 64 (GRU hidden and transformer model size), 1 transformer layer, 2 heads,
-- placement "both": each actor encodes its own observation history; each critic encodes the
-  joint observation history (all agents' observations concatenated per step),
+- encoder width 32 (GRU hidden and transformer model size), 1 pre-norm transformer layer, 2 heads,
+  no dropout; the transformer is masked causally, so window t never sees later steps,
+- placement "actor" (default): each actor encodes its own observation history. MPE's joint
+  observation is close to the full state, so the centralised critic gains least from history,
+  and critic encoders over the joint history made each update several times slower here;
+  "critic" and "both" (each critic encodes the joint observation history) are options,
 - ablations (`encoder`): "hrt" (GRU per window + transformer over windows), "rnn" (one GRU
-  over all m*w steps, no transformer), "transformer" (per-step linear embedding + causal
-  transformer over all m*w steps, no RNN).
+  over all m*w steps, no transformer), "transformer" (per-step embedding + causal
+  transformer over all m*w steps, no RNN). Padding before an episode began is zeros plus a
+  validity flag in the input.
 
 MADDPG itself: deterministic actors (sigmoid outputs for mpe2's continuous actions in [0, 1],
 Gumbel-softmax for discrete ones), centralised critics on all observations and actions,
 target networks with soft updates (tau 0.01), gamma 0.95, Adam 1e-3, gradient clip 0.5,
-batch 128, one update every 4 environment steps after 1,000 warm-up steps, 64-unit MLPs.
+batch 64, one update every 8 environment steps after 1,000 uniformly random warm-up steps,
+64-unit two-layer MLPs. Runs are seeded and deterministic on CPU (one thread, deterministic
+kernels, seeded env resets).
 
 Plain PyTorch; never imports Django. Entry point: `training.marl.train.train_marl(MARLConfig)`.
 """
