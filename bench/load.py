@@ -195,6 +195,15 @@ class MemorySampler(threading.Thread):
 def start_stack(preset: str, users: list[str], annotators: list[str] = (), admins: list[str] = (),
                 annotation_batch: bool = False, judge: bool = False, progress=print) -> Stack:
     stack = Stack(DJANGO_SETTINGS_MODULE="bench.load_settings", ENGINE_MAX_SLOTS="32")
+    try:
+        _set_up(stack, preset, users, annotators, admins, annotation_batch, judge, progress)
+    except BaseException:
+        stack.close()  # no orphaned servers when set-up fails or is interrupted
+        raise
+    return stack
+
+
+def _set_up(stack: Stack, preset, users, annotators, admins, annotation_batch, judge, progress) -> None:
     progress(f"private stack under {stack.root}: PostgreSQL :{stack.pg.port}, Redis :{stack.redis.port}, "
              f"web :{stack.web_port}")
     stack.start_services()
@@ -224,7 +233,6 @@ def start_stack(preset: str, users: list[str], annotators: list[str] = (), admin
         code.append("create_batch(name='soak', kind='pointwise', k=3, source_type='corpus', limit=400)")
     stack.shell("\n".join(line for line in code if line))
     stack.wait_for_web()
-    return stack
 
 
 def run_load(stack: Stack, *, duration: float, browsers: int, writers: int, think: float, drain: float,

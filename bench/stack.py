@@ -131,6 +131,7 @@ class Stack:
     """PostgreSQL + Redis + (on demand) web, worker, beat, all private to `root`."""
 
     def __init__(self, root: Path | None = None, **env_extra):
+        self.owns_root = root is None  # a folder we made is removed at close; a caller's keeps the logs
         self.root = Path(root or tempfile.mkdtemp(prefix="zhufu-stack-"))
         self.root.mkdir(parents=True, exist_ok=True)
         self.var_dir = self.root / "var"
@@ -258,6 +259,8 @@ class Stack:
             self.kill(name)
         self.redis.kill()
         self.pg.remove()
+        if self.owns_root:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def migrations_key() -> str:
