@@ -238,6 +238,10 @@ GENERATION_REMOTE_URL = os.environ.get("GENERATION_REMOTE_URL", "")
 GENERATION_REMOTE_MODEL = os.environ.get("GENERATION_REMOTE_MODEL", "")
 GENERATION_REMOTE_API_KEY = os.environ.get("GENERATION_REMOTE_API_KEY", "")
 ENGINE_MAX_SLOTS = int(os.environ.get("ENGINE_MAX_SLOTS", "32"))
+# The engine's cache budget (MiB; empty: max_slots full-context slots) and how many prompt
+# tokens one step may prefill beside the running decodes (chunked prefill).
+ENGINE_MEMORY_BUDGET_MB = float(os.environ.get("ENGINE_MEMORY_BUDGET_MB") or 0) or None
+ENGINE_PREFILL_TOKENS = int(os.environ.get("ENGINE_PREFILL_TOKENS", "512"))
 API_RATE_LIMIT_PER_MINUTE = int(os.environ.get("API_RATE_LIMIT_PER_MINUTE", "60"))  # per API key
 
 # --- Judges: trained judge folders, and the LLM judge's OpenAI-compatible endpoint (none by default).

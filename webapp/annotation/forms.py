@@ -63,8 +63,9 @@ class AlignmentForm(forms.Form):
 class CheckpointBatchForm(forms.Form):
     """A batch of one checkpoint's outputs, or a blind comparison of two (services.create_*)."""
 
-    checkpoint = forms.ModelChoiceField(queryset=Checkpoint.objects.all(), label="Checkpoint (side A)")
-    checkpoint_b = forms.ModelChoiceField(queryset=Checkpoint.objects.all(), required=False,
+    checkpoint = forms.ModelChoiceField(queryset=Checkpoint.objects.filter(family=Checkpoint.Family.GENERATOR),
+                                        label="Checkpoint (side A)")
+    checkpoint_b = forms.ModelChoiceField(queryset=Checkpoint.objects.filter(family=Checkpoint.Family.GENERATOR), required=False,
                                           label="Compare with (side B, optional: makes a blind pairwise batch)")
     kind = forms.ChoiceField(choices=Kind.choices, initial=Kind.POINTWISE,
                              help_text="With one checkpoint, pairwise compares its outputs two by two.")

@@ -31,7 +31,10 @@ def build_backend(checkpoint):
         return OpenAICompatibleBackend(settings.GENERATION_REMOTE_URL, model=settings.GENERATION_REMOTE_MODEL,
                                        api_key=settings.GENERATION_REMOTE_API_KEY or None)
     model, tokenizer = load_checkpoint(checkpoint.path, expected_config=checkpoint.model_config or None)
-    return LocalEngineBackend.from_model(model, tokenizer, max_slots=settings.ENGINE_MAX_SLOTS)
+    budget_mb = settings.ENGINE_MEMORY_BUDGET_MB
+    return LocalEngineBackend.from_model(
+        model, tokenizer, max_slots=settings.ENGINE_MAX_SLOTS, max_prefill_tokens=settings.ENGINE_PREFILL_TOKENS,
+        memory_budget_bytes=int(budget_mb * 2**20) if budget_mb else None)
 
 
 def get_backend():

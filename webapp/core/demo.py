@@ -83,8 +83,11 @@ def run_services(port: int, out) -> int:
     children = [
         spawn("web", [python, "-m", "uvicorn", "webapp.asgi:application", "--host", "127.0.0.1",
                       "--port", str(port), "--no-access-log"], out),
-        spawn("worker", [python, "-m", "celery", "-A", "webapp", "worker", "-Q", "default,generate,train",
-                         "--concurrency", "2", "-l", "info"], out),
+        # Two workers: a long training job never holds up the studio's generations.
+        spawn("worker", [python, "-m", "celery", "-A", "webapp", "worker", "-Q", "default,generate",
+                         "--concurrency", "1", "-n", "serve@%h", "-l", "info"], out),
+        spawn("trainer", [python, "-m", "celery", "-A", "webapp", "worker", "-Q", "train",
+                          "--concurrency", "1", "-n", "train@%h", "-l", "info"], out),
         spawn("beat", [python, "-m", "celery", "-A", "webapp", "beat", "-l", "info",
                        "--pidfile", str(Path(settings.VAR_DIR) / "beat.pid")], out),
     ]
