@@ -21,6 +21,7 @@ from training.metrics import emit, format_table, shared_data_file
 from training.rl.evaluation import EvalSettings, load_prompts, sample_rows
 from training.rl.gate import GateConfig
 from training.rl.grpo import GRPOConfig
+from training.rl.rewards import RewardConfig
 from training.rl.pipeline import evaluation_stage, gate_stage, grpo_stage, judge_stage, sft_stage, training_greetings
 
 SUMMARY_KEYS = ("pass_rate", "pass_rate_ci95", "mean_reward", "mean_judge_score", "distinct_1", "distinct_2", "novelty",
@@ -84,7 +85,8 @@ def run(args, work: Path) -> dict:
                    training_greetings=greetings, settings=settings)
     cfg = GRPOConfig(init_checkpoint=sft_dir, out_dir=work / "grpo", prompts=train_prompts, max_steps=args.grpo_steps,
                      max_seconds=args.grpo_seconds, prompts_per_step=args.prompts_per_step, lr=args.lr,
-                     kl_coef=args.kl_coef, seed=args.seed, save_every=10)
+                     kl_coef=args.kl_coef, seed=args.seed, save_every=10, training_greetings=greetings,
+                     reward=RewardConfig(diversity_coef=args.diversity_coef, copy_coef=args.copy_coef))
     grpo = timed(stages, "grpo", grpo_stage, cfg, judge)
     after = timed(stages, "evaluate_grpo", evaluation_stage, grpo.checkpoint_dir, heldout, judge, reference=sft_dir,
                   training_greetings=greetings, settings=settings)
@@ -98,6 +100,9 @@ def run(args, work: Path) -> dict:
         "heldout_prompts": len(heldout),
         "grpo_prompts": len(train_prompts),
         "grpo": {"steps": grpo.steps, "wall_s": grpo.wall_s, "lr": args.lr, "kl_coef": cfg.kl_coef,
+                 "diversity_coef": args.diversity_coef, "copy_coef": args.copy_coef,
+                 "diversity_penalty_first": sum(h["diversity_penalty"] for h in grpo.history[:window]) / window,
+                 "diversity_penalty_last": sum(h["diversity_penalty"] for h in grpo.history[-window:]) / window,
                  "group_size": cfg.group_size, "prompts_per_step": cfg.prompts_per_step,
                  "reward_first": sum(h["reward"] for h in grpo.history[:window]) / window,
                  "reward_last": sum(h["reward"] for h in grpo.history[-window:]) / window,
@@ -124,6 +129,10 @@ def main() -> None:
     parser.add_argument("--prompts-per-step", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-5)
     parser.add_argument("--kl-coef", type=float, default=0.001, help="the paper's 0.001 by default")
+    parser.add_argument("--diversity-coef", type=float, default=0.0,
+                        help="reward penalty for n-gram overlap with the group and recent rollouts (0: off)")
+    parser.add_argument("--copy-coef", type=float, default=0.0,
+                        help="reward penalty for a near-copy of a training greeting (0: off)")
     parser.add_argument("--eval-prompts", type=int, default=200)
     parser.add_argument("--eval-samples", type=int, default=4)
     parser.add_argument("--speed-steps", type=int, default=2, help="GRPO steps per rollout backend in the speed test (0: skip)")

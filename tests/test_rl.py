@@ -32,7 +32,15 @@ from training.rl.grpo import (
     token_logprobs,
     train_grpo,
 )
-from training.rl.rewards import RewardConfig, compute_rewards, length_penalty, repetition_penalty, requested_length
+from training.rl.rewards import (
+    DiversityBank,
+    RewardConfig,
+    compute_rewards,
+    diversity_penalties,
+    length_penalty,
+    repetition_penalty,
+    requested_length,
+)
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +106,47 @@ def test_reward_config_rejects_bad_values():
         RewardConfig(min_chars=0)
     with pytest.raises(ValueError, match="length_coef"):
         RewardConfig(length_coef=-1)
+
+
+TEMPLATE = "如星辰般闪耀，如春风般轻盈"
+
+
+def test_diversity_penalty_lowers_the_sample_that_repeats_its_group_and_recent_rollouts():
+    cfg = RewardConfig(diversity_coef=2.0)
+    group = ["生日快乐！" + TEMPLATE, "生日快乐！" + TEMPLATE + "，天天开心", "愿你笑口常开，岁岁平安", "福如东海，寿比南山"]
+    bank = DiversityBank(size=8, n=cfg.diversity_ngram)
+    bank.add(["新年快乐！" + TEMPLATE, "中秋快乐！" + TEMPLATE])
+    penalties = diversity_penalties(group, 4, bank, cfg)
+    assert min(penalties[:2]) > max(penalties[2:])  # the two templated samples pay, the distinct ones hardly
+    assert all(0 <= p <= cfg.diversity_coef for p in penalties)
+    assert len(bank) == 6  # the group joined the bank after being judged against it
+    # the advantages (group-normalised totals) now favour the distinct samples under a flat judge
+    totals = torch.tensor([1.0 - p for p in penalties])
+    adv = group_advantages(totals, 4)
+    assert adv[2] > 0 and adv[3] > 0 and adv[0] < 0 and adv[1] < 0
+    assert diversity_penalties(group, 4, None, RewardConfig()) == [0.0] * 4  # off by default
+
+
+def test_diversity_bank_forgets_the_oldest_rollouts():
+    bank = DiversityBank(size=2, n=2)
+    bank.add(["甲乙丙", "丁戊己"])
+    grams = frozenset({"甲乙", "乙丙"})
+    assert bank.containment(grams) == pytest.approx(0.5)  # found in one of the two remembered texts
+    bank.add(["庚辛壬", "癸子丑"])  # both earlier texts pushed out
+    assert len(bank) == 2 and bank.containment(grams) == 0.0 and "甲乙" not in bank.frequency
+    assert DiversityBank(size=0).containment(grams) == 0.0
+
+
+def test_copy_penalty_only_for_near_copies_of_training_greetings():
+    cfg = RewardConfig(copy_coef=0.5)
+    detector = CopyDetector([r for _, r in GREETINGS])
+    copy_, fresh = GREETINGS[0][1], "愿你的每一天都像拆礼物一样充满惊喜和欢笑"
+    rewards = compute_rewards(LengthJudge(10), ["祝福", "祝福"], [copy_, fresh], cfg, copies=detector)
+    assert rewards[0].copy_penalty == 0.5 and rewards[1].copy_penalty == 0.0
+    assert rewards[0].total == pytest.approx(rewards[0].judge_score - rewards[0].length_penalty
+                                             - rewards[0].repetition_penalty - 0.5)
+    with pytest.raises(ValueError, match="diversity_coef"):
+        RewardConfig(diversity_coef=-1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,6 +243,11 @@ def test_train_grpo_runs_saves_and_refuses_bad_config(tiny_checkpoint, tmp_path,
     # resumable: two more steps continue from step 2
     resumed = train_grpo(GRPOConfig(**{**vars(cfg), "max_steps": 4}), LengthJudge(10), resume=True)
     assert resumed.steps == 4 and len(resumed.history) == 4
+    # the anti-collapse terms run inside the loop and are logged
+    guarded = GRPOConfig(**{**vars(cfg), "out_dir": tmp_path / "guarded", "max_steps": 2, "training_greetings":
+                            [r for _, r in GREETINGS], "reward": RewardConfig(diversity_coef=1.0, copy_coef=0.5)})
+    history = train_grpo(guarded, LengthJudge(10)).history
+    assert sum(h["diversity_penalty"] for h in history) > 0 and all(h["copy_penalty"] >= 0 for h in history)
     with pytest.raises(GRPOError, match="group_size"):
         train_grpo(GRPOConfig(**{**vars(cfg), "group_size": 1}), LengthJudge(10))
     with pytest.raises(GRPOError, match="prompts"):

@@ -35,7 +35,7 @@ from tqdm import tqdm
 from generation.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from generation.presets import PresetError, get_preset
 from generation.tokenizer import encode_prompt
-from training.rl.rewards import RewardConfig, compute_rewards
+from training.rl.rewards import DiversityBank, RewardConfig, compute_rewards
 from training.routing import RoutingRecorder, update_router_bias
 from training.trainer import Window, jsonable, load_state, make_optimizer, notify, save_state, set_lr, write_json
 
@@ -69,6 +69,7 @@ class GRPOConfig:
     log_every: int = 1
     progress_bar: bool = True
     reward: RewardConfig = field(default_factory=RewardConfig)
+    training_greetings: list[str] | None = None  # what reward.copy_coef counts copies of
 
     def validate(self) -> None:
         checks = [
@@ -279,8 +280,10 @@ def routing_targets(checkpoint: Path) -> tuple[float, float] | None:
 def run_spec(cfg: GRPOConfig) -> dict:
     """What a resumed run must share with the original one."""
     spec = {k: v for k, v in asdict(cfg).items()
-            if k not in ("out_dir", "max_steps", "max_seconds", "progress_bar", "prompts", "save_every", "log_every")}
+            if k not in ("out_dir", "max_steps", "max_seconds", "progress_bar", "prompts", "save_every", "log_every",
+                         "training_greetings")}
     spec["prompts"] = len(cfg.prompts)
+    spec["training_greetings"] = len(cfg.training_greetings or ())
     return jsonable({**spec, "init_checkpoint": str(cfg.init_checkpoint),
                      "reference_checkpoint": str(cfg.reference_checkpoint or cfg.init_checkpoint)})
 
@@ -332,6 +335,13 @@ def train_grpo(cfg: GRPOConfig, judge, resume: bool = False, on_progress=None) -
         write_json(out_dir / "run.json", spec)
     routing = routing_targets(Path(cfg.init_checkpoint))
     recorder = RoutingRecorder(model)
+    # The anti-collapse reward terms; a resumed run starts with an empty bank (it refills in a few steps).
+    bank = DiversityBank(cfg.reward.diversity_bank, cfg.reward.diversity_ngram) if cfg.reward.diversity_coef else None
+    copies = None
+    if cfg.reward.copy_coef and cfg.training_greetings:
+        from training.rl.evaluation import CopyDetector
+
+        copies = CopyDetector(cfg.training_greetings)
     engine = None
     if cfg.rollout == "engine":
         from generation.engine import Engine
@@ -354,7 +364,8 @@ def train_grpo(cfg: GRPOConfig, judge, resume: bool = False, on_progress=None) -
                                         cfg.max_new_tokens, rollout_seed)
         rollout_s = time.perf_counter() - t0
         rewards = compute_rewards(judge, [r.query for r in rollouts], [r.text for r in rollouts], cfg.reward,
-                                  truncated=[r.truncated for r in rollouts])
+                                  truncated=[r.truncated for r in rollouts], group_size=cfg.group_size, bank=bank,
+                                  copies=copies)
         totals = torch.tensor([r.total for r in rewards], dtype=torch.float32)
         advantages = group_advantages(totals, cfg.group_size)
         recorder.attach()
@@ -374,6 +385,8 @@ def train_grpo(cfg: GRPOConfig, judge, resume: bool = False, on_progress=None) -
             "pass_rate": sum(r.judge_score >= 0.5 for r in rewards) / len(rewards),
             "length_penalty": sum(r.length_penalty for r in rewards) / len(rewards),
             "repetition_penalty": sum(r.repetition_penalty for r in rewards) / len(rewards),
+            "diversity_penalty": sum(r.diversity_penalty for r in rewards) / len(rewards),
+            "copy_penalty": sum(r.copy_penalty for r in rewards) / len(rewards),
             "truncated": sum(r.truncated for r in rollouts) / len(rollouts),
             "mean_chars": sum(len(r.text) for r in rollouts) / len(rollouts),
             **stats,

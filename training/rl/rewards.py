@@ -14,12 +14,25 @@ it drifts to ever longer, padded greetings. Three guards:
 * repetition (padding with repeated phrases): the share of repeated character 4-grams above
   ``repetition_free`` costs up to ``repetition_coef``;
 * truncation: a rollout cut off by the token limit (no end token) costs ``truncation_penalty``.
+
+Two optional guards against reward hacking by template collapse (off unless their coefficient is
+set). The TF-IDF judge ignores the query, so GRPO finds one phrase it likes ("如星辰般闪耀，如春风般
+轻盈") and writes it into every greeting: pass rate up, distinct-2 halved. Both are checked by the
+gate, so the reward now pays for them too:
+
+* diversity: ``diversity_coef`` times the sample's mean character n-gram containment (share of its
+  n-grams found in another text, averaged over the others), half against its group's other samples
+  and half against a rolling bank of recent rollouts (``DiversityBank``): within a group the
+  sample that repeats what everyone writes gets the lower advantage;
+* copying: a (near-)verbatim copy of a training greeting (evaluation's ``CopyDetector``, the
+  novelty test) costs ``copy_coef``.
 """
 from __future__ import annotations
 
 import re
+from collections import Counter, deque
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 # Request wording -> the length it asks for (characters of the greeting).
 SHORT_WORDS = ("简短", "简洁", "短句", "短一点", "短些", "一句话", "短的", "精简", "简单")
@@ -37,6 +50,10 @@ class RewardConfig:
     repetition_free: float = 0.1  # share of repeated n-grams tolerated (Chinese greetings repeat "祝您")
     repetition_coef: float = 0.5
     truncation_penalty: float = 0.2
+    diversity_coef: float = 0.0  # most a sample whose n-grams all the others share costs (0: off)
+    diversity_ngram: int = 4  # character n-grams: phrases, not the "祝您"/"快乐" every greeting has
+    diversity_bank: int = 256  # recent rollouts remembered (8 steps of 8 prompts x 4)
+    copy_coef: float = 0.0  # cost of a (near-)copy of a training greeting (0: off)
 
     def __post_init__(self):
         if not 1 <= self.min_chars <= self.max_chars:
@@ -45,13 +62,17 @@ class RewardConfig:
             raise ValueError(f"short_max must be in [1, max_chars], got {self.short_max}")
         if not self.min_chars <= self.long_min:
             raise ValueError(f"long_min must be >= min_chars, got {self.long_min}")
-        for name in ("length_coef", "repetition_coef", "truncation_penalty"):
+        for name in ("length_coef", "repetition_coef", "truncation_penalty", "diversity_coef", "copy_coef"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.repetition_free < 1:
             raise ValueError(f"repetition_free must be in [0, 1), got {self.repetition_free}")
         if self.repetition_ngram < 1:
             raise ValueError(f"repetition_ngram must be >= 1, got {self.repetition_ngram}")
+        if self.diversity_ngram < 1:
+            raise ValueError(f"diversity_ngram must be >= 1, got {self.diversity_ngram}")
+        if self.diversity_bank < 0:
+            raise ValueError(f"diversity_bank must be >= 0, got {self.diversity_bank}")
 
 
 @dataclass(frozen=True)
@@ -60,10 +81,13 @@ class Reward:
     length_penalty: float
     repetition_penalty: float
     truncation_penalty: float
+    diversity_penalty: float = 0.0
+    copy_penalty: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.judge_score - self.length_penalty - self.repetition_penalty - self.truncation_penalty
+        return (self.judge_score - self.length_penalty - self.repetition_penalty - self.truncation_penalty
+                - self.diversity_penalty - self.copy_penalty)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "total": self.total}
@@ -110,9 +134,70 @@ def repetition_penalty(response: str, cfg: RewardConfig = RewardConfig()) -> flo
     return cfg.repetition_coef * min(1.0, (share - cfg.repetition_free) / (1.0 - cfg.repetition_free) * 2)
 
 
+def ngram_set(text: str, n: int) -> frozenset[str]:
+    text = text.strip()
+    return frozenset(text[i : i + n] for i in range(len(text) - n + 1))
+
+
+class DiversityBank:
+    """Document frequencies of character n-grams over the last ``size`` rollouts."""
+
+    def __init__(self, size: int = 256, n: int = 4):
+        self.n = n
+        self.texts: deque[frozenset[str]] = deque(maxlen=size)
+        self.frequency: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def containment(self, grams: frozenset[str]) -> float:
+        """Mean over the remembered texts of the share of ``grams`` found in each one."""
+        if not grams or not self.texts:
+            return 0.0
+        return sum(self.frequency[g] for g in grams) / (len(grams) * len(self.texts))
+
+    def add(self, texts: Iterable[str]) -> None:
+        for text in texts:
+            if self.texts.maxlen == 0:
+                return
+            if len(self.texts) == self.texts.maxlen:
+                self.frequency.subtract(self.texts[0])
+            grams = ngram_set(text, self.n)
+            self.texts.append(grams)  # the deque drops the oldest itself
+            self.frequency.update(grams)
+        self.frequency = +self.frequency  # drop the zero counts
+
+
+def group_containment(gram_sets: Sequence[frozenset[str]], i: int, group_size: int) -> float:
+    """Mean share of sample i's n-grams found in each other sample of its group."""
+    start = i - i % group_size
+    others = [gram_sets[j] for j in range(start, start + group_size) if j != i and j < len(gram_sets)]
+    grams = gram_sets[i]
+    if not grams or not others:
+        return 0.0
+    return sum(len(grams & other) / len(grams) for other in others) / len(others)
+
+
+def diversity_penalties(responses: Sequence[str], group_size: int, bank: DiversityBank | None,
+                        cfg: RewardConfig) -> list[float]:
+    """``diversity_coef`` x (group containment + bank containment) / 2 per response, in order;
+    then the responses join the bank (they are judged against earlier steps only)."""
+    if cfg.diversity_coef == 0:
+        return [0.0] * len(responses)
+    gram_sets = [ngram_set(r, cfg.diversity_ngram) for r in responses]
+    penalties = [cfg.diversity_coef * (group_containment(gram_sets, i, group_size)
+                                       + (bank.containment(g) if bank is not None else 0.0)) / 2
+                 for i, g in enumerate(gram_sets)]
+    if bank is not None:
+        bank.add(responses)
+    return penalties
+
+
 def compute_rewards(judge, queries: Sequence[str], responses: Sequence[str], cfg: RewardConfig = RewardConfig(),
-                    truncated: Sequence[bool] | None = None) -> list[Reward]:
-    """One Reward per (query, response); the judge scores them in one batch."""
+                    truncated: Sequence[bool] | None = None, group_size: int = 1, bank: DiversityBank | None = None,
+                    copies=None) -> list[Reward]:
+    """One Reward per (query, response); the judge scores them in one batch. Responses come group
+    after group (``group_size`` per query) for the diversity term; ``copies`` is a CopyDetector."""
     if len(queries) != len(responses):
         raise ValueError(f"{len(queries)} queries but {len(responses)} responses")
     if not responses:
@@ -120,10 +205,13 @@ def compute_rewards(judge, queries: Sequence[str], responses: Sequence[str], cfg
     # An empty greeting gets no judge credit at all (some judges score "" above 0).
     scores = [float(s) for s in judge.scores(list(queries), list(responses))]
     truncated = truncated or [False] * len(responses)
+    diversity = diversity_penalties(responses, group_size, bank, cfg)
+    copied = [cfg.copy_coef if cfg.copy_coef and copies is not None and copies.is_copy(r) else 0.0 for r in responses]
     return [
         Reward(judge_score=score if response.strip() else 0.0,
                length_penalty=length_penalty(query, response, cfg),
                repetition_penalty=repetition_penalty(response, cfg),
-               truncation_penalty=cfg.truncation_penalty if cut else 0.0)
-        for query, response, score, cut in zip(queries, responses, scores, truncated)
+               truncation_penalty=cfg.truncation_penalty if cut else 0.0,
+               diversity_penalty=div, copy_penalty=copy)
+        for query, response, score, cut, div, copy in zip(queries, responses, scores, truncated, diversity, copied)
     ]
