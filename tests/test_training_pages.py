@@ -168,3 +168,32 @@ def test_blind_comparison_feeds_the_annotation_queue(fast_passwords, one_thread,
     assert batch.kind == "pairwise" and batch.build.prompts == prompts
     assert (batch.source["checkpoint"], batch.source["checkpoint_b"]) == (a.name, b.name)
     assert a.name not in batch.name and b.name not in batch.name  # annotators see the batch name
+
+
+@pytest.mark.django_db
+def test_checkpoint_list_shows_the_training_judges_agreement_with_people(fast_passwords, tmp_path):
+    from tests.test_annotation_services import annotators, pointwise_batch, rate
+    from webapp.annotation import services as annotation
+    from webapp.corpus.models import Label
+    from webapp.judges.models import JudgeVersion
+
+    batch = pointwise_batch(n_items=3, k=1)
+    (person,) = annotators(1)
+    for verdict in ["good", "bad", "bad"]:
+        rate(annotation.next_assignment(batch, person), person, verdict=verdict)
+    judge = JudgeVersion.objects.create(name="tfidf-trainer", kind="tfidf")
+    for item, value in zip(batch.items.order_by("position"), ["good", "good", "bad"]):
+        Label.objects.create(greeting=item.greeting, value=value, source_kind="judge", source_name=judge.name)
+    grpo = fake_checkpoint(tmp_path, "ck-grpo")
+    Checkpoint.objects.filter(pk=grpo.pk).update(data={"judge": judge.name, "parent": "ck-sft"})
+    fake_checkpoint(tmp_path, "ck-sft")  # no judge trained it: a dash
+    orphan = fake_checkpoint(tmp_path, "ck-orphan")
+    Checkpoint.objects.filter(pk=orphan.pk).update(data={"judge": "deleted-judge"})
+
+    page = client_for(ADMIN).get(reverse("checkpoints:list")).content.decode()
+    row = page[page.index('data-checkpoint="ck-grpo"'):]
+    row = row[:row.index("</tr>")]
+    # people: good, bad, bad; judge: good, good, bad -> 2 of 3 agree
+    assert f"?judge={judge.pk}" in row and "tfidf-trainer" in row and "0.667" in row and "n=3" in row
+    orphan_row = page[page.index('data-checkpoint="ck-orphan"'):]
+    assert "judge no longer registered" in orphan_row[:orphan_row.index("</tr>")]

@@ -7,7 +7,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from webapp.annotation.services import AnnotationError
 from webapp.annotation.views import admin_required
-from webapp.checkpoints import comparison
+from webapp.checkpoints import comparison, judged
 from webapp.checkpoints.models import Checkpoint
 from webapp.checkpoints.services import RegistryError, active_checkpoint, promote_checkpoint
 
@@ -19,7 +19,9 @@ DEFAULT_PROMPTS = "七十岁生日祝福语\n给老师的教师节祝福\n同事
 @admin_required
 def checkpoint_list(request):
     checkpoints = list(Checkpoint.objects.all())
+    judges = judged.training_judges(checkpoints)
     for checkpoint in checkpoints:
+        checkpoint.judge_alignment = judges.get(checkpoint.name)
         checkpoint.shown_metrics = [(name, checkpoint.metrics[name]) for name in SHOWN_METRICS
                                     if isinstance(checkpoint.metrics.get(name), (int, float))]
     return render(request, "checkpoints/list.html", {
