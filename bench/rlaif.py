@@ -86,7 +86,8 @@ def run(args, work: Path) -> dict:
     cfg = GRPOConfig(init_checkpoint=sft_dir, out_dir=work / "grpo", prompts=train_prompts, max_steps=args.grpo_steps,
                      max_seconds=args.grpo_seconds, prompts_per_step=args.prompts_per_step, lr=args.lr,
                      kl_coef=args.kl_coef, seed=args.seed, save_every=10, training_greetings=greetings,
-                     reward=RewardConfig(diversity_coef=args.diversity_coef, copy_coef=args.copy_coef))
+                     reward=RewardConfig(diversity_coef=args.diversity_coef,
+                                         diversity_ngram=args.diversity_ngram, copy_coef=args.copy_coef))
     grpo = timed(stages, "grpo", grpo_stage, cfg, judge)
     after = timed(stages, "evaluate_grpo", evaluation_stage, grpo.checkpoint_dir, heldout, judge, reference=sft_dir,
                   training_greetings=greetings, settings=settings)
@@ -100,7 +101,10 @@ def run(args, work: Path) -> dict:
         "heldout_prompts": len(heldout),
         "grpo_prompts": len(train_prompts),
         "grpo": {"steps": grpo.steps, "wall_s": grpo.wall_s, "lr": args.lr, "kl_coef": cfg.kl_coef,
-                 "diversity_coef": args.diversity_coef, "copy_coef": args.copy_coef,
+                 "diversity_coef": args.diversity_coef, "diversity_ngram": args.diversity_ngram,
+                 "copy_coef": args.copy_coef,
+                 "distinct_2_first": sum(h["distinct_2"] for h in grpo.history[:window]) / window,
+                 "distinct_2_last": sum(h["distinct_2"] for h in grpo.history[-window:]) / window,
                  "diversity_penalty_first": sum(h["diversity_penalty"] for h in grpo.history[:window]) / window,
                  "diversity_penalty_last": sum(h["diversity_penalty"] for h in grpo.history[-window:]) / window,
                  "group_size": cfg.group_size, "prompts_per_step": cfg.prompts_per_step,
@@ -131,6 +135,8 @@ def main() -> None:
     parser.add_argument("--kl-coef", type=float, default=0.001, help="the paper's 0.001 by default")
     parser.add_argument("--diversity-coef", type=float, default=0.0,
                         help="reward penalty for n-gram overlap with the group and recent rollouts (0: off)")
+    parser.add_argument("--diversity-ngram", type=int, default=RewardConfig.diversity_ngram,
+                        help="character n-grams of the diversity penalty (2: the gate's distinct-2)")
     parser.add_argument("--copy-coef", type=float, default=0.0,
                         help="reward penalty for a near-copy of a training greeting (0: off)")
     parser.add_argument("--eval-prompts", type=int, default=200)

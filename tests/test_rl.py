@@ -248,6 +248,7 @@ def test_train_grpo_runs_saves_and_refuses_bad_config(tiny_checkpoint, tmp_path,
                             [r for _, r in GREETINGS], "reward": RewardConfig(diversity_coef=1.0, copy_coef=0.5)})
     history = train_grpo(guarded, LengthJudge(10)).history
     assert sum(h["diversity_penalty"] for h in history) > 0 and all(h["copy_penalty"] >= 0 for h in history)
+    assert all(0 < h["distinct_2"] <= 1 for h in history)
     with pytest.raises(GRPOError, match="group_size"):
         train_grpo(GRPOConfig(**{**vars(cfg), "group_size": 1}), LengthJudge(10))
     with pytest.raises(GRPOError, match="prompts"):

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from generation.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from generation.presets import PresetError, get_preset
 from generation.tokenizer import encode_prompt
+from training.rl.evaluation import CopyDetector, distinct_n
 from training.rl.rewards import DiversityBank, RewardConfig, compute_rewards
 from training.routing import RoutingRecorder, update_router_bias
 from training.trainer import Window, jsonable, load_state, make_optimizer, notify, save_state, set_lr, write_json
@@ -339,8 +340,6 @@ def train_grpo(cfg: GRPOConfig, judge, resume: bool = False, on_progress=None) -
     bank = DiversityBank(cfg.reward.diversity_bank, cfg.reward.diversity_ngram) if cfg.reward.diversity_coef else None
     copies = None
     if cfg.reward.copy_coef and cfg.training_greetings:
-        from training.rl.evaluation import CopyDetector
-
         copies = CopyDetector(cfg.training_greetings)
     engine = None
     if cfg.rollout == "engine":
@@ -387,6 +386,7 @@ def train_grpo(cfg: GRPOConfig, judge, resume: bool = False, on_progress=None) -
             "repetition_penalty": sum(r.repetition_penalty for r in rewards) / len(rewards),
             "diversity_penalty": sum(r.diversity_penalty for r in rewards) / len(rewards),
             "copy_penalty": sum(r.copy_penalty for r in rewards) / len(rewards),
+            "distinct_2": distinct_n([r.text for r in rollouts], 2),  # of this step's rollouts: collapse shows early
             "truncated": sum(r.truncated for r in rollouts) / len(rollouts),
             "mean_chars": sum(len(r.text) for r in rollouts) / len(rollouts),
             **stats,
