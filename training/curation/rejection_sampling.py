@@ -64,9 +64,14 @@ class GeneratorAgent:
     top_p: float = 0.95
     max_new_tokens: int = 96
     persona: str = ""
+    examples: tuple[str, ...] = ()  # few-shot greetings for this query (debate's retrieval stage); both backends
+    # take a query, not a raw prompt, so the examples travel inside it
 
     def request(self, query: str) -> str:
-        return f"{query}（{self.persona}）" if self.persona else query
+        request = f"{query}（{self.persona}）" if self.persona else query
+        if self.examples:
+            request += "（参考范例：" + "；".join(f"「{text}」" for text in self.examples) + "）"
+        return request
 
     def write(self, query: str, seed: int | None) -> list[str]:
         return self.backend.greetings(self.request(query), n=self.n, temperature=self.temperature, top_p=self.top_p,
@@ -267,27 +272,39 @@ def longer_share(pairs: Sequence[CuratedPair]) -> float | None:
 # Persistence
 
 
-def load_finished(workdir: Path | None) -> dict[str, list[dict]]:
-    """Finished prompts of an earlier run: {query: scored candidates}. A torn last line is ignored."""
-    if workdir is None or not (Path(workdir) / CANDIDATES_FILE).is_file():
-        return {}
-    finished = {}
-    for line in (Path(workdir) / CANDIDATES_FILE).read_text(encoding="utf-8").splitlines():
+def read_rows(workdir: Path | None, filename: str) -> list[dict]:
+    """The JSON rows appended to workdir/filename by an earlier run; a torn last line is ignored."""
+    if workdir is None or not (Path(workdir) / filename).is_file():
+        return []
+    rows = []
+    for line in (Path(workdir) / filename).read_text(encoding="utf-8").splitlines():
         try:
             row = json.loads(line)
-            finished[row["query"]] = row["candidates"]
-        except (ValueError, KeyError, TypeError):
-            continue  # the run was killed while writing this line: that prompt is done again
-    return finished
+        except ValueError:
+            continue  # the run was killed while writing this line: that work is done again
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def append_row(workdir: Path | None, filename: str, row: dict) -> None:
+    """One finished piece of work, on disk (fsync) before the run goes on."""
+    if workdir is None:
+        return
+    with open(Path(workdir) / filename, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def load_finished(workdir: Path | None) -> dict[str, list[dict]]:
+    """Finished prompts of an earlier run: {query: scored candidates}."""
+    return {row["query"]: row["candidates"] for row in read_rows(workdir, CANDIDATES_FILE)
+            if "query" in row and "candidates" in row}
 
 
 def append_finished(workdir: Path | None, query: str, candidates: list[dict]) -> None:
-    if workdir is None:
-        return
-    with open(Path(workdir) / CANDIDATES_FILE, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps({"query": query, "candidates": candidates}, ensure_ascii=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    append_row(workdir, CANDIDATES_FILE, {"query": query, "candidates": candidates})
 
 
 def write_pair_file(path: Path, records: list[dict], meta: dict) -> Path:

@@ -1,0 +1,210 @@
+"""Rejection sampling by debate (Retrieve, Debate, Judge, Reflect) against real HTTP: one local server
+streams fixed candidates over /v1/completions (the generator agents) and answers the debate agents over
+/v1/chat/completions from fixed tables, the way the agents would: positive and negative lists, a 0/1
+judge, and a reflect agent that overturns with and without evidence."""
+import json
+import re
+import socket
+
+import pytest
+
+from generation.backends import OpenAICompatibleBackend
+from tests.test_llm_judge import ScriptedServer, completion
+from training.curation import (CurationConfig, CurationError, DebatePrinciples, Example, GeneratorAgent,
+                               RetrievalIndex, curate_pairs_by_debate, read_pair_file)
+from training.curation.debate import DEBATE_FILE, reflect_outcome
+from training.judges.data import load_pairs
+from training.judges.llm import LLMJudge, LLMJudgeConfig, parse_data_block
+
+PRINCIPLES = DebatePrinciples(strengths=("情感真挚",), weaknesses=("催婚施压",), rules=("各方面都好才给 1",))
+
+# (query, temperature) -> candidates
+CANDIDATES = {
+    ("七十寿宴", 0.7): ["福寿双全，松鹤长春，愿您安康", "祝您早日抱上重孙，儿孙赶紧结婚"],
+    ("七十寿宴", 1.1): ["生日快乐", "岁岁平安，年年有余"],
+    ("新年贺词", 0.7): ["新春大吉，万事胜意", "新年好"],
+    ("新年贺词", 1.1): ["愿你新岁有光，所求皆如愿", "恭喜发财"],
+}
+# text -> (strengths, weaknesses, judge verdict, reflect answer)
+KEEP = {"overturn": False, "verdict": None, "evidence": {"item": "", "quote": ""}, "reason": "维持"}
+
+
+def overturn(verdict, item, quote):
+    return {"overturn": True, "verdict": verdict, "evidence": {"item": item, "quote": quote}, "reason": "有证据"}
+
+
+AGENT_ANSWERS = {
+    "福寿双全，松鹤长春，愿您安康": (["情感真挚"], [], 1, KEEP),
+    # the judge says 1; reflect overturns to 0 with a listed weakness quoted from the text: accepted
+    "祝您早日抱上重孙，儿孙赶紧结婚": (["情感真挚"], ["催婚施压"], 1, overturn(0, "催婚施压", "赶紧结婚")),
+    # reflect tries to turn 0 into 1 citing a point nobody listed: refused
+    "生日快乐": ([], ["内容空泛"], 0, overturn(1, "有创意", "生日快乐")),
+    # listed strength, but the quote is not in the text: refused
+    "岁岁平安，年年有余": (["情感真挚"], ["陈词滥调"], 0, overturn(1, "情感真挚", "万事如意")),
+    "新春大吉，万事胜意": (["情感真挚"], [], 1, KEEP),
+    "新年好": ([], ["内容空泛"], 0, KEEP),
+    "愿你新岁有光，所求皆如愿": (["情感真挚"], [], 1, KEEP),
+    "恭喜发财": ([], ["陈词滥调"], 0, KEEP),
+}
+PROMPT = re.compile(r"请只生成一条祝福语：(.*?)(?:（参考范例：(.*)）)?<sep>$", re.S)
+
+CORPUS = [Example("g1", "八十大寿祝福语", "松柏长青，福寿绵长"), Example("g2", "七十寿宴", "同一请求的答案不得当范例"),
+          Example("g3", "奶奶寿宴祝福", "愿奶奶寿比南山"), Example("g4", "新年祝福语", "新年新气象"),
+          Example("g5", "考试顺利文案", "逢考必过")]
+
+
+class DebateWorld:
+    """The server's behaviour; it records who asked for what."""
+
+    def __init__(self, answers=AGENT_ANSWERS, broken_agent=None):
+        self.answers, self.broken_agent = answers, broken_agent
+        self.generations, self.chats = [], []  # (query, examples text), (agent, greeting)
+
+    def __call__(self, body, n):
+        if "messages" in body:
+            agent = body["response_format"]["json_schema"]["name"]
+            data = parse_data_block(next(m for m in body["messages"] if m["role"] == "user")["content"])
+            self.chats.append((agent, data["greeting"]))
+            if agent == self.broken_agent:
+                return 200, completion("不是 JSON")
+            strengths, weaknesses, verdict, reflect = self.answers[data["greeting"]]
+            if agent == "reflect":
+                assert data["judge"]["verdict"] == verdict and data["strengths"] == strengths
+                answer = {**reflect, "verdict": verdict if reflect["verdict"] is None else reflect["verdict"]}
+            else:
+                answer = {"positive": {"strengths": strengths}, "negative": {"weaknesses": weaknesses},
+                          "judge": {"verdict": verdict, "reason": "表"}}[agent]
+            return 200, completion(json.dumps(answer, ensure_ascii=False))
+        query, examples = PROMPT.search(body["prompt"]).groups()
+        self.generations.append((query, examples or ""))
+        texts = CANDIDATES[(query, body["temperature"])][: body["n"]]
+        lines = [f"data: {json.dumps({'id': 'c', 'choices': [{'index': i, 'text': t, 'finish_reason': 'stop'}]}, ensure_ascii=False)}\n\n"
+                 for i, t in enumerate(texts)]
+        return 200, "".join(lines) + "data: [DONE]\n\n"
+
+
+def agents_for(server):
+    backend = OpenAICompatibleBackend(server.base_url.removesuffix("/v1"), "stand-in", timeout_s=5)
+    return [GeneratorAgent("remote@t0.7", backend, n=2, temperature=0.7),
+            GeneratorAgent("remote@t1.1", backend, n=2, temperature=1.1)]
+
+
+def client_for(base_url):
+    return LLMJudge(LLMJudgeConfig(base_url=base_url, model="stand-in", timeout=5, max_retries=0, max_concurrency=2),
+                    rules=list(PRINCIPLES.rules), name="debate")
+
+
+def run(server, tmp_path, name="run", **kwargs):
+    return curate_pairs_by_debate(["七十寿宴", "新年贺词"], agents_for(server), client_for(server.base_url),
+                                  CurationConfig(max_longer_share=None), index=RetrievalIndex(CORPUS), k=2,
+                                  principles=PRINCIPLES, workdir=tmp_path / f"{name}.work",
+                                  output=tmp_path / f"{name}.json", progress_bar=False, **kwargs)
+
+
+def test_retrieval_returns_similar_greetings_but_never_the_same_or_an_excluded_query():
+    index = RetrievalIndex(CORPUS)
+    found = index.search("奶奶八十大寿", 2)
+    assert [e["id"] for e in found] == ["g1", "g3"] and found[0]["similarity"] > found[1]["similarity"] > 0
+    assert found[0] == {"id": "g1", "query": "八十大寿祝福语", "text": "松柏长青，福寿绵长", "similarity": found[0]["similarity"]}
+    assert [e["id"] for e in index.search("七十寿宴", 5)] == ["g3", "g1"]  # its own query's answer is never handed over
+    assert [e["id"] for e in index.search("奶奶八十大寿", 2, exclude_queries=["八十大寿祝福语"])] == ["g3", "g2"]
+    assert index.search("逢考", 0) == [] and RetrievalIndex([]).search("新年", 3) == []
+
+
+def test_pairs_come_only_from_accepted_verdicts_with_the_debate_as_provenance(tmp_path):
+    world = DebateWorld()
+    with ScriptedServer(world) as server:
+        result = run(server, tmp_path)
+    stats = result.stats
+    assert stats["candidates_debated"] == 8 and stats["llm_requests"] == {a: 8 for a in ("positive", "negative", "judge", "reflect")}
+    assert stats["judge_accepted"] == 4 and stats["final_accepted"] == 3  # one 1 overturned to 0
+    assert stats["overturns"] == 1 and stats["overturns_refused"] == 2
+    pairs = {(p.query, p.chosen, p.rejected) for p in load_pairs(result.output)}
+    assert len(pairs) == 2
+    finals = {text: 1 for text in ("福寿双全，松鹤长春，愿您安康", "新春大吉，万事胜意", "愿你新岁有光，所求皆如愿")}
+    assert all(finals.get(chosen) == 1 and rejected not in finals for _, chosen, rejected in pairs)
+    assert ("七十寿宴", "福寿双全，松鹤长春，愿您安康") in {(q, c) for q, c, _ in pairs}
+    records = read_pair_file(result.output)
+    debate = records[0]["provenance"]["debate"]
+    assert records[0]["provenance"]["method"] == "debate" and debate["chosen"]["final"] == 1 == debate["chosen"]["judge"]
+    assert debate["rejected"]["final"] == 0 and debate["retrieved"] == ["g3", "g1"]
+    by_text = {c["text"]: c["debate"] for p in result.pairs for c in (p.chosen, p.rejected)}
+    if "祝您早日抱上重孙，儿孙赶紧结婚" in by_text:
+        assert by_text["祝您早日抱上重孙，儿孙赶紧结婚"]["overturn"] == "overturned"
+    # the retrieved examples reached the generator agents as few-shot examples
+    assert ("七十寿宴", "「愿奶奶寿比南山」；「松柏长青，福寿绵长」") in world.generations
+    assert all("同一请求" not in examples for _, examples in world.generations)
+    meta = json.loads((tmp_path / "run.meta.json").read_text())
+    assert meta["method"] == "debate" and meta["stats"]["pairs"] == 2 and meta["retrieval"] == {"examples": 5, "k": 2}
+
+
+def test_an_overturn_without_evidence_is_refused():
+    strengths, weaknesses = ["情感真挚"], ["催婚施压"]
+    text = "祝您早日抱上重孙，儿孙赶紧结婚"
+    assert reflect_outcome(text, 1, strengths, weaknesses, overturn(0, "催婚施压", "赶紧结婚")) == (0, "overturned")
+    assert reflect_outcome(text, 1, strengths, weaknesses, overturn(0, "用词不当", "赶紧结婚"))[1].startswith(
+        "refused: evidence.item is not a listed weakness")
+    assert reflect_outcome(text, 1, strengths, weaknesses, overturn(0, "催婚施压", "早生贵子")) == (
+        1, "refused: evidence.quote is not in the candidate text")
+    assert reflect_outcome(text, 1, strengths, weaknesses, overturn(0, "催婚施压", "婚")) == (
+        1, "refused: evidence.quote is not in the candidate text")  # a lone character proves nothing
+    # a listed weakness cannot turn a 0 into a 1: the evidence must be on the side of the new verdict
+    assert reflect_outcome(text, 0, strengths, weaknesses, overturn(1, "催婚施压", "赶紧结婚"))[0] == 0
+    assert reflect_outcome(text, 0, strengths, weaknesses, {**KEEP, "verdict": 0}) == (0, "kept")
+
+
+def test_a_killed_run_resumes_without_asking_again_and_gives_the_same_pairs(tmp_path):
+    with ScriptedServer(DebateWorld()) as server:
+        whole = run(server, tmp_path, "whole")
+    world = DebateWorld()
+    with ScriptedServer(world) as server:
+        stopped = run(server, tmp_path, "resumed", on_progress=lambda e: e.get("event") != "step")
+        assert not stopped.completed and not (tmp_path / "resumed.json").exists()
+        asked_before = (list(world.generations), list(world.chats))
+        assert {q for q, _ in asked_before[0]} == {"七十寿宴"} and len(asked_before[1]) == 16
+        rows = (tmp_path / "resumed.work" / DEBATE_FILE).read_text().splitlines()
+        assert len(rows) == 2 + 4 * 4  # retrieve, generate, and four stages for each of four candidates
+        resumed = run(server, tmp_path, "resumed")
+    assert resumed.completed and resumed.stats["prompts_resumed"] == 1
+    assert {q for q, _ in world.generations[2:]} == {"新年贺词"}  # the finished prompt was not generated again
+    finished = {text for (query, _), texts in CANDIDATES.items() if query == "七十寿宴" for text in texts}
+    assert len(world.chats) == 32 and not any(text in finished for _, text in world.chats[16:])  # nor debated again
+    assert read_pair_file(resumed.output) == read_pair_file(whole.output)
+
+
+def test_a_torn_log_resumes_mid_prompt(tmp_path):
+    world = DebateWorld()
+    with ScriptedServer(world) as server:
+        run(server, tmp_path, on_progress=lambda e: e.get("event") != "step")
+        log = tmp_path / "run.work" / DEBATE_FILE
+        rows = log.read_text().splitlines()
+        # killed while the last reflect answer was being written: a torn line, that stage only is done again
+        log.write_text("\n".join(rows[:-1]) + "\n" + rows[-1][:15], encoding="utf-8")
+        world.chats.clear()
+        resumed = run(server, tmp_path)
+    assert resumed.completed
+    assert [a for a, _ in world.chats].count("reflect") == 5 and [a for a, _ in world.chats].count("positive") == 4
+
+
+def test_bad_input_is_a_clear_error_and_writes_no_pairs(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with ScriptedServer(DebateWorld()) as server:
+        agents = agents_for(server)
+        with pytest.raises(CurationError, match=rf"base_url: the positive agent's endpoint failed: .*127.0.0.1:{port}"):
+            curate_pairs_by_debate(["七十寿宴"], agents, client_for(f"http://127.0.0.1:{port}/v1"),
+                                   output=tmp_path / "p.json", workdir=tmp_path / "w", progress_bar=False)
+        with pytest.raises(CurationError, match="prompts: no prompts to curate"):
+            curate_pairs_by_debate(["", " "], agents, client_for(server.base_url), progress_bar=False)
+        with pytest.raises(CurationError, match="base_url: the debate agents need an LLM endpoint"):
+            curate_pairs_by_debate(["七十寿宴"], agents, None, progress_bar=False)
+    world = DebateWorld(broken_agent="judge")
+    with ScriptedServer(world) as server:
+        with pytest.raises(CurationError, match="judge agent: the endpoint gave an invalid answer twice: first the "
+                                                "answer is not JSON; after the repair request the answer is not JSON"):
+            curate_pairs_by_debate(["七十寿宴"], agents_for(server), client_for(server.base_url),
+                                   output=tmp_path / "p.json", progress_bar=False)
+    judged = [text for agent, text in world.chats if agent == "judge"]
+    assert judged and all(judged.count(text) == 2 for text in judged)  # one repair request, then the error
+    assert not (tmp_path / "p.json").exists()
