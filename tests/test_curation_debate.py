@@ -208,3 +208,72 @@ def test_bad_input_is_a_clear_error_and_writes_no_pairs(tmp_path):
     judged = [text for agent, text in world.chats if agent == "judge"]
     assert judged and all(judged.count(text) == 2 for text in judged)  # one repair request, then the error
     assert not (tmp_path / "p.json").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# The job kind "curate_pairs" with method=debate, and `manage.py curate_pairs --method debate`
+
+
+def well_and_badly_rated_corpus():
+    from webapp.corpus.models import Greeting, Label, Query
+
+    for query, text, value in (("奶奶寿宴祝福", "愿奶奶寿比南山", "good"), ("八十大寿祝福语", "松柏长青，福寿绵长", "good"),
+                               ("寿宴祝福语", "寿宴快乐快乐快乐", "bad")):
+        greeting = Greeting.objects.create(query=Query.objects.create(text=query), text=text)
+        Label.objects.create(greeting=greeting, value=value, source_kind="human", source_name="tester")
+
+
+@pytest.mark.django_db
+def test_the_job_kind_runs_the_debate_stops_and_resumes(tmp_path, settings):
+    from tests.test_judge_jobs import TinyJob, as_stored
+    from webapp.judges import jobs
+
+    settings.VAR_DIR = tmp_path / "var"
+    well_and_badly_rated_corpus()
+    prompts = tmp_path / "queries.txt"
+    prompts.write_text("七十寿宴\n新年贺词\n", encoding="utf-8")
+    world = DebateWorld()
+    with ScriptedServer(world) as server:
+        settings.JUDGE_LLM_BASE_URL, settings.JUDGE_LLM_MODEL = server.base_url, "stand-in"
+        params = as_stored(jobs.CuratePairsParams, {
+            "method": "debate", "prompts_file": str(prompts), "remote_url": server.base_url.removesuffix("/v1"),
+            "remote_model": "m", "temperatures": "0.7,1.1", "candidates_per_agent": 2, "max_longer_share": 1.0,
+            "retrieve_k": 2, "name": "debate-pairs"})
+        stopped = jobs.run_curate_pairs(params, TinyJob(tmp_path / "job", stop_after=1))
+        assert stopped["cancelled"] and not (settings.VAR_DIR / "curation" / "debate-pairs.json").exists()
+        chats_before = len(world.chats)
+        job = TinyJob(tmp_path / "job")
+        result = jobs.run_curate_pairs(params, job)
+    stats = result["stats"]
+    assert result["judges"] == ["debate"] and result["endpoint"]["model"] == "stand-in"
+    assert stats["method"] == "debate" and stats["prompts_resumed"] == 1 and stats["pairs"] == 2
+    assert chats_before == 16 and len(world.chats) == 32  # the resumed job asked only for the second prompt
+    assert stats["retrieval_examples"] == 2  # the badly rated greeting is not indexed
+    assert all("寿宴快乐" not in examples for _, examples in world.generations)
+    assert ("七十寿宴", "「愿奶奶寿比南山」；「松柏长青，福寿绵长」") in world.generations
+    assert [e["step"] for e in job.events if e["event"] == "step"] == [1, 2]
+    records = read_pair_file(result["pairs_file"])
+    assert all(r["provenance"]["debate"]["chosen"]["final"] == 1 for r in records)
+
+
+@pytest.mark.django_db
+def test_the_command_names_the_missing_or_dead_endpoint_and_writes_nothing(tmp_path, settings):
+    from django.core.management import CommandError, call_command
+
+    settings.VAR_DIR = tmp_path / "var"
+    prompts = tmp_path / "queries.txt"
+    prompts.write_text("七十寿宴\n", encoding="utf-8")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with ScriptedServer(DebateWorld()) as server:
+        args = ["curate_pairs", "--method", "debate", "--prompts", str(prompts), "--name", "nothing",
+                "--remote-url", server.base_url.removesuffix("/v1"), "--remote-model", "m"]
+        settings.JUDGE_LLM_BASE_URL, settings.JUDGE_LLM_MODEL = "", ""
+        with pytest.raises(CommandError, match="base_url: the debate agents need an LLM endpoint"):
+            call_command(*args)
+        settings.JUDGE_LLM_BASE_URL, settings.JUDGE_LLM_MODEL = f"http://127.0.0.1:{port}/v1", "m"
+        settings.JUDGE_LLM_TIMEOUT = 2
+        with pytest.raises(CommandError, match=rf"base_url: the positive agent's endpoint failed: .*127.0.0.1:{port}"):
+            call_command(*args)
+    assert not (settings.VAR_DIR / "curation" / "nothing.json").exists()

@@ -67,6 +67,9 @@ class CommandJob:
 
 
 class CuratePairsParams(forms.Form):
+    method = forms.ChoiceField(choices=[("score", "score: judges score, clear margins kept"),
+                                        ("debate", "debate: retrieve, positive/negative agents, judge, reflect")],
+                               initial="score", help_text="debate uses the LLM judge's endpoint (JUDGE_LLM_*).")
     prompts_file = forms.CharField(help_text="Queries: any importable file (queries, alpaca, pairwise, labeled, verl).")
     max_prompts = forms.IntegerField(min_value=1, max_value=100_000, initial=50)
     checkpoints = forms.CharField(required=False, help_text="Generator checkpoints (names or ids, comma-separated); "
@@ -77,7 +80,10 @@ class CuratePairsParams(forms.Form):
     personas = forms.CharField(required=False, help_text="Style hints taken in turn by the agents, e.g. 古风,幽默.")
     candidates_per_agent = forms.IntegerField(min_value=1, max_value=16, initial=2)
     max_new_tokens = forms.IntegerField(min_value=8, max_value=512, initial=96)
-    judges = forms.CharField(required=False, help_text="Judge versions (names, comma-separated); blank: the active judge.")
+    judges = forms.CharField(required=False, help_text="Judge versions (names, comma-separated); blank: the active "
+                                                       "judge. Method score only.")
+    retrieve_k = forms.IntegerField(min_value=0, max_value=8, initial=3,
+                                    help_text="Method debate: similar well-rated corpus greetings as few-shot examples.")
     min_margin = forms.FloatField(min_value=0.01, max_value=1.0, initial=0.3)
     max_longer_share = forms.FloatField(min_value=0.0, max_value=1.0, initial=0.5,
                                         help_text="At most this share of pairs whose chosen text is longer.")
@@ -126,6 +132,13 @@ def run_curate_pairs(params: dict, job: JobHandle) -> dict:
         remote_model=p["remote_model"])
     name = p["name"] or f"pairs-job{job.id}"
     try:
+        if p["method"] == "debate":
+            return services.curate_preference_pairs_by_debate(
+                prompts_file=Path(p["prompts_file"]), agents=agents,
+                exclude_files=[Path(f) for f in p["exclude_files"]], config=config, max_prompts=p["max_prompts"],
+                workdir=Path(job.workdir), name=name, import_to_corpus=p["import_to_corpus"],
+                k=p["retrieve_k"] if p["retrieve_k"] is not None else 3, on_progress=job.on_progress,
+                progress_bar=True)
         return services.curate_preference_pairs(
             prompts_file=Path(p["prompts_file"]), agents=agents, judge_names=split_list(p["judges"]),
             exclude_files=[Path(f) for f in p["exclude_files"]], config=config, max_prompts=p["max_prompts"],
@@ -225,8 +238,10 @@ def run_reward_model(params: dict, job: JobHandle) -> dict:
 
 CURATE_PAIRS = register(JobKind(
     name="curate_pairs", label="Curate preference pairs", params_form=CuratePairsParams, run=run_curate_pairs,
-    description="Multi-agent rejection sampling: several generator agents write, the judges score, pairs with a "
-                "clear margin are kept (length-balanced, evaluation queries excluded).",
+    description="Multi-agent rejection sampling: several generator agents write; method score: the judges score, "
+                "pairs with a clear margin are kept; method debate: retrieved few-shot examples, positive and "
+                "negative agents, a 0/1 judge and a reflect agent that overturns only with quoted evidence. "
+                "Length-balanced, evaluation queries excluded.",
     resumable=True, tags=("judges", "data")))
 ADVERSARIAL_JUDGE = register(JobKind(
     name="adversarial_judge", label="Adversarial judge optimisation", params_form=AdversarialJudgeParams,

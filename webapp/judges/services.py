@@ -490,6 +490,19 @@ def curate_preference_pairs(*, prompts_file: Path, agents, judge_names: Sequence
     Returns {pairs_file, stats, completed, judges}; raises JudgeServiceError (JudgeJobCancelled when stopped)."""
     from training.curation import CurationError, curate_pairs
 
+    name, output, queries, exclude = _curation_inputs(name, prompts_file, exclude_files, max_prompts)
+    versions = [resolve_judge(j) for j in judge_names] if judge_names else [resolve_judge(None)]
+    judges = {version.name: load_judge(version) for version in versions}
+    try:
+        result = curate_pairs(queries, agents, judges, config, exclude_queries=exclude, workdir=workdir,
+                              output=output, on_progress=on_progress, progress_bar=progress_bar)
+    except CurationError as exc:
+        raise JudgeServiceError(str(exc)) from exc
+    return _curation_report(result, name, import_to_corpus, judges=list(judges))
+
+
+def _curation_inputs(name, prompts_file, exclude_files, max_prompts) -> tuple[str, Path, list[str], list[str]]:
+    """(name, the pair file to write, the prompts, the evaluation queries never to use); errors name the field."""
     name = name or _default_name("pairs")
     output = curation_dir() / f"{name}.json"
     if output.exists():
@@ -500,23 +513,95 @@ def curate_preference_pairs(*, prompts_file: Path, agents, judge_names: Sequence
     exclude = []
     for path in exclude_files:
         exclude += read_queries(Path(path), field="exclude_files")
-    versions = [resolve_judge(j) for j in judge_names] if judge_names else [resolve_judge(None)]
-    judges = {version.name: load_judge(version) for version in versions}
-    try:
-        result = curate_pairs(queries, agents, judges, config, exclude_queries=exclude, workdir=workdir,
-                              output=output, on_progress=on_progress, progress_bar=progress_bar)
-    except CurationError as exc:
-        raise JudgeServiceError(str(exc)) from exc
+    return name, output, queries, exclude
+
+
+def _curation_report(result, name: str, import_to_corpus: bool, **extra) -> dict:
     if not result.completed:
-        raise JudgeJobCancelled(f"curation {name} stopped after {result.stats['prompts_resumed']} resumed and "
-                                f"{result.stats['candidates_judged']} judged candidates; no pair file written")
-    report = {"pairs_file": str(result.output), "completed": True, "judges": list(judges), "stats": result.stats}
+        done = result.stats.get("candidates_judged", result.stats.get("candidates_debated"))
+        raise JudgeJobCancelled(f"curation {name} stopped after {result.stats['prompts_resumed']} resumed prompts and "
+                                f"{done} judged candidates; no pair file written")
+    report = {"pairs_file": str(result.output), "completed": True, **extra, "stats": result.stats}
     if import_to_corpus and result.records:
         from webapp.corpus.services import import_file
 
         summary = import_file(result.output, "pairwise", progress=False, origin=f"curation:{name}")
         report["imported"] = str(summary)
     return report
+
+
+RETRIEVAL_LIMIT = 20_000  # the newest well-rated greetings indexed for few-shot retrieval
+
+
+def retrieval_examples(limit: int = RETRIEVAL_LIMIT):
+    """Well-rated corpus greetings as training.curation.Example: more good labels than bad ones, or the
+    chosen side of a preference pair (what the corpus says people liked)."""
+    from django.db.models import Count, F, Q
+
+    from training.curation import Example
+    from webapp.corpus.models import PreferencePair
+
+    labelled = (Greeting.objects.annotate(good=Count("labels", filter=Q(labels__value=Label.Value.GOOD)),
+                                          bad=Count("labels", filter=Q(labels__value=Label.Value.BAD)))
+                .filter(good__gt=F("bad")).values_list("id", flat=True))
+    ids = set(labelled) | set(PreferencePair.objects.values_list("chosen_id", flat=True))
+    rows = (Greeting.objects.filter(id__in=ids).order_by("-id").values_list("id", "query__text", "text")[:limit])
+    return [Example(str(pk), query, text) for pk, query, text in rows]
+
+
+def debate_principles():
+    """The strengths, weaknesses and rules the debate agents use: the active judge's principle set, else the
+    newest 'default', else the built-in starting principles."""
+    from training.curation import DebatePrinciples
+    from webapp.judges.principles import DEFAULT_RULES, DEFAULT_STRENGTHS, DEFAULT_WEAKNESSES
+
+    try:
+        found = resolve_principle_set(None)
+        return DebatePrinciples(tuple(found.strengths), tuple(found.weaknesses), tuple(found.rules))
+    except JudgeServiceError:
+        return DebatePrinciples(tuple(DEFAULT_STRENGTHS), tuple(DEFAULT_WEAKNESSES), tuple(DEFAULT_RULES))
+
+
+def debate_client(llm_config: dict | None = None, principles=None):
+    """The debate agents' endpoint: an LLMJudge client (retries, concurrency limit, token accounting) from the
+    LLM judge's settings (JUDGE_LLM_*), overridden by llm_config."""
+    from training.judges.llm import LLMJudge, LLMJudgeConfig
+
+    config = {**llm_settings(), **(llm_config or {})}
+    if not config.get("base_url") or not config.get("model"):
+        raise JudgeServiceError("base_url: the debate agents need an LLM endpoint (JUDGE_LLM_BASE_URL and "
+                                "JUDGE_LLM_MODEL in settings)")
+    known = set(LLMJudgeConfig.__dataclass_fields__)
+    try:
+        endpoint = LLMJudgeConfig(**{k: v for k, v in config.items() if k in known})
+    except (TypeError, ValueError) as exc:
+        raise JudgeServiceError(f"base_url: cannot reach the debate endpoint: {exc}") from exc
+    rules = list(principles.rules) if principles and principles.rules else ["只有在各方面都好时才给 1。"]
+    return LLMJudge(endpoint, rules=rules, name="debate")
+
+
+def curate_preference_pairs_by_debate(*, prompts_file: Path, agents, exclude_files: Sequence[Path] = (), config=None,
+                                      max_prompts: int | None = None, workdir: Path | None = None,
+                                      name: str | None = None, import_to_corpus: bool = False, k: int = 3,
+                                      llm_config: dict | None = None, on_progress=None,
+                                      progress_bar: bool = True) -> dict:
+    """Rejection sampling by debate (training.curation.debate): few-shot examples retrieved from the corpus's
+    well-rated greetings (evaluation queries excluded), the agents on the LLM judge's endpoint, pairs written
+    under var/curation/NAME.json. Returns {pairs_file, stats, completed, judges, endpoint}."""
+    from training.curation import CurationError, RetrievalIndex, curate_pairs_by_debate
+
+    name, output, queries, exclude = _curation_inputs(name, prompts_file, exclude_files, max_prompts)
+    principles = debate_principles()
+    client = debate_client(llm_config, principles)
+    index = RetrievalIndex(retrieval_examples()) if k else None
+    try:
+        result = curate_pairs_by_debate(queries, agents, client, config, index=index, k=k, principles=principles,
+                                        exclude_queries=exclude, workdir=workdir, output=output,
+                                        on_progress=on_progress, progress_bar=progress_bar)
+    except CurationError as exc:
+        raise JudgeServiceError(str(exc)) from exc
+    return _curation_report(result, name, import_to_corpus, judges=["debate"],
+                            endpoint={"base_url": client.config.base_url, "model": client.config.model})
 
 
 def resolve_principle_set(identifier: str | None) -> PrincipleSet:

@@ -12,6 +12,11 @@ class Command(BaseCommand):
             "with the same --name resumes where it stopped.")
 
     def add_arguments(self, parser):
+        parser.add_argument("--method", choices=["score", "debate"], default="score",
+                            help="score: the judges score, clear margins kept; debate: retrieved few-shot examples, "
+                                 "positive/negative agents, a 0/1 judge and a reflect agent on the LLM judge's "
+                                 "endpoint (JUDGE_LLM_BASE_URL, JUDGE_LLM_MODEL).")
+        parser.add_argument("--retrieve-k", type=int, default=3, help="Method debate: few-shot examples per prompt.")
         parser.add_argument("--prompts", required=True, help="Queries (any importable file).")
         parser.add_argument("--max-prompts", type=int, default=50)
         parser.add_argument("--checkpoints", default="", help="Names or ids, comma-separated (default: the active one).")
@@ -31,7 +36,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", dest="as_json")
 
     def handle(self, *args, **o):
-        params = {"prompts_file": o["prompts"], "max_prompts": o["max_prompts"], "checkpoints": o["checkpoints"],
+        params = {"method": o["method"], "retrieve_k": o["retrieve_k"], "prompts_file": o["prompts"], "max_prompts": o["max_prompts"], "checkpoints": o["checkpoints"],
                   "remote_url": o["remote_url"], "remote_model": o["remote_model"], "temperatures": o["temperatures"],
                   "personas": o["personas"], "candidates_per_agent": o["candidates_per_agent"], "judges": o["judges"],
                   "min_margin": o["min_margin"], "max_longer_share": o["max_longer_share"],
