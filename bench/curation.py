@@ -7,7 +7,10 @@ engine as the agents' backend and the TF-IDF judge (trained on the training side
 pairs, as in bench/judges.py):
 
 * anchor: one agent (temperature 0.8, 4 candidates);
-* multi-agent: two agents (temperature 0.7 and 1.2 with a persona, 2 candidates each).
+* multi-agent: two agents (temperature 0.7 and 1.2 with a persona, 2 candidates each);
+* debate (only with --debate-url URL --debate-model M, an OpenAI-compatible chat endpoint): the same two
+  agents with 3 few-shot examples retrieved from the training pairs' chosen greetings, then the positive,
+  negative, judge and reflect agents (training.curation.debate) on that endpoint.
 
 Prompts come from random_query.txt minus every query of evaluate_data.json and of the held-out
 pairs (the leakage guard; the count is reported). Without --checkpoint a tiny generator is
@@ -21,7 +24,7 @@ from pathlib import Path
 
 from bench.judges import SHARED, load_bench_data
 from generation.backends import LocalEngineBackend
-from training.curation import CurationConfig, GeneratorAgent, curate_pairs
+from training.curation import CurationConfig, Example, GeneratorAgent, RetrievalIndex, curate_pairs, curate_pairs_by_debate
 from training.judges.data import load_labeled
 from training.judges.tfidf import train_tfidf_judge
 
@@ -50,7 +53,32 @@ def stage_shares(stats: dict) -> dict:
             "pairs_dropped_by_length_guard": stats["pairs_dropped_length_guard"]}
 
 
-def run(data_dir: Path, checkpoint: Path | None, n_prompts: int, gen_steps: int, min_margin: float) -> dict:
+def debate_stage_shares(stats: dict) -> dict:
+    generated, debated = stats["candidates_generated"] or 1, stats["candidates_debated"] or 1
+    return {"length_limits": round(stats["candidates_rejected_length_limits"] / generated, 3),
+            "duplicates": round(stats["candidates_rejected_duplicate"] / generated, 3),
+            "judge_0": round(stats["judge_rejected"] / debated, 3), "final_0": round(stats["final_rejected"] / debated, 3),
+            "overturns": stats["overturns"], "overturns_refused": stats["overturns_refused"],
+            "prompts_without_pair": round(stats["prompts_without_pair"] / max(1, stats["prompts"]), 3),
+            "pairs_dropped_by_length_guard": stats["pairs_dropped_length_guard"]}
+
+
+def debate_run(prompts, agents, data, evaluation_queries, config, url: str, model: str) -> dict:
+    from training.curation import DebatePrinciples
+    from training.judges.llm import LLMJudge, LLMJudgeConfig
+    from webapp.judges.principles import DEFAULT_RULES, DEFAULT_STRENGTHS, DEFAULT_WEAKNESSES  # plain lists
+
+    principles = DebatePrinciples(tuple(DEFAULT_STRENGTHS), tuple(DEFAULT_WEAKNESSES), tuple(DEFAULT_RULES))
+    client = LLMJudge(LLMJudgeConfig(base_url=url, model=model), rules=list(DEFAULT_RULES), name="debate")
+    index = RetrievalIndex([Example(f"train{i}", p.query, p.chosen) for i, p in enumerate(data.train)])
+    result = curate_pairs_by_debate(prompts, agents, client, config, index=index, k=3, principles=principles,
+                                    exclude_queries=evaluation_queries, progress_bar=True)
+    return {"stats": result.stats, "rejected_share_by_stage": debate_stage_shares(result.stats),
+            "pairs_per_prompt": round(result.stats["pairs"] / max(1, result.stats["prompts"]), 3)}
+
+
+def run(data_dir: Path, checkpoint: Path | None, n_prompts: int, gen_steps: int, min_margin: float,
+        debate_url: str = "", debate_model: str = "") -> dict:
     data = load_bench_data(data_dir)
     judge = train_tfidf_judge([p.chosen for p in data.train], [p.rejected for p in data.train], name="tfidf-bench")
     evaluation_queries = [p.query for p in data.heldout] + [i.query for i in load_labeled(data_dir / "evaluate_data.json")]
@@ -74,6 +102,9 @@ def run(data_dir: Path, checkpoint: Path | None, n_prompts: int, gen_steps: int,
                                   progress_bar=True)
             results[name] = {"stats": result.stats, "rejected_share_by_stage": stage_shares(result.stats),
                              "pairs_per_prompt": round(result.stats["pairs"] / max(1, result.stats["prompts"]), 3)}
+        if debate_url:
+            results["debate"] = debate_run(prompts, setups["multi_agent"], data, evaluation_queries, config,
+                                           debate_url, debate_model)
     anchor, multi = results["anchor_one_agent"]["stats"], results["multi_agent"]["stats"]
     return {"generator": source, "generator_train_seconds": round(generator_seconds, 1), "prompts": len(prompts),
             "evaluation_queries_in_first_pool_slice": leaked_in_pool, "min_margin": min_margin,
@@ -81,7 +112,10 @@ def run(data_dir: Path, checkpoint: Path | None, n_prompts: int, gen_steps: int,
             "ratio_multi_vs_anchor": {
                 "pairs_per_minute": round(multi["pairs_per_minute"] / anchor["pairs_per_minute"], 3)
                 if anchor["pairs_per_minute"] else None,
-                "pairs": round(multi["pairs"] / anchor["pairs"], 3) if anchor["pairs"] else None}}
+                "pairs": round(multi["pairs"] / anchor["pairs"], 3) if anchor["pairs"] else None},
+            **({"ratio_debate_vs_anchor": {
+                "pairs_per_minute": round(results["debate"]["stats"]["pairs_per_minute"] / anchor["pairs_per_minute"], 3)
+                if anchor["pairs_per_minute"] else None}} if debate_url else {})}
 
 
 def print_table(report: dict) -> None:
@@ -93,6 +127,8 @@ def print_table(report: dict) -> None:
               f"{s['seconds']} s  candidates {s['candidates_generated']}  rejected: {r['rejected_share_by_stage']}  "
               f"chosen-longer share {s['chosen_longer_share_before_guard']} -> {s['chosen_longer_share']}")
     print(f"  multi-agent vs anchor: {report['ratio_multi_vs_anchor']}")
+    if "ratio_debate_vs_anchor" in report:
+        print(f"  debate vs anchor: {report['ratio_debate_vs_anchor']}")
 
 
 def main() -> None:
@@ -103,12 +139,17 @@ def main() -> None:
     parser.add_argument("--gen-steps", type=int, default=300)
     parser.add_argument("--min-margin", type=float, default=0.3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--debate-url", default="", help="an OpenAI-compatible endpoint (…/v1) for the debate agents")
+    parser.add_argument("--debate-model", default="")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
-    report = run(args.data, args.checkpoint, args.prompts, args.gen_steps, args.min_margin)
+    if args.debate_url and not args.debate_model:
+        parser.error("--debate-model: name the model the debate endpoint serves")
+    report = run(args.data, args.checkpoint, args.prompts, args.gen_steps, args.min_margin, args.debate_url,
+                 args.debate_model)
     print_table(report)
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
