@@ -18,6 +18,7 @@ trained on sft_data.json first (--gen-steps; seconds on a CPU): its greetings ar
 figures measure the machinery (throughput, the share rejected at each stage), not pair quality."""
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -63,13 +64,14 @@ def debate_stage_shares(stats: dict) -> dict:
             "pairs_dropped_by_length_guard": stats["pairs_dropped_length_guard"]}
 
 
-def debate_run(prompts, agents, data, evaluation_queries, config, url: str, model: str) -> dict:
+def debate_run(prompts, agents, data, evaluation_queries, config, url: str, model: str, api_key: str = "") -> dict:
     from training.curation import DebatePrinciples
     from training.judges.llm import LLMJudge, LLMJudgeConfig
     from webapp.judges.principles import DEFAULT_RULES, DEFAULT_STRENGTHS, DEFAULT_WEAKNESSES  # plain lists
 
     principles = DebatePrinciples(tuple(DEFAULT_STRENGTHS), tuple(DEFAULT_WEAKNESSES), tuple(DEFAULT_RULES))
-    client = LLMJudge(LLMJudgeConfig(base_url=url, model=model), rules=list(DEFAULT_RULES), name="debate")
+    client = LLMJudge(LLMJudgeConfig(base_url=url, model=model, api_key=api_key), rules=list(DEFAULT_RULES),
+                      name="debate")
     index = RetrievalIndex([Example(f"train{i}", p.query, p.chosen) for i, p in enumerate(data.train)])
     result = curate_pairs_by_debate(prompts, agents, client, config, index=index, k=3, principles=principles,
                                     exclude_queries=evaluation_queries, progress_bar=True)
@@ -78,7 +80,7 @@ def debate_run(prompts, agents, data, evaluation_queries, config, url: str, mode
 
 
 def run(data_dir: Path, checkpoint: Path | None, n_prompts: int, gen_steps: int, min_margin: float,
-        debate_url: str = "", debate_model: str = "") -> dict:
+        debate_url: str = "", debate_model: str = "", debate_api_key: str = "") -> dict:
     data = load_bench_data(data_dir)
     judge = train_tfidf_judge([p.chosen for p in data.train], [p.rejected for p in data.train], name="tfidf-bench")
     evaluation_queries = [p.query for p in data.heldout] + [i.query for i in load_labeled(data_dir / "evaluate_data.json")]
@@ -104,7 +106,7 @@ def run(data_dir: Path, checkpoint: Path | None, n_prompts: int, gen_steps: int,
                              "pairs_per_prompt": round(result.stats["pairs"] / max(1, result.stats["prompts"]), 3)}
         if debate_url:
             results["debate"] = debate_run(prompts, setups["multi_agent"], data, evaluation_queries, config,
-                                           debate_url, debate_model)
+                                           debate_url, debate_model, debate_api_key)
     anchor, multi = results["anchor_one_agent"]["stats"], results["multi_agent"]["stats"]
     return {"generator": source, "generator_train_seconds": round(generator_seconds, 1), "prompts": len(prompts),
             "evaluation_queries_in_first_pool_slice": leaked_in_pool, "min_margin": min_margin,
@@ -141,6 +143,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--debate-url", default="", help="an OpenAI-compatible endpoint (…/v1) for the debate agents")
     parser.add_argument("--debate-model", default="")
+    parser.add_argument("--debate-api-key", default=os.environ.get("JUDGE_LLM_API_KEY", ""))
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     import torch
@@ -149,7 +152,7 @@ def main() -> None:
     if args.debate_url and not args.debate_model:
         parser.error("--debate-model: name the model the debate endpoint serves")
     report = run(args.data, args.checkpoint, args.prompts, args.gen_steps, args.min_margin, args.debate_url,
-                 args.debate_model)
+                 args.debate_model, args.debate_api_key)
     print_table(report)
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
