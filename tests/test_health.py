@@ -67,3 +67,19 @@ def test_worker_and_beat_go_green_then_red_when_killed(client, celery_processes,
     red = wait_until(lambda: (p := parts()) and not p["worker"]["ok"] and p, timeout=30, describe="stale worker")
     assert "stale" in red["worker"]["detail"]
     assert red["beat"]["ok"] is True
+
+
+@pytest.mark.django_db
+def test_status_page_reuses_a_short_lived_snapshot_while_healthz_stays_live(client):
+    from django.utils import timezone
+
+    from webapp.core import health
+    from webapp.core.models import Heartbeat
+
+    before = health.recent_health(max_age=0)  # checked now
+    assert {p.name: p.ok for p in before}["worker"] is False
+    Heartbeat.objects.create(name="w@test", role="worker", last_seen=timezone.now())
+    assert health.recent_health(max_age=3600) is before  # within its age: the same snapshot, no checks run
+    assert healthz(client)[1]["parts"]["worker"]["ok"] is True  # /healthz checks every time
+    after = health.recent_health(max_age=0)  # past its age: checked again
+    assert {p.name: p.ok for p in after}["worker"] is True

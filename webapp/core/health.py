@@ -1,4 +1,6 @@
 """Health of each part of the app, as plain data: the status page and /healthz render it."""
+import threading
+import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
@@ -103,3 +105,20 @@ def check_all() -> list[PartHealth]:
         check_checkpoint(),
         check_device(),
     ]
+
+
+# The status page is public, the same for everyone, and polled (every 5 s per open page): under load,
+# running every check per view (a broker connection, heartbeat and registry reads) cost more than the
+# page itself. So the page shows a snapshot at most this old, per process; /healthz stays live.
+STATUS_SNAPSHOT_SECONDS = 2.0
+_snapshot_lock = threading.Lock()
+_snapshot: tuple[float, list[PartHealth]] | None = None
+
+
+def recent_health(max_age: float = STATUS_SNAPSHOT_SECONDS) -> list[PartHealth]:
+    """check_all(), reused for `max_age` seconds; one thread refreshes it while the others wait for that."""
+    global _snapshot
+    with _snapshot_lock:
+        if _snapshot is None or time.monotonic() - _snapshot[0] >= max_age:
+            _snapshot = (time.monotonic(), check_all())
+        return _snapshot[1]

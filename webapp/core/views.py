@@ -2,18 +2,18 @@ from django.http import JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from webapp.core.health import check_all
+from webapp.core.health import check_all, recent_health
 
 
 @require_GET
 def status_page(request):
-    return render(request, "core/status.html", {"parts": check_all()})
+    return render(request, "core/status.html", {"parts": recent_health()})
 
 
 @require_GET
 def status_parts(request):
     """The parts list alone, polled by htmx so the page stays live."""
-    return render(request, "core/_status_parts.html", {"parts": check_all()})
+    return render(request, "core/_status_parts.html", {"parts": recent_health()})
 
 
 @require_GET
