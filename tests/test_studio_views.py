@@ -196,6 +196,28 @@ def test_event_stream_sends_progress_then_end(writer, client_for, monkeypatch, e
     assert "event: progress" in body and "平安喜乐" in body and body.rstrip().endswith('data: {"status": "done"}')
 
 
+def test_event_stream_reads_a_queued_request_from_the_database_about_once_a_second(writer, monkeypatch):
+    """Until a worker publishes state to the cache, the stream's state is in the database: read it there at
+    most every STREAM_DATABASE_POLL_SECONDS (not every 0.1 s tick), and still see a change made there."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from webapp.studio import views
+
+    monkeypatch.setattr(views, "STREAM_MAX_SECONDS", 1.2)
+    req = GenerationRequest.objects.create(user=writer, query="q", n=1)
+    req.reset_candidates()
+    with CaptureQueriesContext(connection) as queries:
+        body = "".join(views._events(req))
+    reads = sum('FROM "studio_generationrequest"' in q["sql"] for q in queries.captured_queries)
+    assert 1 <= reads <= 2, queries.captured_queries  # 0 s and 1 s, where every tick would have been ~12
+    assert '"status": "queued"' in body and "event: timeout" in body
+
+    GenerationRequest.objects.filter(pk=req.pk).update(status="failed", reason="boom")  # nothing in the cache
+    body = "".join(views._events(req))
+    assert '"reason": "boom"' in body and body.rstrip().endswith('data: {"status": "failed"}')
+
+
 def test_rate_limits_answer_429_on_the_api_and_a_message_on_the_page(writer, client_for, monkeypatch, enqueued,
                                                                      settings):
     use_fake_backend(monkeypatch, ["x"])

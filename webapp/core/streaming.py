@@ -8,6 +8,7 @@ import threading
 
 from asgiref.sync import sync_to_async
 from django.core.handlers.asgi import ASGIRequest
+from django.db import close_old_connections
 from django.http import StreamingHttpResponse
 
 
@@ -24,10 +25,19 @@ async def async_chunks(chunks):
     generator is closed in a thread (it may still be inside next(); closing waits for that step)."""
     done = object()
     try:
-        while (chunk := await sync_to_async(next, thread_sensitive=False)(chunks, done)) is not done:
+        while (chunk := await sync_to_async(next_chunk, thread_sensitive=False)(chunks, done)) is not done:
             yield chunk
     finally:
         threading.Thread(target=close_quietly, args=(chunks,), daemon=True).start()
+
+
+def next_chunk(chunks, done):
+    """One step in a shared executor thread, which no request's end cleans up: hand back any database
+    connection the step took (to the pool under uvicorn), or each such thread would keep one for good."""
+    try:
+        return next(chunks, done)
+    finally:
+        close_old_connections()
 
 
 def close_quietly(chunks) -> None:

@@ -192,14 +192,19 @@ def progress_key(req: GenerationRequest) -> str:
 
 def progress(req: GenerationRequest) -> dict:
     """The request's live state: the cache's when the worker wrote one, else the database's."""
-    try:
-        state = cache.get(progress_key(req))
-    except Exception:  # noqa: BLE001 — the cache is down: the database has the same state
-        state = None
+    state = cached_progress(req)
     if state is not None:
         return state
     req.refresh_from_db()
     return snapshot(req, list(req.candidates.all()))
+
+
+def cached_progress(req: GenerationRequest) -> dict | None:
+    """The state the worker last published, or None (not started yet, or the cache is down)."""
+    try:
+        return cache.get(progress_key(req))
+    except Exception:  # noqa: BLE001 — the cache is down: the database has the same state
+        return None
 
 
 def snapshot(req: GenerationRequest, candidates: list[Candidate]) -> dict:

@@ -21,6 +21,9 @@ from webapp.studio.forms import FeedbackForm, RequestForm, SignUpForm
 from webapp.studio.models import Candidate, GenerationRequest
 
 STREAM_POLL_SECONDS = 0.1
+# Until a worker publishes the request's state (it waits in the queue), that state is in the database only:
+# read it there at most this often, so streams of queued requests don't load the database 10 times a second each.
+STREAM_DATABASE_POLL_SECONDS = 1.0
 STREAM_MAX_SECONDS = 300
 
 
@@ -234,9 +237,15 @@ def _events(req: GenerationRequest):
     last = None
     deadline = time.monotonic() + STREAM_MAX_SECONDS
     idle = 0.0
+    next_database_read = 0.0
     yield "retry: 2000\n\n"
     while time.monotonic() < deadline:
-        state = services.progress(req)
+        state = services.cached_progress(req)
+        if state is None and time.monotonic() >= next_database_read:
+            state = services.progress(req)
+            next_database_read = time.monotonic() + STREAM_DATABASE_POLL_SECONDS
+        elif state is None:
+            state = last
         if state != last:
             last = state
             yield f"event: progress\ndata: {json.dumps(state, ensure_ascii=False)}\n\n"
