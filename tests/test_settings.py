@@ -45,3 +45,25 @@ def test_explicit_urls_win(tmp_path):
     assert values["debug"] is False
     assert values["kind"] == "redis" and values["broker"] == "redis://cache.example:6379/2"
     assert values["engine"].endswith("postgresql") and values["db"] == "zhufu"
+
+
+POOL_SETTINGS = ("import json, os, django; {import_asgi} django.setup(); from django.conf import settings as s; "
+                 "d = s.DATABASES['default']; print(json.dumps({{'pool': d.get('OPTIONS', {{}}).get('pool'), "
+                 "'age': d['CONN_MAX_AGE']}}))")
+
+
+def pool_settings(tmp_path, import_asgi: bool, database_url: str) -> dict:
+    clean = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "DB_POOL", "ZHUFU_DEMO", "DEBUG"}}
+    clean.update(DJANGO_SETTINGS_MODULE="webapp.settings", ZHUFU_VAR_DIR=str(tmp_path), SECRET_KEY="x" * 50,
+                 DATABASE_URL=database_url)
+    code = POOL_SETTINGS.format(import_asgi="import webapp.asgi;" if import_asgi else "")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=clean, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_the_web_server_pools_postgres_connections_and_other_processes_do_not(tmp_path):
+    postgres = "postgres://u:p@db.example:5432/zhufu"
+    web = pool_settings(tmp_path, import_asgi=True, database_url=postgres)
+    assert web["pool"]["max_size"] >= 4 and web["age"] == 0  # Django refuses a pool with persistent connections
+    assert pool_settings(tmp_path, import_asgi=False, database_url=postgres)["pool"] is None  # Celery, manage.py

@@ -122,6 +122,16 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 30
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+elif env_flag("DB_POOL") and DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # A bounded pool (psycopg_pool) reuses connections across uvicorn's request threads instead of starting a
+    # PostgreSQL backend per request; each request hands its connection back when it ends, and a broken one
+    # (PostgreSQL restarted) is checked and replaced. webapp/asgi.py turns it on for the web server only.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # Django refuses a pool with persistent connections
+    # timeout: a request waits at most 3 s for a connection (then 503); reconnect_timeout: a failed connection
+    # attempt is given up after 2 s, so once PostgreSQL is back the next request connects at once instead of
+    # waiting out the pool's exponential back-off (minutes by default).
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 2, "max_size": int(os.environ.get("DB_POOL_SIZE", "16")), "timeout": 3, "reconnect_timeout": 2}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 
