@@ -119,7 +119,21 @@ def _number_step(phase: str, ch: str, integer: bool) -> str | None:
     return None
 
 
-class JsonMachine:
+class CharMachine:
+    """A character-level state machine: subclasses define ``advance(state, ch)`` (None: refused)."""
+
+    def advance_text(self, state: tuple, text: str):
+        for ch in text:
+            state = self.advance(state, ch)
+            if state is None:
+                return None
+        return state
+
+    def is_done(self, state: tuple) -> bool:
+        return state[0] == "done"
+
+
+class JsonMachine(CharMachine):
     """Objects of one flat schema (see the module docstring)."""
 
     def __init__(self, schema):
@@ -207,16 +221,6 @@ class JsonMachine:
             return ("lit", j, prefix + ch) if any(v.startswith(prefix + ch) for v in literals) else None
         return None  # "done" takes nothing more
 
-    def advance_text(self, state: tuple, text: str):
-        for ch in text:
-            state = self.advance(state, ch)
-            if state is None:
-                return None
-        return state
-
-    def is_done(self, state: tuple) -> bool:
-        return state[0] == "done"
-
     def min_to_finish(self, state: tuple) -> int:
         """Fewest characters that complete the document from ``state``."""
         kind = state[0]
@@ -279,7 +283,7 @@ LITERALS = ("true", "false", "null")
 _IN_COST = {"obj_first": 0, "obj_key": 4, "key": 3, "colon": 2, "value": 1, "arr_first": 0, "after": 0, "str": 1}
 
 
-class AnyObjectMachine:
+class AnyObjectMachine(CharMachine):
     """Any JSON object. States: ("start",), ("done",), ("in", stack, where), ("num", stack, phase,
     length), ("lit", stack, prefix); ``stack`` holds "o"/"a" per open container, ``where`` is one
     of _IN_COST's keys. Every accepted prefix is one closing suffix away from valid JSON."""
@@ -342,16 +346,6 @@ class AnyObjectMachine:
                 return ("in", stack, "after")
             return ("lit", stack, word) if any(v.startswith(word) for v in LITERALS) else None
         return None
-
-    def advance_text(self, state: tuple, text: str):
-        for ch in text:
-            state = self.advance(state, ch)
-            if state is None:
-                return None
-        return state
-
-    def is_done(self, state: tuple) -> bool:
-        return state[0] == "done"
 
     def min_to_finish(self, state: tuple) -> int:
         kind = state[0]
