@@ -1,4 +1,7 @@
-"""Shared helpers for the studio tests (a fake backend; a local-memory cache)."""
+"""Shared helpers for the studio tests (a fake backend; a local-memory cache; fixtures)."""
+import pytest
+from django.core.cache import cache
+
 from generation.engine import StreamEvent
 
 
@@ -34,3 +37,26 @@ def use_fake_backend(monkeypatch, texts, error=None, checkpoint="ckpt-test") -> 
 
 
 LOCMEM = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "studio-tests"}}
+
+
+@pytest.fixture(autouse=True)
+def local_cache(settings):
+    settings.CACHES = LOCMEM
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    cache.clear()
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    from webapp.studio import services as studio_services
+
+    ids = []
+    monkeypatch.setattr(studio_services, "enqueue", ids.append)
+    return ids
+
+
+@pytest.fixture
+def writer(db):
+    from webapp.core.roles import WRITER, create_user_with_role
+
+    return create_user_with_role("wen", WRITER, "pw-wen-12345")[0]

@@ -6,7 +6,7 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.test import Client
 
-from tests.studio_helpers import LOCMEM, use_fake_backend
+from tests.studio_helpers import enqueued, local_cache, use_fake_backend, writer  # noqa: F401 (fixtures)
 from webapp.core.roles import WRITER, create_user_with_role
 from webapp.corpus.models import Label
 from webapp.studio import services
@@ -14,25 +14,6 @@ from webapp.studio.models import GenerationRequest
 from webapp.studio.tasks import run_request
 
 XSS = '<script>alert("x")</script>'
-
-
-@pytest.fixture(autouse=True)
-def local_cache(settings):
-    settings.CACHES = LOCMEM
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    cache.clear()
-
-
-@pytest.fixture
-def enqueued(monkeypatch):
-    ids = []
-    monkeypatch.setattr(services, "enqueue", ids.append)
-    return ids
-
-
-@pytest.fixture
-def writer(db):
-    return create_user_with_role("wen", WRITER, "pw-wen-12345")[0]
 
 
 @pytest.fixture
