@@ -122,6 +122,21 @@ def llm_settings() -> dict:
     return {field: getattr(settings, name) for field, name in names.items() if getattr(settings, name, None) not in (None, "")}
 
 
+def llm_endpoint(llm_config: dict | None, missing: str):
+    """An LLMJudgeConfig from settings (JUDGE_LLM_*) overridden by llm_config; `missing` says who needs it."""
+    from training.judges.llm import LLMJudgeConfig
+
+    config = {**llm_settings(), **(llm_config or {})}
+    if not config.get("base_url") or not config.get("model"):
+        raise JudgeServiceError(f"base_url: {missing} (JUDGE_LLM_BASE_URL and JUDGE_LLM_MODEL in settings, "
+                                "or base_url and model in the job's parameters)")
+    known = set(LLMJudgeConfig.__dataclass_fields__)
+    try:
+        return LLMJudgeConfig(**{k: v for k, v in config.items() if k in known})
+    except (TypeError, ValueError) as exc:
+        raise JudgeServiceError(f"base_url: the LLM endpoint's settings are not usable: {exc}") from exc
+
+
 def load_judge(judge_version: JudgeVersion):
     """The judge object (training.judges Judge protocol) a JudgeVersion describes."""
     if not JudgeVersion.objects.filter(pk=judge_version.pk).exists():
@@ -565,17 +580,9 @@ def debate_principles():
 def debate_client(llm_config: dict | None = None, principles=None):
     """The debate agents' endpoint: an LLMJudge client (retries, concurrency limit, token accounting) from the
     LLM judge's settings (JUDGE_LLM_*), overridden by llm_config."""
-    from training.judges.llm import LLMJudge, LLMJudgeConfig
+    from training.judges.llm import LLMJudge
 
-    config = {**llm_settings(), **(llm_config or {})}
-    if not config.get("base_url") or not config.get("model"):
-        raise JudgeServiceError("base_url: the debate agents need an LLM endpoint (JUDGE_LLM_BASE_URL and "
-                                "JUDGE_LLM_MODEL in settings)")
-    known = set(LLMJudgeConfig.__dataclass_fields__)
-    try:
-        endpoint = LLMJudgeConfig(**{k: v for k, v in config.items() if k in known})
-    except (TypeError, ValueError) as exc:
-        raise JudgeServiceError(f"base_url: cannot reach the debate endpoint: {exc}") from exc
+    endpoint = llm_endpoint(llm_config, "the debate agents need an LLM endpoint")
     rules = list(principles.rules) if principles and principles.rules else ["只有在各方面都好时才给 1。"]
     return LLMJudge(endpoint, rules=rules, name="debate")
 
@@ -636,16 +643,10 @@ def optimise_principle_set(*, principle_set: PrincipleSet, labelled_file: Path, 
     from training.data.formats import FormatError
     from training.judges.adversarial import AdversarialError, PrincipleError, Principles, optimise_principles, result_summary
     from training.judges.data import load_labeled
-    from training.judges.llm import LLMJudgeConfig
 
     _checked_principle_set(principle_set)
-    config = {**llm_settings(), **(llm_config or {})}
-    if not config.get("base_url") or not config.get("model"):
-        raise JudgeServiceError("base_url: the LLM endpoint is not configured (JUDGE_LLM_BASE_URL and "
-                                "JUDGE_LLM_MODEL, or base_url and model in the job's parameters)")
-    known = set(LLMJudgeConfig.__dataclass_fields__)
+    endpoint = llm_endpoint(llm_config, "the LLM endpoint is not configured")
     try:
-        endpoint = LLMJudgeConfig(**{k: v for k, v in config.items() if k in known})
         start = Principles(rules=principle_set.rules, strengths=principle_set.strengths,
                            weaknesses=principle_set.weaknesses)
     except (TypeError, ValueError) as exc:
