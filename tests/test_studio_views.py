@@ -226,3 +226,13 @@ def test_signup_creates_a_signed_in_writer(db):
     assert client.get("/write/").status_code == 200
     bad = Client().post("/write/signup/", {"username": "x", "password1": "a", "password2": "b"})
     assert bad.status_code == 400
+
+
+def test_a_writer_page_reads_the_users_roles_once(writer, client_for):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = client_for(writer)
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get("/write/history/").status_code == 200  # the view's check and the nav's both ask
+    assert sum('"auth_group"' in q["sql"] for q in queries.captured_queries) == 1

@@ -18,7 +18,17 @@ def has_role(user, role: str) -> bool:
         return False
     if role == ADMIN and user.is_superuser:
         return True
-    return user.groups.filter(name=role).exists()
+    return role in role_names(user)
+
+
+def role_names(user) -> frozenset[str]:
+    """The user's groups, read once per user object: a page asks several times (its view's check, the nav), and
+    each request loads its user afresh, so a role given or taken shows from the next request on."""
+    names = getattr(user, "_role_names", None)
+    if names is None:
+        names = frozenset(user.groups.values_list("name", flat=True))
+        user._role_names = names
+    return names
 
 
 def create_user_with_role(username: str, role: str, password: str | None = None) -> tuple[object, str | None]:
@@ -34,4 +44,5 @@ def create_user_with_role(username: str, role: str, password: str | None = None)
     is_admin = role == ADMIN
     user = User.objects.create_user(username=username, password=password, is_staff=is_admin, is_superuser=is_admin)
     user.groups.add(Group.objects.get(name=role))
+    user.__dict__.pop("_role_names", None)
     return user, password
