@@ -197,6 +197,10 @@ def test_grpo_and_evaluate_jobs_register_a_candidate_only(setup):
                             "max_new_tokens": 16}, handle)
     candidate = Checkpoint.objects.get(name=result["checkpoint"])
     assert candidate.status == "candidate" and candidate.data["parent"] == setup["active"].name
+    # the anti-collapse reward terms are on by default in the job (bench.rlaif: without them it collapsed)
+    steps = [e for e in handle.events if e.get("event") == "step"]
+    assert steps and all("diversity_penalty" in e and "copy_penalty" in e for e in steps)
+    assert sum(e["diversity_penalty"] for e in steps) > 0
     assert Checkpoint.objects.get(status="active").pk == setup["active"].pk
     report = jobs.run_evaluate({"prompts_file": str(setup["heldout"]), "checkpoint": candidate.name, "samples": 1}, handle)
     assert report["checkpoint_name"] == candidate.name and report["kl_to_reference"]["kl_per_token"] >= 0
@@ -205,3 +209,13 @@ def test_grpo_and_evaluate_jobs_register_a_candidate_only(setup):
     assert Checkpoint.objects.get(pk=candidate.pk).status == "candidate"
     assert services.promote_through_gate(candidate, GateDecision(True, ["yes"], 0.1, (0.05, 0.15)))
     assert Checkpoint.objects.get(status="active").pk == candidate.pk
+
+
+def test_grpo_job_reward_terms_default_on_and_refuse_out_of_range(setup):
+    reward = services.grpo_fields(jobs.cleaned(jobs.GRPOParams, {}))["reward"]
+    assert (reward.diversity_coef, reward.diversity_ngram, reward.copy_coef) == (4.0, 2, 0.5)
+    off = services.grpo_fields(jobs.cleaned(jobs.GRPOParams, {"diversity_coef": "0", "copy_coef": "0"}))["reward"]
+    assert off.diversity_coef == 0 and off.copy_coef == 0
+    with pytest.raises(RlaifError) as error:
+        jobs.cleaned(jobs.GRPOParams, {"diversity_coef": "-1"})
+    assert error.value.field == "diversity_coef"

@@ -43,6 +43,12 @@ class GRPOParams(forms.Form):
     max_minutes = forms.FloatField(min_value=0.1, max_value=24 * 60, required=False,
                                    help_text="Stop (and save) after this long.")
     seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0, required=False)
+    # Without these GRPO collapsed onto one template and the gate refused it (README, bench.rlaif).
+    diversity_coef = forms.FloatField(min_value=0.0, max_value=10.0, initial=4.0, required=False,
+                                      help_text="Reward cost of repeating the group's and recent rollouts' "
+                                                "character bigrams (0: off).")
+    copy_coef = forms.FloatField(min_value=0.0, max_value=10.0, initial=0.5, required=False,
+                                 help_text="Reward cost of a near-copy of a training greeting (0: off).")
 
     def clean_prompts_file(self):
         value = self.cleaned_data.get("prompts_file") or ""

@@ -22,6 +22,7 @@ from training.rl.evaluation import EvalSettings, EvaluationError, evaluate_gener
 from training.rl.gate import GateConfig, GateDecision, gate
 from training.rl.grpo import GRPOConfig, GRPOError, GRPOResult, train_grpo
 from training.rl.pipeline import lineage, training_greetings
+from training.rl.rewards import RewardConfig
 from webapp.checkpoints.models import Checkpoint
 from webapp.checkpoints.services import RegistryError, promote_checkpoint, register_checkpoint, resolve_checkpoint
 from webapp.rlaif.models import RlaifRound
@@ -147,7 +148,10 @@ def run_grpo(*, checkpoint: Checkpoint, judge, prompts: Sequence[str], run_name:
     """GRPO from ``checkpoint`` with KL to its SFT root, into RUNS_DIR/<run_name> (resumable there)."""
     out_dir = Path(settings.RUNS_DIR) / run_name
     resume = resume and (out_dir / "state" / "state.json").is_file()
-    cfg = GRPOConfig(init_checkpoint=Path(checkpoint.path), reference_checkpoint=sft_reference(checkpoint),
+    reference = sft_reference(checkpoint)
+    if grpo_fields.get("reward") is not None and grpo_fields["reward"].copy_coef and "training_greetings" not in grpo_fields:
+        grpo_fields["training_greetings"] = training_greetings(reference)  # what the copy penalty compares with
+    cfg = GRPOConfig(init_checkpoint=Path(checkpoint.path), reference_checkpoint=reference,
                      out_dir=out_dir, prompts=list(prompts), progress_bar=False, **grpo_fields)
     try:
         return train_grpo(cfg, judge, resume=resume, on_progress=on_progress)
@@ -297,9 +301,17 @@ def _summary(report: dict) -> dict:
 GRPO_FIELDS = ("max_steps", "prompts_per_step", "lr", "kl_coef", "max_new_tokens", "seed", "max_seconds", "group_size")
 
 
+# The anti-collapse reward terms that let GRPO pass the gate on the paper's data (bench.rlaif).
+DEFAULT_DIVERSITY_COEF, DIVERSITY_NGRAM, DEFAULT_COPY_COEF = 4.0, 2, 0.5
+
+
 def grpo_fields(params: dict) -> dict:
-    """The GRPOConfig fields a job's params carry (`steps` -> max_steps, `max_minutes` -> max_seconds)."""
+    """The GRPOConfig fields a job's params carry (`steps` -> max_steps, `max_minutes` -> max_seconds;
+    `diversity_coef`/`copy_coef` -> the reward's anti-collapse terms, on by default)."""
     fields = {k: params[k] for k in GRPO_FIELDS if params.get(k) is not None}
+    fields["reward"] = RewardConfig(
+        diversity_coef=params.get("diversity_coef", DEFAULT_DIVERSITY_COEF), diversity_ngram=DIVERSITY_NGRAM,
+        copy_coef=params.get("copy_coef", DEFAULT_COPY_COEF))
     if params.get("steps") is not None:
         fields["max_steps"] = params["steps"]
     if params.get("max_minutes"):
