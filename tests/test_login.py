@@ -20,3 +20,18 @@ def test_wrong_password_says_so(client):
     response = client.post(reverse("login"), {"username": "ann", "password": "nope"})
     assert response.status_code == 200
     assert "didn't match" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_password_reset_writes_the_mail_to_var_mail_by_default(client, settings, tmp_path):
+    # the project's default backend (settings: files under var/mail when no EMAIL_HOST), not the test mailbox
+    settings.EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    settings.EMAIL_FILE_PATH = tmp_path / "mail"
+    user, _ = create_user_with_role("ann", ANNOTATOR, password="a-long-passphrase-1")
+    user.email = "ann@example.test"
+    user.save()
+    response = client.post(reverse("password_reset"), {"email": "ann@example.test"})
+    assert response.status_code == 302 and response["Location"] == reverse("password_reset_done")
+    (message,) = list((tmp_path / "mail").iterdir())
+    text = message.read_text()
+    assert "To: ann@example.test" in text and "/accounts/reset/" in text

@@ -9,7 +9,8 @@ from tests.conftest import REPO
 PRINT_SETTINGS = (
     "import json, django; django.setup(); from django.conf import settings as s; "
     "print(json.dumps({'broker': s.CELERY_BROKER_URL, 'kind': s.BROKER_KIND, 'debug': s.DEBUG, "
-    "'engine': s.DATABASES['default']['ENGINE'], 'db': str(s.DATABASES['default']['NAME'])}))"
+    "'engine': s.DATABASES['default']['ENGINE'], 'db': str(s.DATABASES['default']['NAME']), "
+    "'mail': s.EMAIL_BACKEND, 'mail_dir': str(getattr(s, 'EMAIL_FILE_PATH', ''))}))"
 )
 
 
@@ -35,6 +36,10 @@ def test_demo_defaults_are_embedded(tmp_path):
     assert values["broker"] == f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}"
     assert values["engine"].endswith("sqlite3") and values["db"] == str(tmp_path / "zhufu.sqlite3")
     assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+    # password-reset mail goes to files under var/ unless a mail server is configured
+    assert values["mail"].endswith("filebased.EmailBackend") and values["mail_dir"] == str(tmp_path / "mail")
+    smtp = json.loads(read_settings(tmp_path, ZHUFU_DEMO="1", REDIS_URL="off", EMAIL_HOST="mail.example").stdout)
+    assert smtp["mail"].endswith("smtp.EmailBackend")
 
 
 def test_explicit_urls_win(tmp_path):

@@ -242,6 +242,21 @@ if HTTPS == "proxy":
 LOGIN_THROTTLE_ATTEMPTS = int(os.environ.get("LOGIN_THROTTLE_ATTEMPTS", "5"))
 LOGIN_THROTTLE_WINDOW = int(os.environ.get("LOGIN_THROTTLE_WINDOW", "900"))  # seconds
 
+# --- Mail (password resets): SMTP when EMAIL_HOST is set, else files under var/mail, so a reset
+# never fails on a missing mail server and nothing leaves the machine by default.
+if os.environ.get("EMAIL_HOST"):
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_HOST = os.environ["EMAIL_HOST"]
+    EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "587"))
+    EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+    EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+    EMAIL_USE_TLS = env_flag("EMAIL_USE_TLS", default=True)
+    EMAIL_TIMEOUT = 10
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = VAR_DIR / "mail"
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "zhufu@localhost")
+
 # --- Generation: the local engine (default) or a remote OpenAI-compatible server (vLLM, SGLang).
 GENERATION_BACKEND = os.environ.get("GENERATION_BACKEND", "local")  # local | openai
 GENERATION_REMOTE_URL = os.environ.get("GENERATION_REMOTE_URL", "")
