@@ -25,7 +25,7 @@ def test_pages_carry_the_security_headers(client):
         assert response["Cross-Origin-Opener-Policy"] == "same-origin", url
         policy = response["Content-Security-Policy"]
         scripts = policy.split("script-src", 1)[1].split(";", 1)[0]
-        assert "'self'" in scripts and "'unsafe-inline'" not in scripts and "frame-ancestors 'none'" in policy
+        assert "'self'" in scripts and "'unsafe-inline'" not in scripts and "'unsafe-eval'" not in scripts and "frame-ancestors 'none'" in policy
 
 
 @pytest.mark.django_db

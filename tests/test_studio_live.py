@@ -7,6 +7,7 @@ from io import StringIO
 
 import pytest
 import torch
+from playwright.sync_api import expect
 from django.core.management import call_command
 from django.test import Client
 
@@ -198,16 +199,25 @@ def rewrite_and_watch(page, req, *, index, worker, transport, stream_tried=True)
     urls = []
     page.on("request", lambda r: urls.append(r.url))
     page.evaluate(WATCH_CARDS)
-    page.click(f"#card-{index} [data-rewrite]")
-    page.wait_for_selector(f"#card-{index}.writing, #cards[data-status=running], #cards[data-status=queued]")
+    # Synchronise on the POST and on the database, not on a transient page state: a tiny model can
+    # finish the rewrite before the page is ever seen "writing".
+    with page.expect_response(lambda r: r.request.method == "POST" and "regenerate" in r.url):
+        page.click(f"#card-{index} [data-rewrite]")
+
+    def rewritten():
+        req.refresh_from_db()
+        return req.status in ("done", "failed") and req.rewrite_index is None
+
     try:
-        page.wait_for_selector("#cards[data-status=done] .actions", timeout=120000)
-    except Exception:
+        wait_until(rewritten, 120, interval=0.3, describe="the rewrite to finish")
+    except AssertionError:
         raise AssertionError(f"the rewrite did not finish; worker log:\n{worker.log_tail()}") from None
-    assert page.evaluate("window.notReloaded") is True
-    req.refresh_from_db()
-    assert req.status == "done" and req.rewrite_index is None, req.reason
+    assert req.status == "done", req.reason
     after = {c.index: (c.text, c.share_token) for c in req.candidates.all()}
+    expect(page.locator(f"#card-{index} [data-text]")).to_have_text(after[index][0], timeout=30000)
+    expect(page.locator("#cards")).to_have_attribute("data-status", "done", timeout=30000)
+    page.wait_for_selector("#cards[data-status=done] .actions")
+    assert page.evaluate("window.notReloaded") is True
     assert after[index][1] != before[index][1]  # a rewritten candidate gets a new share link
     for other in set(before) - {index}:
         assert after[other] == before[other]
@@ -221,4 +231,7 @@ def rewrite_and_watch(page, req, *, index, worker, transport, stream_tried=True)
     assert used, f"no {transport} request in {urls}"
     if not stream_tried:
         assert not [u for u in urls if u.endswith("/stream")]
+    if transport == "stream":  # polling stands down while the stream is live: only the closing refresh
+        polls = [u for u in urls if u.endswith(f"/r/{req.pk}/cards/")]
+        assert len(polls) <= 1, polls
 

@@ -37,6 +37,14 @@
     source.onerror = function () { source.close(); broken[url] = true; window.studioLive = false; }; // polling takes over
   }
 
+  // While the stream is live the cards' polling stands down. Done here rather than with an
+  // hx-trigger filter, which htmx would compile with eval (the Content-Security-Policy forbids it).
+  document.addEventListener("htmx:beforeRequest", function (e) {
+    if (window.studioLive && e.detail.elt && e.detail.elt.id === "cards") {
+      e.preventDefault();
+    }
+  });
+
   // A rewrite (or any swap) that brings the cards back unfinished streams them again.
   document.addEventListener("htmx:afterSettle", function (e) {
     connect();
