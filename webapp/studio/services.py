@@ -86,10 +86,6 @@ def _limits() -> dict:
     return {"user": 10, "ip": 30, "window": 60, **getattr(settings, "STUDIO_RATE_LIMITS", {})}
 
 
-def client_ip(request) -> str:
-    return request.META.get("REMOTE_ADDR", "") or "unknown"
-
-
 def check_rate_limit(user, ip: str) -> None:
     """Counts one generation for `user` and `ip`; raises RateLimited when either is over its limit."""
     limits = _limits()

@@ -15,6 +15,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.core.roles import ADMIN, ANNOTATOR, WRITER, create_user_with_role, has_role
+from webapp.core.security import client_ip
 from webapp.core.streaming import event_stream_response
 from webapp.studio import services
 from webapp.studio.forms import FeedbackForm, RequestForm, SignUpForm
@@ -74,7 +75,7 @@ def write(request):
     error, status = "", 200
     if request.method == "POST" and form.is_valid():
         try:
-            req = services.create_request(user=request.user, ip=services.client_ip(request), fields=form.cleaned_data)
+            req = services.create_request(user=request.user, ip=client_ip(request), fields=form.cleaned_data)
         except services.StudioError as exc:
             error, status = str(exc), exc.status
         else:
@@ -106,7 +107,7 @@ def request_cards(request, pk):
 def regenerate(request, pk):
     req = own_request(request, pk)
     try:
-        new = services.regenerate(req, user=request.user, ip=services.client_ip(request))
+        new = services.regenerate(req, user=request.user, ip=client_ip(request))
     except services.StudioError as exc:
         return render(request, "studio/request.html", {**_cards_context(request, req), "error": str(exc)},
                       status=exc.status)
@@ -120,7 +121,7 @@ def regenerate_candidate(request, pk):
     candidate = get_object_or_404(Candidate.objects.select_related("request"), pk=pk, request__user=request.user)
     req, error, status = candidate.request, "", 200
     try:
-        req = services.regenerate_candidate(req, candidate.index, user=request.user, ip=services.client_ip(request))
+        req = services.regenerate_candidate(req, candidate.index, user=request.user, ip=client_ip(request))
     except services.StudioError as exc:
         error, status = str(exc), exc.status
     if request.htmx:  # the cards section comes back queued and the page streams it again
@@ -205,7 +206,7 @@ def api_create(request):
     if not form.is_valid():
         return JsonResponse({"error": "invalid request", "errors": form.errors.get_json_data()}, status=400)
     try:
-        req = services.create_request(user=request.user, ip=services.client_ip(request), fields=form.cleaned_data)
+        req = services.create_request(user=request.user, ip=client_ip(request), fields=form.cleaned_data)
     except services.StudioError as exc:
         return JsonResponse({"error": str(exc)}, status=exc.status)
     return JsonResponse(_json_request(req), status=201)
@@ -220,7 +221,7 @@ def api_regenerate_candidate(request, pk, index):
     if req is None:
         return JsonResponse({"error": f"no request {pk} of yours"}, status=404)
     try:
-        req = services.regenerate_candidate(req, index, user=request.user, ip=services.client_ip(request))
+        req = services.regenerate_candidate(req, index, user=request.user, ip=client_ip(request))
     except services.StudioError as exc:
         return JsonResponse({"error": str(exc)}, status=exc.status)
     return JsonResponse(_json_request(req), status=202)
