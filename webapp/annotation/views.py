@@ -1,10 +1,7 @@
 """Thin views: check the role, parse the form, call services, render."""
 import json
-from functools import wraps
 
 from django.contrib import messages
-from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -16,24 +13,10 @@ from webapp.annotation.forms import (AlignmentForm, BatchForm, CheckpointBatchFo
 from webapp.annotation.models import Batch, BatchBuild, Kind
 from webapp.annotation.rubric import RUBRIC, RUBRIC_KEYS
 from webapp.annotation.svg import bar_chart
-from webapp.core.roles import ADMIN, ANNOTATOR, has_role
-
-
-def role_required(*roles):
-    def decorator(view):
-        @wraps(view)
-        def wrapper(request, *args, **kwargs):
-            if not request.user.is_authenticated:
-                return redirect_to_login(request.get_full_path())
-            if not any(has_role(request.user, role) for role in roles):
-                raise PermissionDenied("Your role does not allow this page.")
-            return view(request, *args, **kwargs)
-        return wrapper
-    return decorator
+from webapp.core.roles import ADMIN, ANNOTATOR, admin_required, has_role, role_required
 
 
 annotator_required = role_required(ANNOTATOR, ADMIN)
-admin_required = role_required(ADMIN)
 
 
 def _error(request, error: services.AnnotationError):

@@ -6,7 +6,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.annotation.services import AnnotationError
-from webapp.annotation.views import admin_required
+from webapp.core.roles import admin_required
 from webapp.checkpoints import comparison, judged
 from webapp.checkpoints.models import Checkpoint
 from webapp.checkpoints.services import RegistryError, active_checkpoint, promote_checkpoint

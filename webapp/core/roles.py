@@ -1,8 +1,11 @@
 """Roles are Django groups: writer (anyone who signs up), annotator, admin."""
 import secrets
+from functools import wraps
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
 
 WRITER, ANNOTATOR, ADMIN = "writer", "annotator", "admin"
 ROLES = (WRITER, ANNOTATOR, ADMIN)
@@ -19,6 +22,23 @@ def has_role(user, role: str) -> bool:
     if role == ADMIN and user.is_superuser:
         return True
     return role in role_names(user)
+
+
+def role_required(*roles):
+    """A page for these roles: anonymous users go to sign in, other roles get 403."""
+    def decorator(view):
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            if not any(has_role(request.user, role) for role in roles):
+                raise PermissionDenied("Your role does not allow this page.")
+            return view(request, *args, **kwargs)
+        return wrapper
+    return decorator
+
+
+admin_required = role_required(ADMIN)
 
 
 def role_names(user) -> frozenset[str]:

@@ -5,7 +5,7 @@ from django.http import QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from webapp.annotation.views import admin_required
+from webapp.core.roles import admin_required
 from webapp.jobs import services
 from webapp.jobs.charts import line_chart
 from webapp.jobs.kinds import UnknownJobKind, all_kinds, get_kind
