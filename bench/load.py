@@ -314,22 +314,30 @@ def print_report(report: dict, out=print) -> None:
             f"{row['growth_pct']:+.1f}%), max {row['max_mib']} MiB")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=60)
-    parser.add_argument("--browsers", type=int, default=50)
-    parser.add_argument("--writers", type=int, default=10)
-    parser.add_argument("--think", type=float, default=1.0, help="mean seconds between a user's actions")
+def add_run_arguments(parser: argparse.ArgumentParser, *, duration: float, browsers: int, writers: int,
+                      think: float) -> None:
+    """The options bench.load and bench.soak share (their defaults differ)."""
+    parser.add_argument("--duration", type=float, default=duration)
+    parser.add_argument("--browsers", type=int, default=browsers)
+    parser.add_argument("--writers", type=int, default=writers)
+    parser.add_argument("--think", type=float, default=think, help="mean seconds between a user's actions")
     parser.add_argument("--drain", type=float, default=60, help="seconds running generations get after the end")
     parser.add_argument("--preset", default="tiny", help="the generator served (tiny: seconds to train)")
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
+
+
+def run_and_report(args: argparse.Namespace, *, extra_threads=lambda stack: (), also_print=(),
+                   **stack_options) -> int:
+    """The tail bench.load and bench.soak share: a private stack with args' browsers and writers (and
+    `stack_options` for start_stack), their load for args.duration (with the threads `extra_threads(stack)`
+    gives), closed however it ends; then the report as JSON on stdout (progress on stderr) or as text
+    followed by the report's keys named in `also_print`."""
     log = (lambda *a, **k: print(*a, **k, file=sys.stderr)) if args.json else print
     users = [f"browser{i}" for i in range(args.browsers)] + [f"writer{i}" for i in range(args.writers)]
-    stack = start_stack(args.preset, users, progress=log)
+    stack = start_stack(args.preset, users, progress=log, **stack_options)
     try:
         report = run_load(stack, duration=args.duration, browsers=args.browsers, writers=args.writers,
-                          think=args.think, drain=args.drain, progress=log)
+                          think=args.think, drain=args.drain, extra_threads=extra_threads(stack), progress=log)
     finally:
         stack.close()
     report["config"] = {k: v for k, v in vars(args).items() if k != "json"}
@@ -337,7 +345,15 @@ def main(argv=None) -> int:
         print(json.dumps(report, ensure_ascii=False, indent=2))
     else:
         print_report(report)
+        for key in also_print:
+            print(f"{key}: {report[key]}")
     return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(parser, duration=60, browsers=50, writers=10, think=1.0)
+    return run_and_report(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -16,15 +16,13 @@ of the first third against the last third (goal: flat).
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import re
 import sys
 import time
 from functools import partial
 
-
-from bench.load import print_report, run_load, sign_in, start_stack
+from bench.load import add_run_arguments, run_and_report, sign_in
 from webapp.annotation.rubric import RUBRIC_KEYS, RUBRIC_MAX, RUBRIC_MIN
 
 SUBMIT_ACTION = re.compile(r'action="(/annotate/assignment/\d+/submit/)"')
@@ -93,40 +91,22 @@ def keep_training(base: str, rec, stop_at: float, *, stack, kind: str, preset: s
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=600)
-    parser.add_argument("--writers", type=int, default=5)
+    add_run_arguments(parser, duration=600, browsers=10, writers=5, think=2.0)
     parser.add_argument("--annotators", type=int, default=5)
-    parser.add_argument("--browsers", type=int, default=10)
-    parser.add_argument("--think", type=float, default=2.0, help="mean seconds between a user's actions")
-    parser.add_argument("--drain", type=float, default=60)
-    parser.add_argument("--preset", default="tiny", help="the generator served")
     parser.add_argument("--job-kind", choices=["grpo", "sft"], default="grpo",
                         help="grpo: RLAIF steps against a TF-IDF judge trained at set-up; sft: supervised runs")
     parser.add_argument("--job-preset", default="tiny", help="the sft preset")
     parser.add_argument("--job-steps", type=int, default=None, help="steps per job (default: grpo 20, sft 100)")
-    parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    log = (lambda *a, **k: print(*a, **k, file=sys.stderr)) if args.json else print
-    users = [f"browser{i}" for i in range(args.browsers)] + [f"writer{i}" for i in range(args.writers)]
     annotators = [f"annotator{i}" for i in range(args.annotators)]
     steps = args.job_steps or (20 if args.job_kind == "grpo" else 100)
-    stack = start_stack(args.preset, users, annotators=annotators, admins=["trainer"], annotation_batch=True,
-                        judge=args.job_kind == "grpo", progress=log)
-    extra = [partial(annotate, username=name, think=args.think, seed=i) for i, name in enumerate(annotators)]
-    extra.append(partial(keep_training, stack=stack, kind=args.job_kind, preset=args.job_preset, steps=steps))
-    try:
-        report = run_load(stack, duration=args.duration, browsers=args.browsers, writers=args.writers,
-                          think=args.think, drain=args.drain, extra_threads=extra, progress=log)
-    finally:
-        stack.close()
-    report["config"] = {k: v for k, v in vars(args).items() if k != "json"}
-    if args.json:
-        print(json.dumps(report, ensure_ascii=False, indent=2))
-    else:
-        print_report(report)
-        print(f"counts: {report['counts']}")
-        print(f"samples: {report['samples']}")
-    return 0
+
+    def extra_threads(stack):
+        return [*(partial(annotate, username=name, think=args.think, seed=i) for i, name in enumerate(annotators)),
+                partial(keep_training, stack=stack, kind=args.job_kind, preset=args.job_preset, steps=steps)]
+
+    return run_and_report(args, extra_threads=extra_threads, also_print=("counts", "samples"), annotators=annotators,
+                          admins=["trainer"], annotation_batch=True, judge=args.job_kind == "grpo")
 
 
 if __name__ == "__main__":
