@@ -39,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -54,12 +53,10 @@ from training.curation.rejection_sampling import (
     CurationError,
     CurationResult,
     GeneratorAgent,
+    PairPicker,
     _notify,
     append_row,
-    balance_length,
     leak_free_prompts,
-    longer_share,
-    pick_pairs,
     read_rows,
     write_candidates,
     write_pair_file,
@@ -274,28 +271,19 @@ def reflect_outcome(text: str, judge_verdict: int, strengths: Sequence[str], wea
 
 
 def ask_agent(client, agent: str, principles: DebatePrinciples, data: dict) -> dict:
-    """One agent's validated answer from the endpoint (client.chat_json, e.g. an LLMJudge: retries,
-    concurrency limit, token accounting), with one repair request when the first answer is invalid."""
-    from training.judges.llm import JudgeError
+    """One agent's validated answer from the endpoint (client.ask_json of an LLMJudge: retries, concurrency
+    limit, token accounting, one repair request when the first answer is invalid)."""
+    from training.judges.llm import JudgeError, JudgeOutputInvalid
 
     messages = [{"role": "system", "content": system_prompt(agent, principles)},
                 {"role": "user", "content": data_block(data)}]
     try:
-        content = client.chat_json(messages, schema=SCHEMAS[agent], schema_name=agent)
-        try:
-            return parse_answer(agent, content)
-        except ValueError as first:
-            problem = first
-        messages += [{"role": "assistant", "content": content if isinstance(content, str) else json.dumps(content)},
-                     {"role": "user", "content": f"回答无效：{problem}。请按要求只输出一个 JSON 对象。"}]
-        content = client.chat_json(messages, schema=SCHEMAS[agent], schema_name=agent)
+        return client.ask_json(messages, schema=SCHEMAS[agent], schema_name=agent,
+                               parse=lambda content: parse_answer(agent, content))
+    except JudgeOutputInvalid as exc:
+        raise CurationError(f"{agent} agent: the endpoint gave an invalid answer twice: {exc}") from None
     except JudgeError as exc:
         raise CurationError(f"base_url: the {agent} agent's endpoint failed: {exc}") from exc
-    try:
-        return parse_answer(agent, content)
-    except ValueError as second:
-        raise CurationError(f"{agent} agent: the endpoint gave an invalid answer twice: first {problem}; "
-                            f"after the repair request {second}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -388,15 +376,15 @@ def curate_pairs_by_debate(queries: Iterable[str], agents: Sequence[GeneratorAge
                            workdir: Path | None = None, output: Path | None = None,
                            on_progress: Callable[[dict], Any] | None = None,
                            progress_bar: bool = True) -> CurationResult:
-    """See the module docstring. ``client`` has ``chat_json(messages, schema=, schema_name=)`` (an LLMJudge)."""
+    """See the module docstring. ``client`` is an LLMJudge (its ``ask_json`` asks the agents)."""
     config = config or CurationConfig()
     principles = principles or DebatePrinciples()
     if not agents:
         raise CurationError("agents: give at least one generator agent")
     if len({a.name for a in agents}) != len(agents):
         raise CurationError("agents: every agent needs its own name (it is the pairs' provenance)")
-    if client is None or not hasattr(client, "chat_json"):
-        raise CurationError("base_url: the debate agents need an LLM endpoint (a client with chat_json)")
+    if client is None or not hasattr(client, "ask_json"):
+        raise CurationError("base_url: the debate agents need an LLM endpoint (an LLMJudge)")
     if k < 0:
         raise CurationError(f"k: the number of retrieved examples must be >= 0, not {k}")
     exclude_queries = list(exclude_queries)
@@ -410,14 +398,13 @@ def curate_pairs_by_debate(queries: Iterable[str], agents: Sequence[GeneratorAge
     counts = {"generated": 0, "rejected_length_limits": 0, "rejected_duplicate": 0,
               **{f"{agent}_requests": 0 for agent in AGENTS}}
     tally = {"debated": 0, "judge_1": 0, "judge_0": 0, "overturned": 0, "overturn_refused": 0, "final_1": 0,
-             "final_0": 0, "prompts_without_pair": 0, "prompts_resumed": 0}
+             "final_0": 0, "prompts_resumed": 0}
     usage_before = _usage(client)
-    started = time.perf_counter()
-    kept: list[CuratedPair] = []
     completed = True
     workers = max(1, getattr(getattr(client, "config", None), "max_concurrency", 1))
     _notify(on_progress, {"event": "stage", "stage": "retrieve, generate, debate, judge, reflect"})
     bar = tqdm(prompts, desc="curating pairs (debate)", unit="prompt", disable=not progress_bar)
+    picker = PairPicker(config, len(prompts), bar, on_progress)
     for number, query in enumerate(bar):
         if log.get(query, "generate") is not None and all(
                 log.get(query, "reflect", i) is not None for i in range(len(log.get(query, "generate")))):
@@ -446,19 +433,10 @@ def curate_pairs_by_debate(queries: Iterable[str], agents: Sequence[GeneratorAge
             tally[f"final_{d['final']}"] += 1
             tally["overturned"] += d["overturn"] == "overturned"
             tally["overturn_refused"] += d["overturn"].startswith("refused")
-        options = verdict_pairs(query, debated, retrieved)
-        if not options:
-            tally["prompts_without_pair"] += 1
-        kept += pick_pairs(options, kept, config)
-        bar.set_postfix(pairs=len(kept))
-        if not _notify(on_progress, {"event": "step", "step": number + 1, "max_steps": len(prompts),
-                                     "pairs": len(kept), "candidates": tally["debated"]}):
+        if not picker.add(number + 1, verdict_pairs(query, debated, retrieved), tally["debated"]):
             completed = False
             break
-    bar.close()
-    before_guard, share_before = len(kept), longer_share(kept)
-    kept, dropped_for_length = balance_length(kept, config.max_longer_share)
-    seconds = time.perf_counter() - started
+    kept, pair_stats = picker.finish()
     generated = max(counts["generated"], 1)
     stats = {
         "method": "debate", "prompts_given": len(prompts) + leaked + duplicates, "prompts_excluded_leakage": leaked,
@@ -470,17 +448,14 @@ def curate_pairs_by_debate(queries: Iterable[str], agents: Sequence[GeneratorAge
         "judge_accepted": tally["judge_1"], "judge_rejected": tally["judge_0"],
         "overturns": tally["overturned"], "overturns_refused": tally["overturn_refused"],
         "final_accepted": tally["final_1"], "final_rejected": tally["final_0"],
-        "prompts_without_pair": tally["prompts_without_pair"],
+        "prompts_without_pair": picker.prompts_without_pair,
         # shares of this run's generated candidates rejected at each stage (resumed prompts not counted)
         "rejected_share": {"length_limits": round(counts["rejected_length_limits"] / generated, 4),
                            "duplicate": round(counts["rejected_duplicate"] / generated, 4)},
         "final_rejected_share": round(tally["final_0"] / tally["debated"], 4) if tally["debated"] else None,
         "llm_requests": {agent: counts[f"{agent}_requests"] for agent in AGENTS},
         "llm_usage": {key: value - usage_before.get(key, 0) for key, value in _usage(client).items()},
-        "pairs_before_length_guard": before_guard, "pairs_dropped_length_guard": dropped_for_length,
-        "pairs": len(kept), "chosen_longer_share_before_guard": share_before,
-        "chosen_longer_share": longer_share(kept), "seconds": round(seconds, 2),
-        "pairs_per_minute": round(len(kept) / seconds * 60, 2) if seconds > 0 else None,
+        **pair_stats,
     }
     records = [pair.record(["debate"]) for pair in kept]
     result = CurationResult(kept, stats, completed, None, records)

@@ -268,6 +268,38 @@ def longer_share(pairs: Sequence[CuratedPair]) -> float | None:
     return sum(p.chosen_longer for p in pairs) / len(pairs) if pairs else None
 
 
+class PairPicker:
+    """The loop tail both curation methods share: each prompt's options picked (pick_pairs), progress
+    reported, and at the end the length guard and the pair statistics."""
+
+    def __init__(self, config: CurationConfig, prompts: int, bar, on_progress: Callable[[dict], Any] | None):
+        self.config, self.prompts, self.bar, self.on_progress = config, prompts, bar, on_progress
+        self.kept: list[CuratedPair] = []
+        self.prompts_without_pair = 0
+        self.started = time.perf_counter()
+
+    def add(self, step: int, options: list[CuratedPair], candidates: int) -> bool:
+        """Picks from one prompt's options; False when on_progress asked the run to stop."""
+        self.prompts_without_pair += not options
+        self.kept += pick_pairs(options, self.kept, self.config)
+        self.bar.set_postfix(pairs=len(self.kept))
+        return _notify(self.on_progress, {"event": "step", "step": step, "max_steps": self.prompts,
+                                          "pairs": len(self.kept), "candidates": candidates})
+
+    def finish(self) -> tuple[list[CuratedPair], dict]:
+        """The kept pairs after the length guard, and the statistics of pairs, guard and time."""
+        self.bar.close()
+        before_guard, share_before = len(self.kept), longer_share(self.kept)
+        kept, dropped_for_length = balance_length(self.kept, self.config.max_longer_share)
+        seconds = time.perf_counter() - self.started
+        return kept, {
+            "pairs_before_length_guard": before_guard, "pairs_dropped_length_guard": dropped_for_length,
+            "pairs": len(kept), "chosen_longer_share_before_guard": share_before,
+            "chosen_longer_share": longer_share(kept), "seconds": round(seconds, 2),
+            "pairs_per_minute": round(len(kept) / seconds * 60, 2) if seconds > 0 else None,
+        }
+
+
 # --------------------------------------------------------------------------------------------
 # Persistence
 
@@ -350,14 +382,12 @@ def curate_pairs(queries: Iterable[str], agents: Sequence[GeneratorAgent], judge
     if workdir is not None:
         Path(workdir).mkdir(parents=True, exist_ok=True)
     finished = load_finished(workdir)
-    counts = {"generated": 0, "rejected_length_limits": 0, "rejected_duplicate": 0, "judged": 0,
-              "prompts_without_margin_pair": 0}
-    started = time.perf_counter()
-    kept: list[CuratedPair] = []
+    counts = {"generated": 0, "rejected_length_limits": 0, "rejected_duplicate": 0, "judged": 0}
     margin_options = 0
     completed, resumed = True, 0
     _notify(on_progress, {"event": "stage", "stage": "generate and judge"})
     bar = tqdm(prompts, desc="curating pairs", unit="prompt", disable=not progress_bar)
+    picker = PairPicker(config, len(prompts), bar, on_progress)
     for index, query in enumerate(bar):
         if query in finished:
             candidates = finished[query]
@@ -369,30 +399,18 @@ def curate_pairs(queries: Iterable[str], agents: Sequence[GeneratorAgent], judge
             append_finished(workdir, query, candidates)
         options = margin_pairs(query, candidates, config)
         margin_options += len(options)
-        if not options:
-            counts["prompts_without_margin_pair"] += 1
-        kept += pick_pairs(options, kept, config)
-        bar.set_postfix(pairs=len(kept))
-        if not _notify(on_progress, {"event": "step", "step": index + 1, "max_steps": len(prompts),
-                                     "pairs": len(kept), "candidates": counts["judged"]}):
+        if not picker.add(index + 1, options, counts["judged"]):
             completed = False
             break
-    bar.close()
-    before_guard = len(kept)
-    share_before = longer_share(kept)
-    kept, dropped_for_length = balance_length(kept, config.max_longer_share)
-    seconds = time.perf_counter() - started
+    kept, pair_stats = picker.finish()
     stats = {
         "prompts_given": len(prompts) + leaked + duplicates, "prompts_excluded_leakage": leaked,
         "prompts_duplicate": duplicates, "prompts": len(prompts), "prompts_resumed": resumed,
         "candidates_generated": counts["generated"],
         "candidates_rejected_length_limits": counts["rejected_length_limits"],
         "candidates_rejected_duplicate": counts["rejected_duplicate"], "candidates_judged": counts["judged"],
-        "margin_pair_options": margin_options, "prompts_without_margin_pair": counts["prompts_without_margin_pair"],
-        "pairs_before_length_guard": before_guard, "pairs_dropped_length_guard": dropped_for_length,
-        "pairs": len(kept), "chosen_longer_share_before_guard": share_before,
-        "chosen_longer_share": longer_share(kept), "seconds": round(seconds, 2),
-        "pairs_per_minute": round(len(kept) / seconds * 60, 2) if seconds > 0 else None,
+        "margin_pair_options": margin_options, "prompts_without_margin_pair": picker.prompts_without_pair,
+        **pair_stats,
     }
     judge_names = list(judges)
     records = [pair.record(judge_names) for pair in kept]

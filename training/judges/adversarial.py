@@ -37,7 +37,7 @@ from tqdm import tqdm
 from training.judges.base import GOOD
 from training.judges.evaluation import LabeledItem, binary_metrics, split_by_query
 from training.judges.injection import INJECTIONS
-from training.judges.llm import JudgeError, LLMJudge, LLMJudgeConfig
+from training.judges.llm import JudgeError, JudgeOutputInvalid, LLMJudge, LLMJudgeConfig
 
 MAX_RULES = 10  # the paper's judge keeps at most 10 rules (webapp.judges.models.MAX_RULES)
 
@@ -172,20 +172,12 @@ def _json_field(content: Any, key: str, limit: int | None = None) -> list[str]:
 
 def ask_json_list(client: LLMJudge, messages: list[dict], key: str, schema: dict, limit: int | None = None) -> list[str]:
     """A JSON list from the endpoint, with one repair request when the first answer is invalid."""
-    content = client.chat_json(messages, schema=schema, schema_name=key)
+    shape = f'，形如 {{"{key}": ["...", "..."]}}' + (f"，最多 {limit} 条" if limit else "")
     try:
-        return _json_field(content, key, limit)
-    except ValueError as first:
-        problem = first
-    repair = messages + [{"role": "assistant", "content": content if isinstance(content, str) else json.dumps(content)},
-                         {"role": "user", "content": f"回答无效：{problem}。请只输出一个 JSON 对象，"
-                                                     f'形如 {{"{key}": ["...", "..."]}}'
-                                                     + (f"，最多 {limit} 条。" if limit else "。")}]
-    content = client.chat_json(repair, schema=schema, schema_name=key)
-    try:
-        return _json_field(content, key, limit)
-    except ValueError as second:
-        raise AdversarialError(f"the endpoint gave an invalid {key} list twice: first {problem}; then {second}") from None
+        return client.ask_json(messages, schema=schema, schema_name=key,
+                               parse=lambda content: _json_field(content, key, limit), shape=shape)
+    except JudgeOutputInvalid as exc:
+        raise AdversarialError(f"the endpoint gave an invalid {key} list twice: {exc}") from None
 
 
 def llm_attacks(client: LLMJudge, strategies: Sequence[str], queries: Sequence[str], count: int,

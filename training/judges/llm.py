@@ -32,7 +32,7 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 import requests
 
@@ -41,6 +41,7 @@ from training.judges.base import BAD, GOOD, Verdict
 PROMPT_VERSION = "p1"  # bump when the prompt text changes: it is part of the judge version
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 MAX_BACKOFF_S = 30.0
+T = TypeVar("T")
 
 
 class JudgeError(Exception):
@@ -329,27 +330,35 @@ class LLMJudge:
     def _judge_uncached(self, query: str, response: str) -> Verdict:
         messages = [{"role": "system", "content": self.system},
                     {"role": "user", "content": user_prompt(query, response)}]
-        content = self._complete(messages)
         try:
-            return parse_verdict(content, self.version)
-        except ValueError as first_problem:
-            problem = first_problem
+            return self.ask_json(messages, schema=VERDICT_SCHEMA, schema_name="verdict",
+                                 parse=lambda content: parse_verdict(content, self.version),
+                                 shape='：{"verdict": "Good" 或 "Bad", "score": 0 到 1, "reason": "...", '
+                                       '"rubric": {...}}，score 不小于 0.5 当且仅当 verdict 为 Good')
+        except JudgeOutputInvalid as exc:
+            raise JudgeOutputInvalid(f"{self.url} ({self.config.model}) gave an invalid verdict twice: {exc}") from None
+
+    def ask_json(self, messages: list[dict], *, schema: dict, schema_name: str, parse: Callable[[Any], T],
+                 shape: str = "") -> T:
+        """``parse(answer)`` of a JSON-constrained request, with one repair request (the invalid answer sent
+        back with its problem and the expected ``shape``) when ``parse`` raises ValueError. A second invalid
+        answer raises JudgeOutputInvalid("first ...; after the repair request ..."); endpoint failures raise
+        JudgeUnavailable. The verdicts, the debate agents and adversarial optimisation all ask this way."""
+        content = self._complete(messages, schema=schema, schema_name=schema_name)
+        try:
+            return parse(content)
+        except ValueError as first:
+            problem = first
         self._count(repairs=1)
         repair = messages + [
-            {"role": "assistant", "content": content if isinstance(content, str) else json.dumps(content)},
-            {"role": "user", "content": (
-                f"你的回答不是有效的判定：{problem}。请只输出一个符合要求的 JSON 对象："
-                '{"verdict": "Good" 或 "Bad", "score": 0 到 1, "reason": "...", "rubric": {...}}，'
-                "score 不小于 0.5 当且仅当 verdict 为 Good。")},
+            {"role": "assistant", "content": content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)},
+            {"role": "user", "content": f"回答无效：{problem}。请按要求只输出一个 JSON 对象{shape}。"},
         ]
-        content = self._complete(repair)
+        content = self._complete(repair, schema=schema, schema_name=schema_name)
         try:
-            return parse_verdict(content, self.version)
-        except ValueError as second_problem:
-            raise JudgeOutputInvalid(
-                f"{self.url} ({self.config.model}) gave an invalid verdict twice: first {problem}; "
-                f"after the repair request {second_problem}"
-            ) from None
+            return parse(content)
+        except ValueError as second:
+            raise JudgeOutputInvalid(f"first {problem}; after the repair request {second}") from None
 
     def _payload(self, messages: list[dict], schema: dict = VERDICT_SCHEMA, schema_name: str = "verdict") -> dict:
         payload = {"model": self.config.model, "messages": messages, "temperature": self.config.temperature,
@@ -367,11 +376,6 @@ class LLMJudge:
         if session is None:
             session = self._local.session = requests.Session()
         return session
-
-    def chat_json(self, messages: list[dict], *, schema: dict, schema_name: str) -> Any:
-        """Another JSON-constrained request to this judge's endpoint (same retries, concurrency limit and
-        token accounting), e.g. the reflection step of adversarial optimisation; returns the content."""
-        return self._complete(messages, schema=schema, schema_name=schema_name)
 
     def _complete(self, messages: list[dict], **schema) -> Any:
         """The first choice's message content; retries transient failures with backoff."""
