@@ -8,10 +8,10 @@ import torch
 from training.marl.buffer import EpisodeHistory, SequenceReplayBuffer
 from training.marl.encoder import HRTEncoder
 from training.marl.envs import make_env
-from training.marl.maddpg import MADDPG, NetConfig, gumbel_softmax, soft_update
+from training.marl.maddpg import MADDPG, Lineup, NetConfig, gumbel_softmax, soft_update
 from training.marl.options import ENCODER_KINDS
-from training.marl.train import (MARLCheckpointError, MARLConfig, MARLConfigError, build, load_policy, random_actions,
-                                 train_marl)
+from training.marl.train import (MARLCheckpointError, MARLConfig, MARLConfigError, build, crossplay, load_policy,
+                                 random_actions, train_marl)
 
 
 def fill(buffer: SequenceReplayBuffer, episodes: list[int], start: float = 0.0) -> None:
@@ -196,3 +196,33 @@ def _load_tensor(folder, name):
 def test_bad_config_names_the_field(changes, field):
     with pytest.raises(MARLConfigError, match=f"^{field}: "):
         train_marl(MARLConfig(**changes))
+
+
+def test_crossplay_lineups_take_each_teams_actors_from_its_checkpoint(tmp_path):
+    tiny = dict(TINY, env="simple_adversary", eval_episodes=2)
+    plain = train_marl(MARLConfig(algo="maddpg", seed=1, out_dir=tmp_path / "plain", **tiny))
+    hrt = train_marl(MARLConfig(algo="hrtmaddpg", seed=2, out_dir=tmp_path / "hrt", **tiny))
+    # A run against itself is its own evaluation.
+    same = crossplay({"adversary": tmp_path / "hrt", "agent": tmp_path / "hrt"}, "simple_adversary", 2)
+    assert same["eval_reward_adversary"] == hrt.metrics["eval_reward_adversary"]
+    assert same["eval_reward"] == hrt.metrics["eval_reward"]
+    mixed = crossplay({"adversary": tmp_path / "hrt", "agent": tmp_path / "plain"}, "simple_adversary", 2)
+    assert mixed["eval_reward_adversary"] not in (hrt.metrics["eval_reward_adversary"],
+                                                  plain.metrics["eval_reward_adversary"])
+    # The lineup holds the HRT adversary's actor (with its encoder) and MADDPG's good agents.
+    hrt_model, _ = load_policy(tmp_path / "hrt", "simple_adversary")
+    plain_model, _ = load_policy(tmp_path / "plain", "simple_adversary")
+    lineup = Lineup([hrt_model.actors[0], *plain_model.actors[1:]], hrt_model.obs_dims, "continuous")
+    assert lineup.history == 16
+    with pytest.raises(MARLCheckpointError, match="^lineup: "):
+        crossplay({"adversary": tmp_path / "hrt"}, "simple_adversary", 2)
+    with pytest.raises(MARLCheckpointError, match="^env: "):
+        crossplay({"adversary": tmp_path / "hrt", "agent": tmp_path / "plain"}, "simple_spread", 2)
+
+
+def test_a_lineup_refuses_encoders_of_different_lengths():
+    env = make_env("simple_spread")
+    short, _ = build(MARLConfig(window=2, windows=2), env)
+    long, _ = build(MARLConfig(window=4, windows=4), env)
+    with pytest.raises(ValueError, match=r"^lineup: .*\[4, 16\]"):
+        Lineup([short.actors[0], long.actors[1], long.actors[2]], long.obs_dims, "continuous")

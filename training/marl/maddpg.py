@@ -100,21 +100,19 @@ def hard_update(target: nn.Module, source: nn.Module) -> None:
     target.load_state_dict(source.state_dict())
 
 
-class MADDPG(nn.Module):
-    def __init__(self, obs_dims: list[int], act_dims: list[int], action_type: str, cfg: NetConfig):
+class Lineup(nn.Module):
+    """Decentralised acting: one actor per agent. MADDPG acts through its own actors; a lineup can
+    also take each agent's actor from a different trained model (cross-play evaluation)."""
+
+    def __init__(self, actors, obs_dims: list[int], action_type: str, noise: float = 0.1):
         super().__init__()
-        self.obs_dims, self.act_dims, self.action_type, self.cfg = obs_dims, act_dims, action_type, cfg
-        n = len(obs_dims)
-        self.actors = nn.ModuleList(Actor(obs_dims[i], act_dims[i], cfg) for i in range(n))
-        self.critics = nn.ModuleList(Critic(obs_dims, act_dims, cfg) for _ in range(n))
-        self.target_actors = nn.ModuleList(Actor(obs_dims[i], act_dims[i], cfg) for i in range(n))
-        self.target_critics = nn.ModuleList(Critic(obs_dims, act_dims, cfg) for _ in range(n))
-        hard_update(self.target_actors, self.actors)
-        hard_update(self.target_critics, self.critics)
-        for p in list(self.target_actors.parameters()) + list(self.target_critics.parameters()):
-            p.requires_grad_(False)
-        self.actor_optims = [torch.optim.Adam(a.parameters(), lr=cfg.lr_actor) for a in self.actors]
-        self.critic_optims = [torch.optim.Adam(c.parameters(), lr=cfg.lr_critic) for c in self.critics]
+        self.actors = nn.ModuleList(actors)
+        self.obs_dims, self.action_type, self.noise = obs_dims, action_type, noise
+        # Acting keeps one rolling history, so every encoder must read the same number of steps.
+        lengths = {a.encoder.history for a in self.actors if a.encoder is not None}
+        if len(lengths) > 1:
+            raise ValueError(f"lineup: the actors' encoders read different history lengths {sorted(lengths)}")
+        self.history = lengths.pop() if lengths else 0  # steps of history acting keeps (0: no encoder)
 
     # ---- acting -----------------------------------------------------------------------------
 
@@ -140,12 +138,28 @@ class MADDPG(nn.Module):
             if self.action_type == "continuous":
                 a = torch.sigmoid(logits).numpy()
                 if explore:
-                    a = np.clip(a + rng.normal(0.0, self.cfg.noise, size=a.shape), 0.0, 1.0)
+                    a = np.clip(a + rng.normal(0.0, self.noise, size=a.shape), 0.0, 1.0)
                 actions.append(a.astype(np.float32))
             else:
                 a = gumbel_softmax(logits, hard=True) if explore else F.one_hot(logits.argmax(-1), logits.shape[-1])
                 actions.append(a.float().numpy())
         return actions
+
+
+class MADDPG(Lineup):
+    def __init__(self, obs_dims: list[int], act_dims: list[int], action_type: str, cfg: NetConfig):
+        n = len(obs_dims)
+        super().__init__([Actor(obs_dims[i], act_dims[i], cfg) for i in range(n)], obs_dims, action_type, cfg.noise)
+        self.act_dims, self.cfg = act_dims, cfg
+        self.critics = nn.ModuleList(Critic(obs_dims, act_dims, cfg) for _ in range(n))
+        self.target_actors = nn.ModuleList(Actor(obs_dims[i], act_dims[i], cfg) for i in range(n))
+        self.target_critics = nn.ModuleList(Critic(obs_dims, act_dims, cfg) for _ in range(n))
+        hard_update(self.target_actors, self.actors)
+        hard_update(self.target_critics, self.critics)
+        for p in list(self.target_actors.parameters()) + list(self.target_critics.parameters()):
+            p.requires_grad_(False)
+        self.actor_optims = [torch.optim.Adam(a.parameters(), lr=cfg.lr_actor) for a in self.actors]
+        self.critic_optims = [torch.optim.Adam(c.parameters(), lr=cfg.lr_critic) for c in self.critics]
 
     # ---- learning ---------------------------------------------------------------------------
 

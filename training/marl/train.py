@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from training.marl.buffer import EpisodeHistory, SequenceReplayBuffer
 from training.marl.envs import EnvError, action_dim, describe_spaces, make_env, teams
-from training.marl.maddpg import MADDPG, NetConfig
+from training.marl.maddpg import MADDPG, Lineup, NetConfig
 from training.marl.options import (ACTION_TYPES, ALGOS, ENCODER_KINDS, ENV_MODULES as ENVS, MAX_STEPS, MIN_STEPS,
                                   PLACEMENTS)
 from training.trainer import determinism, jsonable, notify, write_json
@@ -179,7 +179,7 @@ def _train(config: MARLConfig, on_progress) -> MARLResult:
         return MARLResult(None, {"steps": step, "episodes": episode}, curve, cancelled=True)
 
     notify(on_progress, {"event": "stage", "stage": "evaluating"})
-    evaluation = evaluate(model, config, agents, history_len)
+    evaluation = evaluate(model, config, agents)
     metrics = {
         "env": config.env, "algo": config.algo, "encoder": model.cfg.encoder, "placement": config.placement,
         "seed": config.seed, "steps": step, "episodes": episode, "updates": len(losses),
@@ -212,10 +212,10 @@ def curve_point(step: int, episode: int, recent: list[np.ndarray], agents: list[
     return point
 
 
-def evaluate(model: MADDPG, config: MARLConfig, agents: list[str], history_len: int) -> dict:
+def evaluate(model: Lineup, config: MARLConfig, agents: list[str]) -> dict:
     """Greedy policy over `eval_episodes` fixed-seed episodes: mean summed reward, per team too."""
     env = make_env(config.env, config.action_type)
-    history = EpisodeHistory(history_len, model.obs_dims) if history_len else None
+    history = EpisodeHistory(model.history, model.obs_dims) if model.history else None
     rng = np.random.default_rng(0)
     totals = []
     for k in range(config.eval_episodes):
@@ -242,6 +242,26 @@ def evaluate(model: MADDPG, config: MARLConfig, agents: list[str], history_len: 
 
 def count_parameters(model: MADDPG) -> int:
     return sum(p.numel() for m in (model.actors, model.critics) for p in m.parameters())
+
+
+def crossplay(folders: dict[str, Path], env_name: str, episodes: int) -> dict:
+    """Evaluate a lineup in which each team plays with the actors of its own checkpoint (all trained
+    on `env_name`), e.g. {"adversary": HRTMADDPG run, "agent": MADDPG run}: a team's policies are
+    compared against the same opponents, which self-play rewards of a mixed game cannot do."""
+    loaded = {team: load_policy(Path(folder), env_name) for team, folder in folders.items()}
+    (model, saved), *_ = loaded.values()
+    groups = teams(saved["agents"])
+    if set(folders) != set(groups):
+        raise MARLCheckpointError(f"lineup: name one checkpoint per team ({', '.join(groups)}), got {', '.join(folders)}")
+    if len({s["action_type"] for _, s in loaded.values()}) > 1:
+        raise MARLCheckpointError("action_type: the lineup's checkpoints use different action types")
+    actors = [None] * len(saved["agents"])
+    for team, indices in groups.items():
+        for i in indices:
+            actors[i] = loaded[team][0].actors[i]
+    lineup = Lineup(actors, model.obs_dims, model.action_type)
+    config = MARLConfig(env=env_name, action_type=model.action_type, eval_episodes=episodes)
+    return evaluate(lineup, config, saved["agents"])
 
 
 # ---- checkpoints ------------------------------------------------------------------------------
@@ -309,4 +329,4 @@ def load_policy(folder: Path, env_name: str) -> tuple[MADDPG, dict]:
 
 
 __all__ = ["ALGOS", "MARLConfig", "MARLConfigError", "MARLCheckpointError", "MARLResult", "train_marl",
-           "load_policy", "read_checkpoint_config", "EnvError"]
+           "load_policy", "crossplay", "read_checkpoint_config", "EnvError"]
