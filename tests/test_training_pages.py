@@ -197,3 +197,87 @@ def test_checkpoint_list_shows_the_training_judges_agreement_with_people(fast_pa
     assert f"?judge={judge.pk}" in row and "tfidf-trainer" in row and "0.667" in row and "n=3" in row
     orphan_row = page[page.index('data-checkpoint="ck-orphan"'):]
     assert "judge no longer registered" in orphan_row[:orphan_row.index("</tr>")]
+
+
+def trained_by(page: str, checkpoint: str) -> str:
+    """The 'Trained by judge' cell of one checkpoint's row, whitespace collapsed."""
+    row = page[page.index(f'data-checkpoint="{checkpoint}"'):]
+    cell = re.search(r'<td class="trained-by">(.*?)</td>', row[:row.index("</tr>")], re.S).group(1)
+    return " ".join(cell.split())
+
+
+@pytest.mark.django_db
+def test_checkpoint_list_reads_no_rating_rows_once_the_judges_agreement_is_cached(fast_passwords, tmp_path, settings):
+    from django.db import connection
+    from django.template.defaultfilters import floatformat
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.test_annotation_services import annotators, pointwise_batch, rate
+    from webapp.annotation import alignment
+    from webapp.annotation import services as annotation
+    from webapp.annotation.models import Rating
+    from webapp.corpus.models import Label
+    from webapp.judges.models import JudgeVersion
+
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+                                   "LOCATION": "checkpoint-list-tests"}}
+    batch = pointwise_batch(n_items=12, k=1)
+    (person,) = annotators(1)
+    judge = JudgeVersion.objects.create(name="tfidf-counted", kind="tfidf")
+    for item in batch.items.all():  # the judge calls every greeting good
+        Label.objects.create(greeting=item.greeting, value="good", source_kind="judge", source_name=judge.name)
+    client = client_for(ADMIN)
+
+    def view() -> tuple[str, list[str]]:
+        with CaptureQueriesContext(connection) as queries:
+            page = client.get(reverse("checkpoints:list")).content.decode()
+        return page, [q["sql"] for q in queries.captured_queries]
+
+    def trained_by_judge(name: str) -> Checkpoint:
+        checkpoint = fake_checkpoint(tmp_path, name)
+        Checkpoint.objects.filter(pk=checkpoint.pk).update(data={"judge": judge.name})
+        return checkpoint
+
+    def rate_next(verdicts: list[str]) -> None:
+        for verdict in verdicts:
+            rate(annotation.next_assignment(batch, person), person, verdict=verdict)
+
+    def expected_cell() -> str:  # the figure computed afresh, uncached, as the template shows it
+        figures = alignment.judge_alignment(judge, alignment.pointwise_items(None), full=False)
+        a = figures["agreement"]
+        return (f"{judge.name}</a>: {floatformat(a.value, 3)} [{floatformat(a.low, 3)}, {floatformat(a.high, 3)}], "
+                f"n={figures['compared']}")
+
+    def reads_rating_rows(queries: list[str]) -> bool:
+        return any("annotation_rating" in sql and "COUNT(" not in sql for sql in queries)
+
+    rate_next(["good", "good"])
+    trained_by_judge("ck-0")
+    small_cold, small_warm = view(), view()
+    assert "tfidf-counted</a>: 1.000" in trained_by(small_cold[0], "ck-0") and "n=2" in small_cold[0]
+
+    rate_next(["bad"] * 4 + ["good"] * 6)  # 12 ratings: 8 good, as the judge says
+    for i in range(1, 5):
+        trained_by_judge(f"ck-{i}")
+    big_cold, big_warm = view(), view()
+    for i in range(5):
+        assert expected_cell() in trained_by(big_cold[0], f"ck-{i}")
+        assert trained_by(big_warm[0], f"ck-{i}") == trained_by(big_cold[0], f"ck-{i}")
+    assert "0.667" in trained_by(big_warm[0], "ck-0") and "n=12" in trained_by(big_warm[0], "ck-0")
+
+    # Six times the ratings and five times the checkpoints: not one query more, cold or warm.
+    assert len(big_cold[1]) == len(small_cold[1]) and len(big_warm[1]) == len(small_warm[1])
+    assert reads_rating_rows(small_cold[1]) and reads_rating_rows(big_cold[1])
+    assert not reads_rating_rows(small_warm[1]) and not reads_rating_rows(big_warm[1])
+    assert len(big_warm[1]) < len(big_cold[1])
+
+    # What the figure reads changes: the next view recomputes it.
+    annotation.undo_last(batch=batch, user=person)  # the 12th rating (good) is taken back: 7 of 11 agree
+    page, queries = view()
+    undone = trained_by(page, "ck-0")
+    assert reads_rating_rows(queries) and expected_cell() in undone and "0.636" in undone and "n=11" in undone
+    rated = Rating.objects.filter(item__batch=batch).order_by("id").first()  # people said good
+    Label.objects.filter(source_name=judge.name, greeting=rated.item.greeting).update(value="bad")  # rewritten in place
+    page, queries = view()
+    assert reads_rating_rows(queries) and expected_cell() in trained_by(page, "ck-0")
+    assert "0.545" in trained_by(page, "ck-0")  # 6 of 11
