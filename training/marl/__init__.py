@@ -18,6 +18,15 @@ fit a 2-core CPU budget and ablated in `python -m bench.marl`:
   over all m*w steps, no transformer), "transformer" (per-step embedding + causal
   transformer over all m*w steps, no RNN). Padding before an episode began is zeros plus a
   validity flag in the input.
+- what the encoder sees: the agent's own raw observations of the last m*w steps (the same rows
+  its actor sees one at a time); in simple_adversary nobody observes velocities and the adversary
+  does not observe which landmark is the goal, so history carries information a single
+  observation lacks (motion, and where the good agents are heading).
+
+Evaluation of mixed games (`crossplay`): both teams of simple_adversary train with the same
+algorithm, so a self-play reward cannot separate a better adversary from worse good agents; a
+`Lineup` takes each team's actors from a different checkpoint, so one team's policies can be
+compared against the same opponents.
 
 MADDPG itself: deterministic actors (sigmoid outputs for mpe2's continuous actions in [0, 1],
 Gumbel-softmax for discrete ones), centralised critics on all observations and actions,
