@@ -8,9 +8,18 @@ pairs, as in bench/judges.py):
 
 * anchor: one agent (temperature 0.8, 4 candidates);
 * multi-agent: two agents (temperature 0.7 and 1.2 with a persona, 2 candidates each);
-* debate (only with --debate-url URL --debate-model M, an OpenAI-compatible chat endpoint): the same two
-  agents with 3 few-shot examples retrieved from the training pairs' chosen greetings, then the positive,
-  negative, judge and reflect agents (training.curation.debate) on that endpoint.
+* debate (with --debate-local, or --debate-url URL --debate-model M for any OpenAI-compatible endpoint):
+  the same two agents with 3 few-shot examples retrieved from the training pairs' chosen greetings, then
+  the positive, negative, judge and reflect agents (training.curation.debate) on that endpoint, over the
+  same prompts (or the first --debate-prompts). --debate-local serves the bench's own generator
+  checkpoint through the app's OpenAI-compatible API (uvicorn on a private stack, bench/stack.py: real
+  HTTP, JSON-constrained decoding, an API key; the API reads only the last user message, so the agents'
+  system prompts never reach the local model). The presets' context (tiny: 64 tokens) cannot hold the agents' requests (the
+  data block alone is ~110 characters, 3 few-shot examples ~150), and the rope is the default unscaled
+  kind, so max_position_embeddings is raised to DEBATE_CONTEXT for the served copy and for the debate's
+  generator agents, as bench/engine.py does; each answer is capped at DEBATE_MAX_TOKENS (budget-forced,
+  so the JSON still closes), which bounds the judge and reflect requests that quote earlier answers.
+  A small local model is a weak judge: its verdicts mean nothing, only throughput and pipeline do.
 
 Prompts come from random_query.txt minus every query of evaluate_data.json and of the held-out
 pairs (the leakage guard; the count is reported). Without --checkpoint a tiny generator is
@@ -19,8 +28,11 @@ figures measure the machinery (throughput, the share rejected at each stage), no
 import argparse
 import json
 import os
+import shutil
 import tempfile
 import time
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from bench.judges import SHARED, load_bench_data
@@ -31,19 +43,69 @@ from training.judges.tfidf import train_tfidf_judge
 
 MAX_NEW_TOKENS = 28  # the tiny preset's context is 64 tokens, the prompt included:
 MAX_QUERY_CHARS = 14  # so queries are kept short enough for prompt + answer to fit
+DEBATE_CONTEXT = 1024  # tokens: the longest debate request (reflect) is ~700 with DEBATE_MAX_TOKENS answers
+DEBATE_MAX_TOKENS = 160  # per agent answer
+LOCAL_MODEL = "zhufu"  # the API's alias of its active checkpoint
 
 
 def generator(checkpoint: Path | None, data_dir: Path, steps: int, workdir: Path):
-    from generation.checkpoint import load_checkpoint
-
+    """(backend, checkpoint folder): the given checkpoint, or a tiny one trained on sft_data first."""
     if checkpoint is None:
         from training.trainer import TrainConfig, train_model
 
         result = train_model(TrainConfig(preset="tiny", data_paths=[data_dir / "sft_data.json"], out_dir=workdir / "gen",
                                          max_steps=steps, progress_bar=False))
         checkpoint = result.checkpoint_dir
+    return local_backend(Path(checkpoint)), Path(checkpoint)
+
+
+def local_backend(checkpoint: Path, context: int | None = None) -> LocalEngineBackend:
+    """The in-process engine on `checkpoint`; `context` raises max_position_embeddings (default rope)."""
+    from generation.checkpoint import load_checkpoint
+
     model, tokenizer = load_checkpoint(checkpoint)
-    return LocalEngineBackend.from_model(model, tokenizer, max_slots=16), str(checkpoint)
+    if context:
+        model.config.max_position_embeddings = max(model.config.max_position_embeddings, context)
+    return LocalEngineBackend.from_model(model, tokenizer, max_slots=16)
+
+
+def long_context_copy(checkpoint: Path, folder: Path, context: int) -> Path:
+    """A copy of the checkpoint whose config.json allows `context` positions (what the server loads)."""
+    shutil.copytree(checkpoint, folder)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config["max_position_embeddings"] = max(config["max_position_embeddings"], context)
+    (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return folder
+
+
+@contextmanager
+def local_endpoint(checkpoint: Path, workdir: Path, progress=print):
+    """(base_url, model, api_key) of the app's own OpenAI-compatible API serving `checkpoint` (with the
+    debate's context) on a private stack: PostgreSQL, Redis and uvicorn, stopped on exit."""
+    from bench.stack import Stack
+
+    served = long_context_copy(checkpoint, workdir / "served-checkpoint", DEBATE_CONTEXT)
+    stack = Stack(API_RATE_LIMIT_PER_MINUTE="1000000", ENGINE_MAX_SLOTS="16")
+    try:
+        progress(f"local endpoint: private stack under {stack.root}, web :{stack.web_port}")
+        stack.start_services()
+        secret = stack.shell("\n".join([
+            "import json",
+            "from django.contrib.auth import get_user_model",
+            "from webapp.api.services import create_api_key",
+            "from webapp.checkpoints.services import promote_checkpoint, register_checkpoint",
+            f"path = {str(served)!r}",
+            "config = json.load(open(path + '/config.json'))",
+            "promote_checkpoint(register_checkpoint(name='debate-bench', run_name='debate-bench', path=path, "
+            "preset='bench', model_config=config, data={}, metrics={}))",
+            "print(create_api_key(get_user_model().objects.create_user('debate-bench'), name='bench')[1])",
+        ])).strip().splitlines()[-1]
+        stack.start("web")
+        stack.wait_for_web()
+        warm_up(f"{stack.web_url}/v1", secret)
+        yield f"{stack.web_url}/v1", LOCAL_MODEL, secret
+    finally:
+        stack.close()
 
 
 def stage_shares(stats: dict) -> dict:
@@ -64,30 +126,47 @@ def debate_stage_shares(stats: dict) -> dict:
             "pairs_dropped_by_length_guard": stats["pairs_dropped_length_guard"]}
 
 
-def debate_run(prompts, agents, data, evaluation_queries, config, url: str, model: str, api_key: str = "") -> dict:
+def warm_up(base_url: str, api_key: str) -> None:
+    """One request first, so the server's engine load is not counted as debate time."""
+    import requests
+
+    reply = requests.post(f"{base_url}/chat/completions", headers={"Authorization": f"Bearer {api_key}"}, timeout=300,
+                          json={"model": LOCAL_MODEL, "messages": [{"role": "user", "content": "生日祝福"}], "max_tokens": 8})
+    reply.raise_for_status()
+
+
+def debate_run(prompts, agents, data, evaluation_queries, config, url: str, model: str, api_key: str = "",
+               temperature: float = 0.0) -> dict:
     from training.curation import DebatePrinciples
     from training.judges.llm import LLMJudge, LLMJudgeConfig
     from webapp.judges.principles import DEFAULT_RULES, DEFAULT_STRENGTHS, DEFAULT_WEAKNESSES  # plain lists
 
     principles = DebatePrinciples(tuple(DEFAULT_STRENGTHS), tuple(DEFAULT_WEAKNESSES), tuple(DEFAULT_RULES))
-    client = LLMJudge(LLMJudgeConfig(base_url=url, model=model, api_key=api_key), rules=list(DEFAULT_RULES),
-                      name="debate")
+    client = LLMJudge(LLMJudgeConfig(base_url=url, model=model, api_key=api_key, max_tokens=DEBATE_MAX_TOKENS,
+                                     temperature=temperature, timeout=300), rules=list(DEFAULT_RULES), name="debate")
     index = RetrievalIndex([Example(f"train{i}", p.query, p.chosen) for i, p in enumerate(data.train)])
     result = curate_pairs_by_debate(prompts, agents, client, config, index=index, k=3, principles=principles,
                                     exclude_queries=evaluation_queries, progress_bar=True)
-    return {"stats": result.stats, "rejected_share_by_stage": debate_stage_shares(result.stats),
-            "pairs_per_prompt": round(result.stats["pairs"] / max(1, result.stats["prompts"]), 3)}
+    stats = result.stats
+    requests = sum(stats["llm_requests"].values())
+    return {"endpoint": {"base_url": url, "model": model, "temperature": temperature}, "stats": stats,
+            "rejected_share_by_stage": debate_stage_shares(stats),
+            "pairs_per_prompt": round(stats["pairs"] / max(1, stats["prompts"]), 3),
+            "candidates_per_minute": round(stats["candidates_debated"] / stats["seconds"] * 60, 2)
+            if stats["seconds"] else None,
+            "seconds_per_llm_request": round(stats["seconds"] / requests, 2) if requests else None}
 
 
 def run(data_dir: Path, checkpoint: Path | None, n_prompts: int, gen_steps: int, min_margin: float,
-        debate_url: str = "", debate_model: str = "", debate_api_key: str = "") -> dict:
+        debate_url: str = "", debate_model: str = "", debate_api_key: str = "", debate_local: bool = False,
+        debate_prompts: int | None = None, debate_temperature: float = 0.0) -> dict:
     data = load_bench_data(data_dir)
     judge = train_tfidf_judge([p.chosen for p in data.train], [p.rejected for p in data.train], name="tfidf-bench")
     evaluation_queries = [p.query for p in data.heldout] + [i.query for i in load_labeled(data_dir / "evaluate_data.json")]
     pool = [line.strip() for line in (data_dir / "random_query.txt").read_text(encoding="utf-8").splitlines() if line.strip()]
     with tempfile.TemporaryDirectory(prefix="bench-curation-") as tmp:
         t = time.perf_counter()
-        backend, source = generator(checkpoint, data_dir, gen_steps, Path(tmp))
+        backend, checkpoint = generator(checkpoint, data_dir, gen_steps, Path(tmp))
         generator_seconds = time.perf_counter() - t
         excluded = {q.strip() for q in evaluation_queries}
         prompts = list(dict.fromkeys(q for q in pool if q not in excluded and len(q) <= MAX_QUERY_CHARS))[:n_prompts]
@@ -104,11 +183,19 @@ def run(data_dir: Path, checkpoint: Path | None, n_prompts: int, gen_steps: int,
                                   progress_bar=True)
             results[name] = {"stats": result.stats, "rejected_share_by_stage": stage_shares(result.stats),
                              "pairs_per_prompt": round(result.stats["pairs"] / max(1, result.stats["prompts"]), 3)}
-        if debate_url:
-            results["debate"] = debate_run(prompts, setups["multi_agent"], data, evaluation_queries, config,
-                                           debate_url, debate_model, debate_api_key)
+        if debate_url or debate_local:
+            # the same two agents, on an engine whose context holds the retrieved few-shot examples
+            long_backend = local_backend(checkpoint, DEBATE_CONTEXT)
+            agents = [replace(agent, backend=long_backend) for agent in setups["multi_agent"]]
+            debate_args = (prompts[:debate_prompts], agents, data, evaluation_queries, config)
+            if debate_local:
+                with local_endpoint(checkpoint, Path(tmp)) as endpoint:
+                    results["debate"] = debate_run(*debate_args, *endpoint, temperature=debate_temperature)
+            else:
+                results["debate"] = debate_run(*debate_args, debate_url, debate_model, debate_api_key,
+                                               temperature=debate_temperature)
     anchor, multi = results["anchor_one_agent"]["stats"], results["multi_agent"]["stats"]
-    return {"generator": source, "generator_train_seconds": round(generator_seconds, 1), "prompts": len(prompts),
+    return {"generator": str(checkpoint), "generator_train_seconds": round(generator_seconds, 1), "prompts": len(prompts),
             "evaluation_queries_in_first_pool_slice": leaked_in_pool, "min_margin": min_margin,
             "setups": results,
             "ratio_multi_vs_anchor": {
@@ -117,7 +204,7 @@ def run(data_dir: Path, checkpoint: Path | None, n_prompts: int, gen_steps: int,
                 "pairs": round(multi["pairs"] / anchor["pairs"], 3) if anchor["pairs"] else None},
             **({"ratio_debate_vs_anchor": {
                 "pairs_per_minute": round(results["debate"]["stats"]["pairs_per_minute"] / anchor["pairs_per_minute"], 3)
-                if anchor["pairs_per_minute"] else None}} if debate_url else {})}
+                if anchor["pairs_per_minute"] else None}} if "debate" in results else {})}
 
 
 def print_table(report: dict) -> None:
@@ -125,9 +212,13 @@ def print_table(report: dict) -> None:
           f"{report['prompts']} prompts, min margin {report['min_margin']}")
     for name, r in report["setups"].items():
         s = r["stats"]
-        print(f"  {name:<17} pairs {s['pairs']:>3} ({r['pairs_per_prompt']}/prompt)  {s['pairs_per_minute']} pairs/min  "
-              f"{s['seconds']} s  candidates {s['candidates_generated']}  rejected: {r['rejected_share_by_stage']}  "
+        print(f"  {name:<17} {s['prompts']} prompts, pairs {s['pairs']:>3} ({r['pairs_per_prompt']}/prompt)  "
+              f"{s['pairs_per_minute']} pairs/min  {s['seconds']} s  candidates {s['candidates_generated']}  "
+              f"rejected: {r['rejected_share_by_stage']}  "
               f"chosen-longer share {s['chosen_longer_share_before_guard']} -> {s['chosen_longer_share']}")
+        if name == "debate":
+            print(f"  {'':<17} {r['candidates_per_minute']} candidates/min, {r['seconds_per_llm_request']} s per "
+                  f"LLM request, requests {s['llm_requests']}, usage {s['llm_usage']}")
     print(f"  multi-agent vs anchor: {report['ratio_multi_vs_anchor']}")
     if "ratio_debate_vs_anchor" in report:
         print(f"  debate vs anchor: {report['ratio_debate_vs_anchor']}")
@@ -141,6 +232,12 @@ def main() -> None:
     parser.add_argument("--gen-steps", type=int, default=300)
     parser.add_argument("--min-margin", type=float, default=0.3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--debate-local", action="store_true",
+                        help="debate on the app's own API serving the bench's generator (a private stack)")
+    parser.add_argument("--debate-prompts", type=int, help="only the first N prompts go through the debate (default all)")
+    parser.add_argument("--debate-temperature", type=float, default=0.0,
+                        help="the debate agents' sampling temperature (a tiny local model at 0 gives every candidate "
+                             "the same verdict, so no pair forms)")
     parser.add_argument("--debate-url", default="", help="an OpenAI-compatible endpoint (…/v1) for the debate agents")
     parser.add_argument("--debate-model", default="")
     parser.add_argument("--debate-api-key", default=os.environ.get("JUDGE_LLM_API_KEY", ""))
@@ -151,8 +248,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.debate_url and not args.debate_model:
         parser.error("--debate-model: name the model the debate endpoint serves")
+    if args.debate_url and args.debate_local:
+        parser.error("--debate-local: give either it or --debate-url, not both")
+    if args.debate_prompts is not None and args.debate_prompts < 1:
+        parser.error("--debate-prompts: at least 1")
     report = run(args.data, args.checkpoint, args.prompts, args.gen_steps, args.min_margin, args.debate_url,
-                 args.debate_model, args.debate_api_key)
+                 args.debate_model, args.debate_api_key, args.debate_local, args.debate_prompts,
+                 args.debate_temperature)
     print_table(report)
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))

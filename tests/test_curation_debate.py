@@ -12,7 +12,8 @@ from generation.backends import OpenAICompatibleBackend
 from tests.test_llm_judge import ScriptedServer, completion
 from training.curation import (CurationConfig, CurationError, DebatePrinciples, Example, GeneratorAgent,
                                RetrievalIndex, curate_pairs_by_debate, read_pair_file)
-from training.curation.debate import DEBATE_FILE, reflect_outcome
+from generation.engine.json_constraint import parse_schema
+from training.curation.debate import DEBATE_FILE, SCHEMAS, parse_answer, reflect_outcome
 from training.judges.data import load_pairs
 from training.judges.llm import LLMJudge, LLMJudgeConfig, parse_data_block
 
@@ -151,6 +152,23 @@ def test_an_overturn_without_evidence_is_refused():
     # a listed weakness cannot turn a 0 into a 1: the evidence must be on the side of the new verdict
     assert reflect_outcome(text, 0, strengths, weaknesses, overturn(1, "催婚施压", "赶紧结婚"))[0] == 0
     assert reflect_outcome(text, 0, strengths, weaknesses, {**KEEP, "verdict": 0}) == (0, "kept")
+
+
+def test_the_agents_schemas_are_flat_for_our_own_engine_and_both_answer_shapes_parse():
+    for agent, schema in SCHEMAS.items():
+        assert [f["name"] for f in parse_schema(schema)] == list(schema["properties"]), agent  # no SchemaError
+    # the flat shape our engine writes, and the list / nested shape other endpoints may answer with
+    assert parse_answer("positive", '{"strengths": "情感真挚；用词优美；"}') == {"strengths": ["情感真挚", "用词优美"]}
+    assert parse_answer("negative", {"weaknesses": ["催婚施压"]}) == {"weaknesses": ["催婚施压"]}
+    flat = parse_answer("reflect", '{"overturn": true, "verdict": 0, "evidence_item": "催婚施压", '
+                                   '"evidence_quote": "赶紧结婚", "reason": "有证据"}')
+    nested = parse_answer("reflect", {**KEEP, "overturn": True, "verdict": 0,
+                                      "evidence": {"item": "催婚施压", "quote": "赶紧结婚"}, "reason": "有证据"})
+    assert flat == nested and flat["evidence"] == {"item": "催婚施压", "quote": "赶紧结婚"}
+    with pytest.raises(ValueError, match="at most 9 items"):
+        parse_answer("negative", {"weaknesses": "；".join(f"缺点{i}" for i in range(10))})
+    with pytest.raises(ValueError, match='"strengths" must be a text of points'):
+        parse_answer("positive", {"strengths": 3})
 
 
 def test_a_killed_run_resumes_without_asking_again_and_gives_the_same_pairs(tmp_path):

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -131,23 +132,32 @@ class DebatePrinciples:
     rules: tuple[str, ...] = ()
 
 
-def _list_schema(key: str) -> dict:
-    return {"type": "object", "properties": {key: {"type": "array", "items": {"type": "string"}, "maxItems": MAX_POINTS}},
+# Flat schemas (texts, enums, booleans): the app's own JSON-constrained engine takes no arrays or nested
+# objects, so a list of points is one text, the points separated by POINT_SEPARATOR, and the reflect
+# agent's evidence is two texts. Answers with a real list or an evidence object are read as well.
+POINT_SEPARATOR = "；"
+MAX_POINT_CHARS = 40
+MAX_REASON_CHARS = 120
+
+
+def _points_schema(key: str) -> dict:
+    return {"type": "object", "properties": {key: {"type": "string", "maxLength": MAX_POINTS * (MAX_POINT_CHARS + 1)}},
             "required": [key], "additionalProperties": False}
 
 
-POSITIVE_SCHEMA = _list_schema("strengths")
-NEGATIVE_SCHEMA = _list_schema("weaknesses")
-JUDGE_SCHEMA = {"type": "object", "properties": {"verdict": {"type": "integer", "enum": [0, 1]}, "reason": {"type": "string"}},
+POSITIVE_SCHEMA = _points_schema("strengths")
+NEGATIVE_SCHEMA = _points_schema("weaknesses")
+JUDGE_SCHEMA = {"type": "object", "properties": {"verdict": {"enum": [0, 1]},
+                                                 "reason": {"type": "string", "maxLength": MAX_REASON_CHARS}},
                 "required": ["verdict", "reason"], "additionalProperties": False}
 REFLECT_SCHEMA = {
     "type": "object",
     "properties": {
         "overturn": {"type": "boolean"},
-        "verdict": {"type": "integer", "enum": [0, 1]},
-        "evidence": {"type": "object", "properties": {"item": {"type": "string"}, "quote": {"type": "string"}},
-                     "required": ["item", "quote"]},
-        "reason": {"type": "string"},
+        "verdict": {"enum": [0, 1]},
+        "evidence_item": {"type": "string", "maxLength": MAX_POINT_CHARS},
+        "evidence_quote": {"type": "string", "maxLength": MAX_POINT_CHARS},
+        "reason": {"type": "string", "maxLength": MAX_REASON_CHARS},
     },
     "required": ["overturn", "verdict", "reason"],
     "additionalProperties": False,
@@ -166,22 +176,22 @@ def system_prompt(agent: str, principles: DebatePrinciples) -> str:
     if agent == "positive":
         return ("你是祝福语评审中的正方。逐条列出这条祝福语真正具备的优点（没有就给空列表），每条一句话。\n"
                 f"【可参考的优点】\n{_numbered(principles.strengths)}\n{_SAFETY}\n"
-                f'只输出 JSON：{{"strengths": ["...", ...]}}，最多 {MAX_POINTS} 条。')
+                f'只输出 JSON：{{"strengths": "优点一{POINT_SEPARATOR}优点二"}}，各条用“{POINT_SEPARATOR}”分隔，最多 {MAX_POINTS} 条。')
     if agent == "negative":
         return ("你是祝福语评审中的反方。逐条列出这条祝福语真正存在的缺点（没有就给空列表），每条一句话。\n"
                 f"【可参考的缺点】\n{_numbered(principles.weaknesses)}\n{_SAFETY}\n"
-                f'只输出 JSON：{{"weaknesses": ["...", ...]}}，最多 {MAX_POINTS} 条。')
+                f'只输出 JSON：{{"weaknesses": "缺点一{POINT_SEPARATOR}缺点二"}}，各条用“{POINT_SEPARATOR}”分隔，最多 {MAX_POINTS} 条。')
     if agent == "judge":
         return ("你是祝福语评审的裁判。参考正方列出的优点和反方列出的缺点，只有这条祝福语在各方面都好时给 1，否则给 0。\n"
                 f"【评审规则】\n{_numbered(principles.rules)}\n{_SAFETY}\n"
                 '只输出 JSON：{"verdict": 0 或 1, "reason": "简短理由"}。')
     return ("你是祝福语评审的复核者。你看到祝福语、正方的优点、反方的缺点和裁判的判定。"
             "只有在有明确证据时才推翻裁判：把判定改为 1 时引用一条正方列出的优点，改为 0 时引用一条反方列出的缺点"
-            "（evidence.item，原样照抄），并从祝福语原文中摘出能证明它的一段（evidence.quote，原样照抄，至少两个字）。"
+            "（evidence_item，原样照抄），并从祝福语原文中摘出能证明它的一段（evidence_quote，原样照抄，至少两个字）。"
             "证据不足就维持原判（overturn 为 false，verdict 与裁判相同）。\n"
             f"{_SAFETY}\n"
             '只输出 JSON：{"overturn": true 或 false, "verdict": 0 或 1, '
-            '"evidence": {"item": "...", "quote": "..."}, "reason": "简短理由"}。')
+            '"evidence_item": "...", "evidence_quote": "...", "reason": "简短理由"}。')
 
 
 def data_block(data: dict) -> str:
@@ -208,9 +218,12 @@ def _load(content: Any) -> dict:
 
 
 def _points(data: dict, key: str) -> list[str]:
+    """The listed points: one text separated by POINT_SEPARATOR (the flat schema) or a list of texts."""
     items = data.get(key)
+    if isinstance(items, str):
+        items = re.split(f"[{POINT_SEPARATOR};\n]", items)
     if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-        raise ValueError(f'"{key}" must be a list of texts')
+        raise ValueError(f'"{key}" must be a text of points separated by "{POINT_SEPARATOR}" (or a list of texts)')
     items = [i.strip() for i in items if i.strip()]
     if len(items) > MAX_POINTS:
         raise ValueError(f'"{key}": at most {MAX_POINTS} items, got {len(items)}')
@@ -243,9 +256,9 @@ def parse_answer(agent: str, content: Any) -> dict:
     overturn = data.get("overturn")
     if not isinstance(overturn, bool):
         raise ValueError(f'"overturn" must be true or false, not {overturn!r}')
-    evidence = data.get("evidence") or {}
+    evidence = data.get("evidence") or {"item": data.get("evidence_item", ""), "quote": data.get("evidence_quote", "")}
     if not isinstance(evidence, dict) or not all(isinstance(evidence.get(k, ""), str) for k in ("item", "quote")):
-        raise ValueError('"evidence" must be an object with the texts "item" and "quote"')
+        raise ValueError('"evidence_item" and "evidence_quote" must be texts')
     return {"overturn": overturn, "verdict": _verdict(data), "reason": _reason(data),
             "evidence": {"item": evidence.get("item", "").strip(), "quote": evidence.get("quote", "").strip()}}
 
