@@ -1,20 +1,28 @@
 """The MoE reward model on the paper's pairs, beside pick-longer and the TF-IDF judge.
 
     python -m bench.reward_model --json [--preset small] [--steps N] [--pooling last|mean]
+                                 [--pretrain-steps N | --init-checkpoint DIR]
 
 Same split as bench/judges.py: reward_data_train.json minus split_by_query(pairs, 0.15); the
 reward model (its own validation split is carved, salted, out of the training side) and the
 TF-IDF baseline both train on the training side; both are scored on the held-out pairs:
 overall, chosen-not-longer and length-matched accuracy, with counts, beside pick-longer.
-Pointwise metrics on evaluate_data.json are restricted to queries neither judge saw."""
+Pointwise metrics on evaluate_data.json are restricted to queries neither judge saw.
+
+--pretrain-steps N first SFTs a generator of the same preset on sft_data.json (N steps) and starts the
+reward model's backbone from it. sft_data's outputs are the pairs' chosen texts, so every record whose
+query is held out, or whose output is any held-out text, is dropped first: the backbone never reads a
+held-out answer. --init-checkpoint DIR starts from a generator trained that way before (the bench's
+--pretrain-dir keeps it); a checkpoint trained on all of sft_data would leak the held-out answers."""
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from bench.judges import load_bench_data
+from bench.judges import BenchData, load_bench_data
 from bench.judges import print_table as print_judge_table
 from training.judges.evaluation import evaluate_labeled, evaluate_pairs
 from training.judges.reward_model import RewardModelConfig, train_reward_model
@@ -24,11 +32,42 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ignit
 DEFAULT_STEPS = 300
 
 
+def leak_free_sft(data_dir: Path, data: BenchData) -> list[dict]:
+    """sft_data.json minus every record of a held-out query or with a held-out text as its output."""
+    heldout_queries = {p.query.strip() for p in data.heldout}
+    heldout_texts = {text.strip() for p in data.heldout for text in (p.chosen, p.rejected)}
+    records = json.loads((data_dir / "sft_data.json").read_text(encoding="utf-8"))
+    return [r for r in records if r["instruction"].strip() not in heldout_queries
+            and r["output"].strip() not in heldout_texts]
+
+
+def pretrain_generator(data_dir: Path, data: BenchData, preset: str, steps: int, folder: Path,
+                       progress_bar: bool) -> tuple[Path, dict]:
+    """(checkpoint folder, facts) of a generator SFT'd on the leak-free part of sft_data.json."""
+    from training.trainer import TrainConfig, train_model
+
+    records = leak_free_sft(data_dir, data)
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = folder / "sft_train_side.json"
+    corpus.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    t = time.perf_counter()
+    result = train_model(TrainConfig(preset=preset, data_paths=[corpus], out_dir=folder / "run", max_steps=steps,
+                                     progress_bar=progress_bar))
+    return result.checkpoint_dir, {"sft_records": len(records), "steps": steps,
+                                   "train_seconds": round(time.perf_counter() - t, 1),
+                                   "heldout_loss": result.metrics.get("heldout_loss")}
+
+
 def run(data_dir: Path, preset: str, steps: int, pooling: str, hard_pair_weight: float, seed: int,
-        progress_bar: bool = True, out_dir: Path | None = None) -> dict:
+        progress_bar: bool = True, out_dir: Path | None = None, init_checkpoint: Path | None = None,
+        pretrain_steps: int = 0, pretrain_dir: Path | None = None) -> dict:
     started = time.perf_counter()
     data = load_bench_data(data_dir)
     train, heldout = data.train, data.heldout
+    pretrain = None
+    if pretrain_steps:
+        init_checkpoint, pretrain = pretrain_generator(data_dir, data, preset, pretrain_steps, pretrain_dir,
+                                                       progress_bar)
 
     t = time.perf_counter()
     tfidf = train_tfidf_judge([p.chosen for p in train], [p.rejected for p in train], name="tfidf-bench")
@@ -37,6 +76,7 @@ def run(data_dir: Path, preset: str, steps: int, pooling: str, hard_pair_weight:
     t = time.perf_counter()
     result = train_reward_model(train, RewardModelConfig(preset=preset, max_steps=steps, pooling=pooling, seed=seed,
                                                          hard_pair_weight=hard_pair_weight, name="rm-bench",
+                                                         init_checkpoint=init_checkpoint,
                                                          progress_bar=progress_bar), out_dir)
     rm_seconds = time.perf_counter() - t
     rm = result.judge
@@ -49,6 +89,7 @@ def run(data_dir: Path, preset: str, steps: int, pooling: str, hard_pair_weight:
         "split": data.split,
         "reward_model": {"preset": preset, "steps": steps, "pooling": pooling, "hard_pair_weight": hard_pair_weight,
                          "seed": seed, "threads": torch.get_num_threads(), "train_seconds": round(rm_seconds, 1),
+                         "init_checkpoint": str(init_checkpoint) if init_checkpoint else None, "pretrain": pretrain,
                          "validation_history": result.history,
                          "threshold": rm.threshold, "scale": rm.scale},
         "tfidf_train_seconds": round(tfidf_seconds, 1),
@@ -64,6 +105,10 @@ def print_table(report: dict) -> None:
     print(f"reward model: preset {rm['preset']}, {rm['steps']} steps, pooling {rm['pooling']}, "
           f"hard-pair weight {rm['hard_pair_weight']}, {rm['threads']} thread(s), trained in {rm['train_seconds']} s; "
           f"wall {report['wall_seconds']} s")
+    if rm["init_checkpoint"]:
+        print(f"backbone from {rm['init_checkpoint']}" + (f" (SFT {rm['pretrain']['steps']} steps on "
+              f"{rm['pretrain']['sft_records']} leak-free sft_data records, {rm['pretrain']['train_seconds']} s)"
+              if rm["pretrain"] else ""))
     print_judge_table(report)
 
 
@@ -76,13 +121,22 @@ def main() -> None:
     parser.add_argument("--hard-pair-weight", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the CPU here is shared)")
+    parser.add_argument("--pretrain-steps", type=int, default=0,
+                        help="first SFT a generator on the leak-free part of sft_data.json for N steps and start from it")
+    parser.add_argument("--pretrain-dir", type=Path, help="where that generator goes (default: a temp folder)")
+    parser.add_argument("--init-checkpoint", type=Path,
+                        help="start from this generator checkpoint (one trained without the held-out split)")
     parser.add_argument("--save", type=Path, help="also save the reward model folder here")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--json", action="store_true", help="print the JSON report after the table")
     args = parser.parse_args()
+    if args.pretrain_steps < 0 or (args.pretrain_steps and args.init_checkpoint):
+        parser.error("--pretrain-steps: a positive number, and not together with --init-checkpoint")
     torch.set_num_threads(args.threads)
-    report = run(args.data, args.preset, args.steps, args.pooling, args.hard_pair_weight, args.seed,
-                 progress_bar=not args.no_progress, out_dir=args.save)
+    with tempfile.TemporaryDirectory(prefix="bench-rm-") as tmp:
+        report = run(args.data, args.preset, args.steps, args.pooling, args.hard_pair_weight, args.seed,
+                     progress_bar=not args.no_progress, out_dir=args.save, init_checkpoint=args.init_checkpoint,
+                     pretrain_steps=args.pretrain_steps, pretrain_dir=args.pretrain_dir or Path(tmp) / "generator")
     print_table(report)
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
