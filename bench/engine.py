@@ -109,6 +109,35 @@ def run_engine(engine, prompts, new_tokens):
     return total, _diffs(stamps), [r.candidates[0].tokens for r in requests]
 
 
+# the matrix-multiply kernels of a step: whatever else an engine does, it cannot skip these
+MATMUL_OPS = frozenset({"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_grouped_mm"})
+
+
+def matmul_ms_per_step(engine, prompts, new_tokens, steps=16):
+    """CPU time of the matrix multiplies in one of our decode steps (profiled after the prefill).
+
+    ``generate()`` multiplies the same tokens by the same projection and expert weights (and
+    re-expands the cache on top), so its step time divided by this is about the most an engine
+    could beat it by while keeping fp32 weights and exact greedy outputs on this machine: the
+    rest of our step (attention glue, norms, routing, sampling) counted as free.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    params = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
+    requests = [engine._submit(p, params, None, None) for p in prompts]
+    while engine.num_waiting or engine.num_prefilling:
+        engine.step()
+    steps = min(steps, new_tokens - 2)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            engine.step()
+    for request in requests:
+        engine.cancel(request.request_id)
+    engine.step()
+    matmul_us = sum(e.self_cpu_time_total for e in prof.key_averages() if e.key in MATMUL_OPS)
+    return matmul_us / 1e3 / steps
+
+
 def _diffs(times):
     return [b - a for a, b in zip(times, times[1:])]
 
@@ -139,6 +168,10 @@ def scenario(model, engine, batch, prompt_len, new_tokens, repeats, seed=0):
         row[f"{name}_itl_p50_ms"] = round(_pct(itl, 0.5) * 1e3, 2)
         row[f"{name}_itl_p99_ms"] = round(_pct(itl, 0.99) * 1e3, 2)
     row["speedup"] = round(row["ours_tokens_per_s"] / row["generate_tokens_per_s"], 2)
+    if new_tokens > 4:
+        matmul_ms = matmul_ms_per_step(engine, prompts, new_tokens)
+        row["ours_matmul_ms_per_step"] = round(matmul_ms, 2)
+        row["decode_speedup_ceiling"] = round(row["generate_itl_p50_ms"] / matmul_ms, 2)
     row["speedup_fast_moe"] = round(row["ours_tokens_per_s"] / row["generate_fast_moe_tokens_per_s"], 2)
     return row
 
@@ -228,15 +261,22 @@ def main(argv=None):
         summary[f"speedup_vs_generate_batch{b}"] = next(r["speedup"] for r in rows if r["batch"] == b)
         summary[f"speedup_vs_generate_fast_moe_batch{b}"] = next(r["speedup_fast_moe"] for r in rows if r["batch"] == b)
     summary["all_outputs_match"] = all(r["outputs_match"] for r in rows)
+    for b in batches:  # the decode ceiling (see matmul_ms_per_step) for the headline prompt length
+        row = next(r for r in rows if r["batch"] == b)
+        if "decode_speedup_ceiling" in row:
+            summary[f"decode_speedup_ceiling_batch{b}"] = row["decode_speedup_ceiling"]
     lines = [f"model: {source}; threads {summary['torch_threads']}; load {summary['load_average_1min']}",
              "generate = transformers as shipped (its expert loop); +fastMoE = generate() with our MoE path",
              f"{'batch':>5} {'prompt':>6} {'ours tok/s':>10} {'generate':>9} {'speedup':>7} {'+fastMoE':>9} {'speedup':>7} "
-             f"{'ours p50/p99 ms':>16} {'gen p50/p99 ms':>15} match"]
+             f"{'ours p50/p99 ms':>16} {'gen p50/p99 ms':>15} match {'matmul ms':>9} ceiling"]
     for r in rows:
         lines.append(f"{r['batch']:>5} {r['prompt_len']:>6} {r['ours_tokens_per_s']:>10} {r['generate_tokens_per_s']:>9} "
                      f"{r['speedup']:>7} {r['generate_fast_moe_tokens_per_s']:>9} {r['speedup_fast_moe']:>7} "
                      f"{r['ours_itl_p50_ms']:>7}/{r['ours_itl_p99_ms']:<8} "
-                     f"{r['generate_itl_p50_ms']:>7}/{r['generate_itl_p99_ms']:<7} {r['outputs_match']}")
+                     f"{r['generate_itl_p50_ms']:>7}/{r['generate_itl_p99_ms']:<7} {r['outputs_match']!s:>5} "
+                     f"{r.get('ours_matmul_ms_per_step', '-'):>9} {r.get('decode_speedup_ceiling', '-'):>7}")
+    lines.append("ceiling = generate()'s decode step / the matrix multiplies alone of ours: the most any engine could "
+                 "win at fp32 with exact greedy outputs here")
     lines.append(f"generate_batch: {summary['generate_batch']}")
     lines.append(f"KV bytes/token: {summary['kv_cache_bytes_per_token']}; peak RSS {summary['peak_rss_mb']} MB")
     if args.out:

@@ -92,6 +92,10 @@ def run(steps: int, warmup: int, seed: int) -> dict:
     rows = [{"path": s.name, "tokens_per_s": s.tokens / s.seconds, "seconds": s.seconds, "tokens": s.tokens,
              "final_loss": s.losses[-1]} for s in (fast, loop)]
     speedup = rows[0]["tokens_per_s"] / rows[1]["tokens_per_s"]
+    # Amdahl: the fast path only replaces the expert modules, so even free experts cap the gain
+    loop_step_s = loop.seconds / steps
+    loop_experts_s = experts["median_s"]["transformers_loop"] * len(loop.model.model.layers)
+    experts_share = min(loop_experts_s / loop_step_s, 0.999)
     return {
         "preset": "small",
         "steps_timed": steps,
@@ -105,6 +109,8 @@ def run(steps: int, warmup: int, seed: int) -> dict:
         # Same weights and batches: the two losses should agree to float rounding.
         "max_loss_difference": max(abs(a - b) for a, b in zip(fast.losses, loop.losses)),
         "experts_only": experts,
+        "experts_share_of_loop_step": experts_share,
+        "speedup_ceiling_if_experts_were_free": 1 / (1 - experts_share),
     }
 
 
@@ -122,6 +128,8 @@ def main() -> None:
     e = summary["experts_only"]
     table += (f"\nexpert module alone (layer 0, {e['tokens']} tokens, fwd+bwd median): fast {e['median_s']['fast_moe']*1e3:.1f} ms,"
               f" loop {e['median_s']['transformers_loop']*1e3:.1f} ms, {e['speedup_fast_vs_loop']:.2f}x")
+    table += (f"\nexperts are {summary['experts_share_of_loop_step']:.0%} of the loop's step: even free experts would give"
+              f" at most {summary['speedup_ceiling_if_experts_were_free']:.2f}x")
     emit(summary, table, args.json)
 
 
