@@ -26,8 +26,11 @@ class WorkerHeartbeat(bootsteps.StartStopStep):
     def start(self, worker):
         from webapp.core.heartbeats import record_heartbeat
 
+        # the status page checks that every queue has a live consumer, not just that some worker lives
+        queues = sorted(worker.app.amqp.queues.consume_from or worker.app.amqp.queues)
+
         def beat():
-            record_heartbeat(f"worker:{worker.hostname}", role="worker")
+            record_heartbeat(f"worker:{worker.hostname}", role="worker", queues=queues)
 
         beat()
         self.tref = worker.timer.call_repeatedly(HEARTBEAT_SECONDS, beat, priority=10)

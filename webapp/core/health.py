@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from webapp.core.heartbeats import is_fresh, latest_heartbeat
+from webapp.core.heartbeats import heartbeats, is_fresh, latest_heartbeat
 
 
 @dataclass
@@ -65,6 +65,45 @@ def check_heartbeat(role: str) -> PartHealth:
     return PartHealth(role, True, f"{heartbeat.name} seen {age:.0f} s ago")
 
 
+def required_queues() -> list[str]:
+    """The queues the app sends tasks to: each needs a live worker or its tasks just wait."""
+    routed = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
+    return sorted(routed | {settings.CELERY_TASK_DEFAULT_QUEUE})
+
+
+def check_workers() -> PartHealth:
+    """Green when every queue has a fresh worker; `make demo` runs one for generation and one for
+    training, so "some worker is alive" would hide a dead one."""
+    try:
+        beats = heartbeats("worker")
+    except Exception as exc:  # noqa: BLE001
+        return PartHealth("worker", False, f"cannot read heartbeats: {exc}")
+    if not beats:
+        return PartHealth("worker", False, "no worker has ever reported: is it running?")
+    fresh = [b for b in beats if is_fresh(b)]
+    served = {q for b in fresh for q in worker_queues(b)}
+    missing = [q for q in required_queues() if q not in served]
+    # the last worker seen on each queue nobody serves now: most likely the one that died
+    gone = {b.name: b for q in missing for b in [next((b for b in beats if q in worker_queues(b)), None)] if b}
+    describe = "; ".join(describe_worker(b) for b in fresh + list(gone.values()))
+    if not missing:
+        return PartHealth("worker", True, describe)
+    names = ", ".join(f"'{q}'" for q in missing)
+    plural = "s" if len(missing) > 1 else ""
+    return PartHealth("worker", False, f"no live worker takes the {names} queue{plural} (those tasks wait): {describe}")
+
+
+def worker_queues(heartbeat) -> list[str]:
+    # a heartbeat without the list comes from a worker started before it was recorded: count it for all
+    return (heartbeat.info or {}).get("queues") or required_queues()
+
+
+def describe_worker(heartbeat) -> str:
+    age = (timezone.now() - heartbeat.last_seen).total_seconds()
+    seen = f"seen {age:.0f} s ago" if is_fresh(heartbeat) else f"last seen {age:.0f} s ago (stale)"
+    return f"{heartbeat.name.removeprefix('worker:')} [{', '.join(worker_queues(heartbeat))}] {seen}"
+
+
 def check_checkpoint() -> PartHealth:
     from webapp.checkpoints.services import active_checkpoint
 
@@ -100,7 +139,7 @@ def check_all() -> list[PartHealth]:
     return [
         check_database(),
         check_broker(),
-        check_heartbeat("worker"),
+        check_workers(),
         check_heartbeat("beat"),
         check_checkpoint(),
         check_device(),

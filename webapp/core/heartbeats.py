@@ -11,8 +11,9 @@ from django.utils import timezone
 logger = logging.getLogger(__name__)
 
 
-def record_heartbeat(name: str, role: str) -> None:
-    """Upsert the heartbeat row. Never raises: a database hiccup must not kill a worker."""
+def record_heartbeat(name: str, role: str, **info) -> None:
+    """Upsert the heartbeat row (``info``: extra facts, e.g. a worker's queues). Never raises: a
+    database hiccup must not kill a worker."""
     from webapp.core.models import Heartbeat
 
     try:
@@ -22,7 +23,7 @@ def record_heartbeat(name: str, role: str) -> None:
             defaults={
                 "role": role,
                 "last_seen": timezone.now(),
-                "info": {"pid": os.getpid(), "host": socket.gethostname(), "broker": settings.BROKER_KIND},
+                "info": {"pid": os.getpid(), "host": socket.gethostname(), "broker": settings.BROKER_KIND, **info},
             },
         )
     except Exception:  # noqa: BLE001 - logged, retried on the next tick
@@ -33,6 +34,13 @@ def latest_heartbeat(role: str):
     from webapp.core.models import Heartbeat
 
     return Heartbeat.objects.filter(role=role).order_by("-last_seen").first()
+
+
+def heartbeats(role: str) -> list:
+    """Every process of ``role`` that ever reported, newest first."""
+    from webapp.core.models import Heartbeat
+
+    return list(Heartbeat.objects.filter(role=role).order_by("-last_seen"))
 
 
 def is_fresh(heartbeat) -> bool:
