@@ -82,11 +82,18 @@ def test_start_page_lists_every_kind_and_names_the_bad_field(fast_passwords):
     page = client.get(reverse("jobs:start")).content.decode()
     assert 'name="sft-preset"' in page
     assert all(f'id="kind-{kind.name}"' in page for kind in all_kinds())
+    # a picker at the top links every form, in pipeline order: SFT first, the research MARL job last
+    picker = page[page.index('class="kind-picker"'):page.index("</nav>", page.index('class="kind-picker"'))]
+    linked = [kind.name for kind in all_kinds() if f'href="#kind-{kind.name}"' in picker]
+    assert sorted(linked) == sorted(kind.name for kind in all_kinds())
+    assert picker.index("#kind-sft") < picker.index("#kind-reward_model") < picker.index("#kind-grpo") < picker.index("#kind-marl")
     response = client.post(reverse("jobs:start"), {"kind": "sft", "sft-preset": "tiny", "sft-data_source": "file",
                                                    "sft-data_path": "/etc/passwd", "sft-seed": "0"})
     assert response.status_code == 400
     body = response.content.decode()
     assert 'data-field="data_path"' in body and "data_path" in body
+    # the error at the top leads to the form that has it, which stands out
+    assert '<a href="#kind-sft">See the sft form.</a>' in body and 'class="kind-card chosen" id="kind-sft"' in body
     assert client.post(reverse("jobs:start"), {"kind": "nope"}).status_code == 400
     assert not TrainingJob.objects.exists()
 

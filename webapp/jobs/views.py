@@ -46,9 +46,17 @@ def start(request):
                 error, status = exc.message, 400
             else:
                 return redirect("jobs:detail", pk=job.pk)
-    kinds = [(kind, forms_by_kind[kind.name]) for kind in all_kinds()]
+    kinds = [(kind, forms_by_kind[kind.name]) for kind in sorted(all_kinds(), key=pipeline_position)]
     return render(request, "jobs/start.html", {"kinds": kinds, "error": error, "active": services.active_job(),
                                                "chosen": request.POST.get("kind", "")}, status=status)
+
+
+# The start page lists kinds in the order a training pipeline runs them; kinds not named here follow.
+PIPELINE_ORDER = ("sft", "reward_model", "curate_pairs", "adversarial_judge", "evaluate", "grpo", "rlaif_round", "marl")
+
+
+def pipeline_position(kind) -> tuple[int, str]:
+    return (PIPELINE_ORDER.index(kind.name) if kind.name in PIPELINE_ORDER else len(PIPELINE_ORDER), kind.name)
 
 
 # The curves people look at first; any other metric a job reports follows in name order.
