@@ -132,6 +132,20 @@ def test_job_page_shows_progress_curves_log_and_cancels(fast_passwords):
 
 
 @pytest.mark.django_db
+def test_job_result_is_shown_as_readable_rows(fast_passwords):
+    job = TrainingJob.objects.create(kind="sft", status="succeeded", params={"preset": "tiny"}, progress=1.0,
+                                     result={"checkpoint": "tiny-1", "metrics": {"heldout_loss": 5.623815133881186,
+                                                                                 "expert_load": [[0.25, 0.5]] * 40,
+                                                                                 "tokens_per_s": 17184.49},
+                                             "note": "<b>x</b>"})
+    page = client_for(ADMIN).get(reverse("jobs:detail", args=[job.pk])).content.decode()
+    assert "<dt>metrics.heldout_loss</dt><dd>5.624</dd>" in page  # 4 significant digits, not a dict dump
+    assert "<dt>checkpoint</dt><dd>tiny-1</dd>" in page and "<dd>17,184</dd>" in page
+    assert "[[0.25, 0.5], [0.25, 0.5]" in page and "…</dd>" in page  # long lists are cut
+    assert "&lt;b&gt;x&lt;/b&gt;" in page and "{'heldout_loss'" not in page
+
+
+@pytest.mark.django_db
 def test_promote_and_one_click_rollback(fast_passwords, tmp_path):
     first, second = fake_checkpoint(tmp_path, "ck-first"), fake_checkpoint(tmp_path, "ck-second")
     promote_checkpoint(first)
