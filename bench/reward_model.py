@@ -60,7 +60,7 @@ def pretrain_generator(data_dir: Path, data: BenchData, preset: str, steps: int,
 
 def run(data_dir: Path, preset: str, steps: int, pooling: str, hard_pair_weight: float, seed: int,
         progress_bar: bool = True, out_dir: Path | None = None, init_checkpoint: Path | None = None,
-        pretrain_steps: int = 0, pretrain_dir: Path | None = None) -> dict:
+        pretrain_steps: int = 0, pretrain_dir: Path | None = None, lr: float | None = None) -> dict:
     started = time.perf_counter()
     data = load_bench_data(data_dir)
     train, heldout = data.train, data.heldout
@@ -76,10 +76,11 @@ def run(data_dir: Path, preset: str, steps: int, pooling: str, hard_pair_weight:
     t = time.perf_counter()
     result = train_reward_model(train, RewardModelConfig(preset=preset, max_steps=steps, pooling=pooling, seed=seed,
                                                          hard_pair_weight=hard_pair_weight, name="rm-bench",
-                                                         init_checkpoint=init_checkpoint,
+                                                         init_checkpoint=init_checkpoint, lr=lr,
                                                          progress_bar=progress_bar), out_dir)
     rm_seconds = time.perf_counter() - t
     rm = result.judge
+    lr = lr or rm.info.get("lr")
 
     t = time.perf_counter()
     pair_report = evaluate_pairs(heldout, {"reward_model": rm, "tfidf": tfidf})
@@ -87,7 +88,7 @@ def run(data_dir: Path, preset: str, steps: int, pooling: str, hard_pair_weight:
 
     return {
         "split": data.split,
-        "reward_model": {"preset": preset, "steps": steps, "pooling": pooling, "hard_pair_weight": hard_pair_weight,
+        "reward_model": {"preset": preset, "steps": steps, "lr": lr, "pooling": pooling, "hard_pair_weight": hard_pair_weight,
                          "seed": seed, "threads": torch.get_num_threads(), "train_seconds": round(rm_seconds, 1),
                          "init_checkpoint": str(init_checkpoint) if init_checkpoint else None, "pretrain": pretrain,
                          "validation_history": result.history,
@@ -102,7 +103,7 @@ def run(data_dir: Path, preset: str, steps: int, pooling: str, hard_pair_weight:
 
 def print_table(report: dict) -> None:
     rm = report["reward_model"]
-    print(f"reward model: preset {rm['preset']}, {rm['steps']} steps, pooling {rm['pooling']}, "
+    print(f"reward model: preset {rm['preset']}, {rm['steps']} steps, lr {rm['lr']}, pooling {rm['pooling']}, "
           f"hard-pair weight {rm['hard_pair_weight']}, {rm['threads']} thread(s), trained in {rm['train_seconds']} s; "
           f"wall {report['wall_seconds']} s")
     if rm["init_checkpoint"]:
@@ -117,6 +118,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=SHARED)
     parser.add_argument("--preset", default="small")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: the reward model's default)")
     parser.add_argument("--pooling", default="last", choices=["last", "mean"])
     parser.add_argument("--hard-pair-weight", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -136,7 +138,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-rm-") as tmp:
         report = run(args.data, args.preset, args.steps, args.pooling, args.hard_pair_weight, args.seed,
                      progress_bar=not args.no_progress, out_dir=args.save, init_checkpoint=args.init_checkpoint,
-                     pretrain_steps=args.pretrain_steps, pretrain_dir=args.pretrain_dir or Path(tmp) / "generator")
+                     pretrain_steps=args.pretrain_steps, pretrain_dir=args.pretrain_dir or Path(tmp) / "generator",
+                     lr=args.lr)
     print_table(report)
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))

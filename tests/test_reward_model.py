@@ -13,6 +13,7 @@ from training.judges.evaluation import Pair, evaluate_pairs, split_by_query
 from training.judges.registry import read_trained_queries
 from training.judges.reward_model import (
     HEAD_FILE,
+    INIT_LR_FACTOR,
     META_FILE,
     RewardModelConfig,
     RewardModelError,
@@ -234,6 +235,11 @@ def test_backbone_starts_from_a_generator_checkpoint(tmp_path):
     # and it trains from there
     result = train_reward_model(balanced_pairs(40), tiny_cfg(max_steps=2, init_checkpoint=ckpt), None)
     assert result.completed and result.metrics["steps"] == 2
+    # fine-tuning a trained backbone takes a quarter of the preset's lr unless told otherwise
+    assert result.judge.info["lr"] == pytest.approx(preset.lr * INIT_LR_FACTOR)
+    assert train_reward_model(balanced_pairs(40), tiny_cfg(max_steps=1), None).judge.info["lr"] == preset.lr
+    told = train_reward_model(balanced_pairs(40), tiny_cfg(max_steps=1, init_checkpoint=ckpt, lr=1e-3), None)
+    assert told.judge.info["lr"] == 1e-3
     with pytest.raises(RewardModelError, match="does not match preset"):
         _build(tiny_cfg(preset="small", init_checkpoint=ckpt), get_preset("small"), balanced_pairs(20))
     with pytest.raises(RewardModelError, match="cannot start from the generator checkpoint"):

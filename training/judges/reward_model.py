@@ -55,6 +55,7 @@ from training.judges.tfidf import best_threshold
 META_FILE = "reward_model.json"
 HEAD_FILE = "reward_head.safetensors"
 FORMAT_VERSION = 1
+INIT_LR_FACTOR = 0.25  # of the preset's lr, when the backbone starts from a generator checkpoint
 
 
 class RewardModelError(Exception):
@@ -67,7 +68,7 @@ class RewardModelConfig:
     init_checkpoint: Path | None = None  # a generator checkpoint folder to start the backbone from
     max_steps: int | None = None  # default: the preset's max_steps
     batch_pairs: int | None = None  # pairs per step; default: half the preset's batch size
-    lr: float | None = None  # default: the preset's lr
+    lr: float | None = None  # default: the preset's lr, or INIT_LR_FACTOR of it from a generator checkpoint
     seed: int = 0
     validation_fraction: float = 0.1
     hard_pair_weight: float = 2.0  # loss weight of pairs the length rule gets wrong or cannot tell apart
@@ -230,7 +231,7 @@ def train_reward_model(pairs: Sequence[Pair], cfg: RewardModelConfig, out_dir: P
     max_steps = cfg.max_steps or preset.max_steps
     if max_steps < 1:
         raise RewardModelError(f"max_steps must be at least 1, got {max_steps}")
-    schedule = replace(preset, max_steps=max_steps, lr=cfg.lr or preset.lr,
+    schedule = replace(preset, max_steps=max_steps, lr=cfg.lr or default_lr(cfg, preset),
                        warmup_steps=min(preset.warmup_steps, max(1, max_steps // 10)))
     optimizer = make_optimizer(model, schedule)
     recorder = RoutingRecorder(model).attach()
@@ -300,13 +301,19 @@ def train_reward_model(pairs: Sequence[Pair], cfg: RewardModelConfig, out_dir: P
         / (2 * len(chosen_r)),
     }
     judge = RewardModelJudge(model, tokenizer, threshold, scale, seq_len, cfg.name,
-                             info={"preset": preset.name, "pooling": cfg.pooling, "init": init_info})
+                             info={"preset": preset.name, "pooling": cfg.pooling, "init": init_info, "lr": schedule.lr})
     folder = None
     if out_dir is not None:
         folder = save_reward_model(judge, Path(out_dir), preset, metrics, history,
                                    trained_queries=[p.query for p in pairs])
     _notify(on_progress, {"event": "done", **metrics})
     return RewardModelResult(folder, metrics, history, judge=judge)
+
+
+def default_lr(cfg: RewardModelConfig, preset: Preset) -> float:
+    """The preset's lr from scratch; a quarter of it when fine-tuning a generator's backbone, which the
+    preset's lr undoes (bench.reward_model, small, 300 steps: 2e-3 gave held-out not-longer 0.636, 5e-4 0.773)."""
+    return preset.lr * (INIT_LR_FACTOR if cfg.init_checkpoint is not None else 1.0)
 
 
 def _resolve_preset(cfg: RewardModelConfig) -> Preset:
