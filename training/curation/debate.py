@@ -14,7 +14,7 @@ Per prompt (the paper's agents, as its repository shows them):
 2. Generate: the agents write candidates (rejection_sampling.write_candidates: length and duplicate
    filters).
 3. Debate: per candidate a positive agent lists its strengths and a negative agent its weaknesses
-   (JSON lists, each a short point).
+   (each a short point; answered as one text, the points separated by "；": see POINT_SEPARATOR).
 4. Judge: a judge agent, given the candidate and both lists, answers 1 (good in every respect) or 0.
 5. Reflect: a reflect agent sees everything and may overturn the judge, but only with clear
    evidence. THE RULE: an overturn counts only when the reflect agent cites (a) ``evidence.item``,
