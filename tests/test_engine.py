@@ -297,17 +297,3 @@ def test_memory_budget_admission_waits_or_refuses(model, tokenizer):
     while engine.has_unfinished():
         engine.step()
     assert second.candidates[0].tokens == reference(model, [8, 9], 3) and engine.cache.free_slots == 3
-
-
-def test_stray_fallback_bytes_never_reach_the_text(model, tokenizer, monkeypatch):
-    """A byte-fallback token that never completes a character decodes to U+FFFD: the engine drops
-    it, in the stream and the final text, whether it is mid-text or cut off by the token limit."""
-    byte = lambda b: tokenizer.convert_tokens_to_ids(f"<0x{b:02X}>")  # noqa: E731
-    zhu, ni = tokenizer.convert_tokens_to_ids("祝"), tokenizer.convert_tokens_to_ids("你")
-    script = [byte(0xE4), zhu, ni, byte(0xE5)]  # a lead byte with no continuation, 2 characters, a cut-off lead
-    assert tokenizer.decode(script) == "\ufffd祝你\ufffd"
-    engine = Engine(model, tokenizer, max_slots=2, max_len=64)
-    monkeypatch.setattr(engine, "_sample", lambda logits, candidates, events: [script.pop(0) for _ in candidates])
-    events = list(engine.stream([[5, 6, 7]], SamplingParams(max_tokens=4, temperature=0, ignore_eos=True)))
-    assert "".join(e.text_delta for e in events) == "祝你"
-    assert events[-1].finished and events[-1].finish_reason == "length"

@@ -54,6 +54,16 @@ def test_task_streams_then_stores_each_greeting_once_and_is_idempotent(writer, m
     assert req.attempts == 1 and Greeting.objects.count() == 2
 
 
+def test_stored_and_shown_text_has_no_control_characters_or_broken_bytes(writer, monkeypatch):
+    """An undertrained model can emit NUL (PostgreSQL refuses it) or byte-fallback tokens that never
+    make a character (decoded as U+FFFD): neither reaches the page or the corpus."""
+    use_fake_backend(monkeypatch, ["妈妈\x00生日\ufffd快乐！\n", "\ufffd\ufffd愿您\t健康。"])
+    req = make_request(writer, n=2)
+    assert run_request.run(req.pk) == "done"
+    assert sorted(req.candidates.values_list("text", flat=True)) == ["妈妈生日快乐！", "愿您\t健康。"]
+    assert not Greeting.objects.filter(text__contains="\ufffd").exists()
+
+
 def test_half_done_request_restarts_its_candidates_cleanly(writer, monkeypatch):
     use_fake_backend(monkeypatch, ["新年快乐"])
     req = make_request(writer, n=2)

@@ -346,9 +346,7 @@ class Engine:
             new, old = texts[2 * k], texts[2 * k + 1]
             if new.endswith("\ufffd") and c.finish_reason is None:
                 continue
-            # byte-fallback tokens that never made a whole character (a stray byte, or the end came
-            # mid-character) decode to U+FFFD: not text anyone should see or judge
-            c.text += new[len(old) :].replace("\ufffd", "")
+            c.text += new[len(old) :]
             c.prefix_offset, c.read_offset = c.read_offset, len(c.tokens)
 
     def _check_stop_strings(self, c: Candidate) -> None:

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from webapp.annotation.models import Batch, BatchBuild, Item, Kind
 from webapp.corpus.models import Greeting, Query, normalise_text
-from webapp.studio.services import strip_control
+from webapp.studio.services import clean_model_text
 
 # Side B samples with other seeds than side A: two copies of one model are then compared on
 # independent samples, not on the very same text.
@@ -35,7 +35,7 @@ def backend_for(checkpoint):
 
 
 def store_output(query: Query, text: str, checkpoint, build: BatchBuild, meta: dict) -> Greeting | None:
-    text = normalise_text(strip_control(text))
+    text = normalise_text(clean_model_text(text))
     if not text:
         return None
     greeting = Greeting.objects.filter(content_hash=Greeting.hash_for(query.content_hash, text)).first()

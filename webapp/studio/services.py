@@ -44,10 +44,12 @@ def control_characters(text: str) -> list[str]:
     return [f"U+{ord(c):04X}" for c in text if unicodedata.category(c) in ("Cc", "Cf", "Cs") and c not in "\n\t"]
 
 
-def strip_control(text: str) -> str:
-    """Model output without control characters other than newline and tab: an undertrained
-    model can emit NUL, which PostgreSQL text refuses."""
-    return "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc")
+def clean_model_text(text: str) -> str:
+    """Model output as people see it: no control characters other than newline and tab (an
+    undertrained model can emit NUL, which PostgreSQL text refuses) and no U+FFFD (byte-fallback
+    tokens that never made a whole character). Judges and RL keep the raw text, where garbage
+    should cost reward."""
+    return "".join(c for c in text if c in "\n\t" or (unicodedata.category(c) != "Cc" and c != "\ufffd"))
 
 
 # --- The one place where a request's fields become the model's prompt query.
@@ -283,7 +285,7 @@ def run_generation(request_id: int, task_id: str | None = None) -> str:
                                 stop=STOP)
         for event in backend.stream(prompt, params):
             candidate = run.targets[event.candidate_index]
-            candidate.text += strip_control(event.text_delta)
+            candidate.text += clean_model_text(event.text_delta)
             if event.finished:
                 candidate.finished, candidate.finish_reason = True, event.finish_reason or ""
             run.flush()
