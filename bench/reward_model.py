@@ -29,7 +29,7 @@ from training.judges.reward_model import RewardModelConfig, train_reward_model
 from training.judges.tfidf import train_tfidf_judge
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "igniting"
-DEFAULT_STEPS = 300
+DEFAULT_STEPS = 600  # RewardModelConfig's default on small (1.5 x its max_steps)
 
 
 def leak_free_sft(data_dir: Path, data: BenchData) -> list[dict]:
@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--lr", type=float, help="peak learning rate (default: the reward model's default)")
     parser.add_argument("--pooling", default="last", choices=["last", "mean"])
-    parser.add_argument("--hard-pair-weight", type=float, default=2.0)
+    parser.add_argument("--hard-pair-weight", type=float, default=RewardModelConfig.hard_pair_weight)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the CPU here is shared)")
     parser.add_argument("--pretrain-steps", type=int, default=0,

@@ -15,6 +15,7 @@ from training.judges.reward_model import (
     HEAD_FILE,
     INIT_LR_FACTOR,
     META_FILE,
+    STEPS_FACTOR,
     RewardModelConfig,
     RewardModelError,
     RewardModelJudge,
@@ -197,6 +198,12 @@ def test_training_is_seeded(tmp_path):
     texts = [WARM[1], HOLLOW[0]]
     assert a.rewards(["q", "q"], texts) == pytest.approx(b.rewards(["q", "q"], texts), abs=1e-6)
     assert a.rewards(["q", "q"], texts) != pytest.approx(c.rewards(["q", "q"], texts), abs=1e-6)
+
+
+def test_default_length_is_the_measured_one():
+    result = train_reward_model(balanced_pairs(40), tiny_cfg(max_steps=None, eval_every=1000), None)
+    assert result.metrics["steps"] == round(get_preset("tiny").max_steps * STEPS_FACTOR)
+    assert result.metrics["hard_pair_weight"] == RewardModelConfig().hard_pair_weight == 4.0
 
 
 def test_bad_input_is_refused():

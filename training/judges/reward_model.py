@@ -10,8 +10,8 @@
   sequences are right-padded and attention is causal, so no mask is needed).
 * Loss: ``-log sigmoid(r_chosen - r_rejected)`` per pair, weighted: pairs the length rule gets
   wrong or cannot tell apart (chosen not longer, or length difference <= 10 characters) weigh
-  ``hard_pair_weight``, because the data's preferences are ~96% "the longer one wins" and a
-  reward model that only learns length is useless.
+  ``hard_pair_weight`` (default 4), because the data's preferences are ~96% "the longer one wins"
+  and a reward model that only learns length is useless.
 * Validation: a split by query of the training pairs (salted, so it never coincides with an
   outer held-out split made by ``split_by_query``); every ``eval_every`` steps the accuracy on
   the three subsets (overall / chosen not longer / length matched) is logged.
@@ -56,6 +56,10 @@ META_FILE = "reward_model.json"
 HEAD_FILE = "reward_head.safetensors"
 FORMAT_VERSION = 1
 INIT_LR_FACTOR = 0.25  # of the preset's lr, when the backbone starts from a generator checkpoint
+# Defaults measured with bench.reward_model (small, held-out overall / chosen-not-longer / length-matched):
+# 300 steps, weight 2: 0.989 / 0.909 / 0.923; 600 steps, weight 2: 0.990 / 0.841 / 0.952; 600 steps,
+# weight 4: 0.994 / 0.955 / 0.962 (the best; TF-IDF 0.996 / 0.977 / 0.990).
+STEPS_FACTOR = 1.5  # of the preset's max_steps (the generator's): ~1.35 epochs of the paper's pairs on small
 
 
 class RewardModelError(Exception):
@@ -66,12 +70,12 @@ class RewardModelError(Exception):
 class RewardModelConfig:
     preset: str | Preset = "small"
     init_checkpoint: Path | None = None  # a generator checkpoint folder to start the backbone from
-    max_steps: int | None = None  # default: the preset's max_steps
+    max_steps: int | None = None  # default: STEPS_FACTOR x the preset's max_steps (small: 600)
     batch_pairs: int | None = None  # pairs per step; default: half the preset's batch size
     lr: float | None = None  # default: the preset's lr, or INIT_LR_FACTOR of it from a generator checkpoint
     seed: int = 0
     validation_fraction: float = 0.1
-    hard_pair_weight: float = 2.0  # loss weight of pairs the length rule gets wrong or cannot tell apart
+    hard_pair_weight: float = 4.0  # loss weight of pairs the length rule gets wrong or cannot tell apart
     eval_every: int | None = None  # default: about 4 evaluations per run
     max_validation_pairs: int = 600  # validation evaluation is a forward pass over these (both sides)
     pooling: str = "last"  # "last": the last non-pad token; "mean": the mean over real tokens
@@ -228,7 +232,7 @@ def train_reward_model(pairs: Sequence[Pair], cfg: RewardModelConfig, out_dir: P
     from training.trainer import batch_indices, lr_at, make_optimizer, set_lr
 
     batch_pairs = cfg.batch_pairs or max(1, preset.batch_size // 2)
-    max_steps = cfg.max_steps or preset.max_steps
+    max_steps = cfg.max_steps or round(preset.max_steps * STEPS_FACTOR)
     if max_steps < 1:
         raise RewardModelError(f"max_steps must be at least 1, got {max_steps}")
     schedule = replace(preset, max_steps=max_steps, lr=cfg.lr or default_lr(cfg, preset),

@@ -16,7 +16,8 @@ class Command(BaseCommand):
         parser.add_argument("--preset", default="small", help="tiny (tests), small (default), base (GPU)")
         parser.add_argument("--init-checkpoint", metavar="ID",
                             help="Start the backbone from this registered generator checkpoint (id or name).")
-        parser.add_argument("--steps", type=int, help="Training steps (default: the preset's).")
+        parser.add_argument("--steps", type=int,
+                            help="Training steps (default: 1.5x the preset's max_steps; small: 600).")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--name", help="The judge version's name (default: reward-model-<timestamp>).")
         parser.add_argument("--activate", action="store_true", help="Make it the active judge.")
