@@ -280,6 +280,7 @@ def main() -> None:
                       f"in {r['wall_s']:.0f} s {xp}", flush=True)
                 summary = write_results(args.out, runs, started, complete=len(runs) == len(jobs))
         rows = summary["rows"]
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "marl.svg").write_text(svg_chart(chart_panels(rows), chart_title(summary)))
     table = format_table(rows, ["env", "variant", "seeds", "eval_reward", "sum_diff", "sum_diff_low", "sum_diff_high",
                                 "selfplay_adversary", "selfplay_agent", "xp_adversary", "xp_adversary_diff",
