@@ -156,7 +156,7 @@ def chart_panels(rows: list[dict]) -> list[dict]:
     panels = []
     for env in dict.fromkeys(r["env"] for r in rows):
         erows = [r for r in rows if r["env"] == env]
-        figures = ([(f"xp_{team}", f"{env}: {team} team vs MADDPG's other team") for team in MIXED[env]]
+        figures = ([(f"xp_{team}", f"{env}: {team} team vs MADDPG") for team in MIXED[env]]
                    if env in MIXED else [("sum", f"{env}: reward summed over agents")])
         for key, title in figures:
             value = "eval_reward" if key == "sum" else key
@@ -208,7 +208,7 @@ def svg_chart(panels: list[dict], title: str) -> str:
                          f'{escape(b["variant"].replace("_", " "))}</text>'
                          f'<text x="{cx:.1f}" y="{height - bottom + 30}" text-anchor="middle" fill="#555">'
                          f'{b["value"]:.1f}</text>')
-    parts.append(f'<text x="{left}" y="{height - 12}" fill="#555">mean evaluation episode reward (higher is better), '
+    parts.append(f'<text x="{left}" y="{height - 12}" fill="#555">mean evaluation episode reward (higher is better; mixed games: each team against the MADDPG opponents), '
                  f'95% t-interval over seeds</text></svg>')
     return "".join(parts)
 
