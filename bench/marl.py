@@ -208,8 +208,8 @@ def svg_chart(panels: list[dict], title: str) -> str:
                          f'{escape(b["variant"].replace("_", " "))}</text>'
                          f'<text x="{cx:.1f}" y="{height - bottom + 30}" text-anchor="middle" fill="#555">'
                          f'{b["value"]:.1f}</text>')
-    parts.append(f'<text x="{left}" y="{height - 12}" fill="#555">mean evaluation episode reward (higher is better; mixed games: each team against the MADDPG opponents), '
-                 f'95% t-interval over seeds</text></svg>')
+    parts.append(f'<text x="{left}" y="{height - 12}" fill="#555">mean evaluation episode reward (higher is better; '
+                 f'mixed games: each team against the MADDPG opponents), 95% t-interval over seeds</text></svg>')
     return "".join(parts)
 
 
