@@ -252,7 +252,8 @@ def crossplay(folders: dict[str, Path], env_name: str, episodes: int) -> dict:
     (model, saved), *_ = loaded.values()
     groups = teams(saved["agents"])
     if set(folders) != set(groups):
-        raise MARLCheckpointError(f"lineup: name one checkpoint per team ({', '.join(groups)}), got {', '.join(folders)}")
+        raise MARLCheckpointError(f"lineup: name one checkpoint per team ({', '.join(groups)}), "
+                                  f"got {', '.join(folders)}")
     if len({s["action_type"] for _, s in loaded.values()}) > 1:
         raise MARLCheckpointError("action_type: the lineup's checkpoints use different action types")
     actors = [None] * len(saved["agents"])
