@@ -94,7 +94,8 @@ def test_start_page_lists_every_kind_and_names_the_bad_field(fast_passwords):
     assert 'data-field="data_path"' in body and "data_path" in body
     # the error at the top leads to the form that has it, which stands out
     assert '<a href="#kind-sft">See the sft form.</a>' in body and 'class="kind-card chosen" id="kind-sft"' in body
-    assert client.post(reverse("jobs:start"), {"kind": "nope"}).status_code == 400
+    unknown = client.post(reverse("jobs:start"), {"kind": "nope"})
+    assert unknown.status_code == 400 and 'href="#kind-nope"' not in unknown.content.decode()
     assert not TrainingJob.objects.exists()
 
 

@@ -48,7 +48,13 @@ def start(request):
                 return redirect("jobs:detail", pk=job.pk)
     kinds = [(kind, forms_by_kind[kind.name]) for kind in sorted(all_kinds(), key=pipeline_position)]
     return render(request, "jobs/start.html", {"kinds": kinds, "error": error, "active": services.active_job(),
-                                               "chosen": request.POST.get("kind", "")}, status=status)
+                                               "chosen": chosen_kind(request, forms_by_kind)}, status=status)
+
+
+def chosen_kind(request, forms_by_kind) -> str:
+    """The kind a refused POST was for, when it is one the page shows (its form gets the error link)."""
+    name = request.POST.get("kind", "")
+    return name if name in forms_by_kind else ""
 
 
 # The start page lists kinds in the order a training pipeline runs them; kinds not named here follow.
