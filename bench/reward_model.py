@@ -1,7 +1,8 @@
 """The MoE reward model on the paper's pairs, beside pick-longer and the TF-IDF judge.
 
     python -m bench.reward_model --json [--preset small] [--steps N] [--pooling last|mean]
-                                 [--pretrain-steps N | --init-checkpoint DIR]
+                                 [--pretrain-steps N | --init-checkpoint DIR] [--seed S --save DIR]
+    python -m bench.reward_model --ensemble DIR DIR ...   # saved reward models, scored as one
 
 Same split as bench/judges.py: reward_data_train.json minus split_by_query(pairs, 0.15); the
 reward model (its own validation split is carved, salted, out of the training side) and the
@@ -101,6 +102,32 @@ def run(data_dir: Path, preset: str, steps: int, pooling: str, hard_pair_weight:
     }
 
 
+class MeanRewardJudge:
+    """Reward models of different seeds scored as one: 0.5 + the mean of their standardised rewards
+    ((reward - threshold) / scale). Not squashed into [0, 1] (each model's sigmoid saturates, which
+    would make pairwise ties); Good at >= 0.5 means a mean above the members' thresholds."""
+
+    def __init__(self, members):
+        self.members = members
+
+    def scores(self, queries, responses) -> list[float]:
+        columns = [[(r - m.threshold) / m.scale for r in m.rewards(queries, responses)] for m in self.members]
+        return [0.5 + sum(values) / len(values) for values in zip(*columns)]
+
+
+def run_ensemble(data_dir: Path, folders: list[Path]) -> dict:
+    """Held-out pair accuracy (and pointwise metrics on unseen queries) of each saved reward model and
+    of their mean, beside TF-IDF. The members must come from this bench (the same split)."""
+    from training.judges.reward_model import load_reward_model
+
+    data = load_bench_data(data_dir)
+    members = {folder.name: load_reward_model(folder) for folder in folders}
+    tfidf = train_tfidf_judge([p.chosen for p in data.train], [p.rejected for p in data.train], name="tfidf-bench")
+    judges = {**members, f"mean_of_{len(members)}": MeanRewardJudge(list(members.values())), "tfidf": tfidf}
+    return {"split": data.split, "members": [str(f) for f in folders], "pairs": evaluate_pairs(data.heldout, judges),
+            "labeled": evaluate_labeled(data.labeled, {**judges, "length": data.length})}
+
+
 def print_table(report: dict) -> None:
     rm = report["reward_model"]
     print(f"reward model: preset {rm['preset']}, {rm['steps']} steps, lr {rm['lr']}, pooling {rm['pooling']}, "
@@ -131,7 +158,15 @@ def main() -> None:
     parser.add_argument("--save", type=Path, help="also save the reward model folder here")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--json", action="store_true", help="print the JSON report after the table")
+    parser.add_argument("--ensemble", type=Path, nargs="+", metavar="DIR",
+                        help="score these saved reward models (--save) one by one and as their mean; trains nothing")
     args = parser.parse_args()
+    if args.ensemble:
+        report = run_ensemble(args.data, args.ensemble)
+        print_judge_table(report)
+        if args.json:
+            print(json.dumps(report, indent=2, ensure_ascii=False))
+        return
     if args.pretrain_steps < 0 or (args.pretrain_steps and args.init_checkpoint):
         parser.error("--pretrain-steps: a positive number, and not together with --init-checkpoint")
     torch.set_num_threads(args.threads)
