@@ -57,7 +57,8 @@ from training.curation.rejection_sampling import (
     PairPicker,
     _notify,
     append_row,
-    leak_free_prompts,
+    check_agents,
+    curation_prompts,
     read_rows,
     write_candidates,
     write_pair_file,
@@ -392,21 +393,13 @@ def curate_pairs_by_debate(queries: Iterable[str], agents: Sequence[GeneratorAge
     """See the module docstring. ``client`` is an LLMJudge (its ``ask_json`` asks the agents)."""
     config = config or CurationConfig()
     principles = principles or DebatePrinciples()
-    if not agents:
-        raise CurationError("agents: give at least one generator agent")
-    if len({a.name for a in agents}) != len(agents):
-        raise CurationError("agents: every agent needs its own name (it is the pairs' provenance)")
+    check_agents(agents)
     if client is None or not hasattr(client, "ask_json"):
         raise CurationError("base_url: the debate agents need an LLM endpoint (an LLMJudge)")
     if k < 0:
         raise CurationError(f"k: the number of retrieved examples must be >= 0, not {k}")
     exclude_queries = list(exclude_queries)
-    prompts, leaked, duplicates = leak_free_prompts(queries, exclude_queries)
-    if not prompts:
-        reason = f" ({leaked} excluded as evaluation queries)" if leaked else ""
-        raise CurationError(f"prompts: no prompts to curate{reason}")
-    if workdir is not None:
-        Path(workdir).mkdir(parents=True, exist_ok=True)
+    prompts, prompt_stats = curation_prompts(queries, exclude_queries, workdir)
     log = StageLog(workdir)
     counts = {"generated": 0, "rejected_length_limits": 0, "rejected_duplicate": 0,
               **{f"{agent}_requests": 0 for agent in AGENTS}}
@@ -452,8 +445,7 @@ def curate_pairs_by_debate(queries: Iterable[str], agents: Sequence[GeneratorAge
     kept, pair_stats = picker.finish()
     generated = max(counts["generated"], 1)
     stats = {
-        "method": "debate", "prompts_given": len(prompts) + leaked + duplicates, "prompts_excluded_leakage": leaked,
-        "prompts_duplicate": duplicates, "prompts": len(prompts), "prompts_resumed": tally["prompts_resumed"],
+        "method": "debate", **prompt_stats, "prompts_resumed": tally["prompts_resumed"],
         "retrieval_examples": len(index) if index else 0, "k": k,
         "candidates_generated": counts["generated"],
         "candidates_rejected_length_limits": counts["rejected_length_limits"],

@@ -164,6 +164,27 @@ def leak_free_prompts(queries: Iterable[str], exclude_queries: Iterable[str] = (
     return kept, leaked, duplicates
 
 
+def check_agents(agents: Sequence) -> None:
+    """Both curation methods need at least one generator agent, each with its own name."""
+    if not agents:
+        raise CurationError("agents: give at least one generator agent")
+    if len({a.name for a in agents}) != len(agents):
+        raise CurationError("agents: every agent needs its own name (it is the pairs' provenance)")
+
+
+def curation_prompts(queries: Iterable[str], exclude_queries: Iterable[str], workdir) -> tuple[list[str], dict]:
+    """The prompts a curation run works on (leak-free, distinct; an error when none is left), with the
+    counts its stats report; creates ``workdir`` for the per-prompt stage files."""
+    prompts, leaked, duplicates = leak_free_prompts(queries, exclude_queries)
+    if not prompts:
+        reason = f" ({leaked} excluded as evaluation queries)" if leaked else ""
+        raise CurationError(f"prompts: no prompts to curate{reason}")
+    if workdir is not None:
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+    return prompts, {"prompts_given": len(prompts) + leaked + duplicates, "prompts_excluded_leakage": leaked,
+                     "prompts_duplicate": duplicates, "prompts": len(prompts)}
+
+
 def write_candidates(query: str, agents: Sequence[GeneratorAgent], config: CurationConfig, prompt_index: int,
                      counts: dict) -> list[dict]:
     """Every agent's candidates for one query, minus empty, huge and duplicate texts (counted)."""
@@ -369,18 +390,10 @@ def curate_pairs(queries: Iterable[str], agents: Sequence[GeneratorAgent], judge
     """Generate, judge and pair; see the module docstring. ``on_progress`` returning False stops the
     run cleanly (finished prompts stay in ``workdir``; no pair file is written)."""
     config = config or CurationConfig()
-    if not agents:
-        raise CurationError("agents: give at least one generator agent")
-    if len({a.name for a in agents}) != len(agents):
-        raise CurationError("agents: every agent needs its own name (it is the pairs' provenance)")
+    check_agents(agents)
     if not judges:
         raise CurationError("judges: give at least one judge")
-    prompts, leaked, duplicates = leak_free_prompts(queries, exclude_queries)
-    if not prompts:
-        reason = f" ({leaked} excluded as evaluation queries)" if leaked else ""
-        raise CurationError(f"prompts: no prompts to curate{reason}")
-    if workdir is not None:
-        Path(workdir).mkdir(parents=True, exist_ok=True)
+    prompts, prompt_stats = curation_prompts(queries, exclude_queries, workdir)
     finished = load_finished(workdir)
     counts = {"generated": 0, "rejected_length_limits": 0, "rejected_duplicate": 0, "judged": 0}
     margin_options = 0
@@ -404,8 +417,7 @@ def curate_pairs(queries: Iterable[str], agents: Sequence[GeneratorAgent], judge
             break
     kept, pair_stats = picker.finish()
     stats = {
-        "prompts_given": len(prompts) + leaked + duplicates, "prompts_excluded_leakage": leaked,
-        "prompts_duplicate": duplicates, "prompts": len(prompts), "prompts_resumed": resumed,
+        **prompt_stats, "prompts_resumed": resumed,
         "candidates_generated": counts["generated"],
         "candidates_rejected_length_limits": counts["rejected_length_limits"],
         "candidates_rejected_duplicate": counts["rejected_duplicate"], "candidates_judged": counts["judged"],
