@@ -58,7 +58,8 @@ FORMAT_VERSION = 1
 INIT_LR_FACTOR = 0.25  # of the preset's lr, when the backbone starts from a generator checkpoint
 # Defaults measured with bench.reward_model (small, held-out overall / chosen-not-longer / length-matched):
 # 300 steps, weight 2: 0.989 / 0.909 / 0.923; 600 steps, weight 2: 0.990 / 0.841 / 0.952; 600 steps,
-# weight 4: 0.994 / 0.955 / 0.962 (the best; TF-IDF 0.996 / 0.977 / 0.990); weight 8: 0.989 / 0.841 / 0.923.
+# weight 4: 0.994 / 0.955 / 0.962 (the best, seed 0; seeds 1 and 2: 0.989 / 0.864 / 0.923 and 0.994 / 0.909 / 0.942;
+# TF-IDF 0.996 / 0.977 / 0.990); weight 8: 0.989 / 0.841 / 0.923.
 STEPS_FACTOR = 1.5  # of the preset's max_steps (the generator's): ~1.35 epochs of the paper's pairs on small
 
 
