@@ -36,11 +36,14 @@ def latest_heartbeat(role: str):
     return Heartbeat.objects.filter(role=role).order_by("-last_seen").first()
 
 
+RECENT_HEARTBEATS = 100  # rows never expire (a container gets a new hostname per deploy): read the newest only
+
+
 def heartbeats(role: str) -> list:
-    """Every process of ``role`` that ever reported, newest first."""
+    """The processes of ``role`` that reported most recently, newest first."""
     from webapp.core.models import Heartbeat
 
-    return list(Heartbeat.objects.filter(role=role).order_by("-last_seen"))
+    return list(Heartbeat.objects.filter(role=role).order_by("-last_seen")[:RECENT_HEARTBEATS])
 
 
 def is_fresh(heartbeat) -> bool:
