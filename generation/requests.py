@@ -1,0 +1,667 @@
+"""Request slots: parse a free-text Chinese greeting request (祝福语请求) into slots.
+
+The vocabulary is the one of notes/SLOTS_SPEC.md: 53 canonical occasions, 42 canonical
+addressees (each in one relationship group), 8 tones and a length spec. Pure Python, no Django.
+The lexicon is data (the tables at the top); the matching logic below it is longest-match-first,
+so 结婚纪念日 beats 结婚 and 母亲节 is read as an occasion before 母亲 can be read as an addressee.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+# ---------------------------------------------------------------------------------------------
+# Canonical values
+# ---------------------------------------------------------------------------------------------
+
+OCCASIONS: tuple[str, ...] = (
+    "春节", "元旦", "元宵", "情人节", "妇女节", "劳动节", "青年节", "母亲节", "儿童节", "父亲节",
+    "端午", "七夕", "教师节", "中秋", "国庆", "重阳", "感恩节", "平安夜", "圣诞", "冬至", "腊八",
+    "小年", "护士节", "建军节",
+    "生日", "结婚", "结婚纪念日", "订婚", "满月", "百天", "周岁", "宝宝出生", "高考", "中考", "考研",
+    "考试", "录取", "毕业", "开学", "入职", "升职", "离职", "退休", "开业", "乔迁", "康复", "出行",
+    "比赛", "获奖", "早安", "晚安", "感谢", "送别",
+)
+
+RELATIONSHIP_GROUPS: dict[str, tuple[str, ...]] = {
+    "家人长辈": ("爷爷", "奶奶", "外公", "外婆", "长辈", "亲戚"),
+    "父母": ("妈妈", "爸爸", "父母"),
+    "伴侣": ("老公", "老婆", "男朋友", "女朋友"),
+    "晚辈": ("儿子", "女儿", "孩子", "宝宝", "学生"),
+    "平辈亲人": ("哥哥", "姐姐", "弟弟", "妹妹", "家人"),
+    "朋友": ("朋友", "闺蜜", "兄弟", "同学", "网友"),
+    "师长": ("老师", "医生", "护士", "师傅"),
+    "工作": ("同事", "领导", "老板", "客户", "员工", "合作伙伴"),
+    "邻里": ("邻居",),
+    "自己": ("自己",),
+    "宠物": ("猫", "狗"),
+}
+ADDRESSEES: tuple[str, ...] = tuple(a for group in RELATIONSHIP_GROUPS.values() for a in group)
+RELATIONSHIP_OF: dict[str, str] = {a: g for g, group in RELATIONSHIP_GROUPS.items() for a in group}
+
+TONES: tuple[str, ...] = ("温馨", "幽默", "古风", "正式", "文艺", "浪漫", "励志", "可爱")
+
+LENGTH_KINDS: dict[str, str] = {  # kind -> rendering in the prefix / corpus "length" field
+    "short": "简短", "sentence": "一句", "four_char": "四字", "long": "长",
+}
+
+# ---------------------------------------------------------------------------------------------
+# Lexicon: words a REQUEST uses for each slot value (canonical names match themselves)
+# ---------------------------------------------------------------------------------------------
+
+OCCASION_WORDS: dict[str, tuple[str, ...]] = {
+    "春节": ("春节", "新春", "过年", "拜年", "除夕", "大年三十", "年三十", "大年初一", "新年", "年夜饭",
+             "守岁", "鼠年", "牛年", "虎年", "兔年", "龙年", "蛇年", "马年", "羊年", "猴年", "鸡年",
+             "狗年", "猪年", "贺岁", "开年", "正月"),
+    "元旦": ("元旦", "跨年", "阳历新年", "新的一年"),
+    "元宵": ("元宵", "元宵节", "灯节", "上元", "闹元宵", "正月十五"),
+    "情人节": ("情人节", "520", "五二零"),
+    "妇女节": ("妇女节", "三八节", "女神节", "38节", "三八妇女节", "女王节"),
+    "劳动节": ("劳动节", "五一", "51劳动节"),
+    "青年节": ("青年节", "五四"),
+    "母亲节": ("母亲节",),
+    "儿童节": ("儿童节", "六一"),
+    "父亲节": ("父亲节",),
+    "端午": ("端午", "端阳", "粽子节"),
+    "七夕": ("七夕", "乞巧", "中国情人节"),
+    "教师节": ("教师节",),
+    "中秋": ("中秋", "八月十五", "月饼节"),
+    "国庆": ("国庆", "十一长假", "十一假期", "祖国生日", "建国"),
+    "重阳": ("重阳", "敬老节", "老人节", "九九重阳"),
+    "感恩节": ("感恩节",),
+    "平安夜": ("平安夜",),
+    "圣诞": ("圣诞", "圣诞节", "christmas", "Christmas"),
+    "冬至": ("冬至",),
+    "腊八": ("腊八",),
+    "小年": ("小年",),
+    "护士节": ("护士节",),
+    "建军节": ("建军节", "八一"),
+    "生日": ("生日", "寿辰", "大寿", "祝寿", "寿宴", "寿诞", "过寿", "华诞", "诞辰", "生辰", "寿星"),
+    "结婚": ("结婚", "新婚", "婚礼", "大婚", "喜结连理", "成婚", "出嫁", "嫁人", "娶媳妇", "婚宴",
+             "新郎", "新娘", "婚庆", "喜酒", "领证"),
+    "结婚纪念日": ("结婚纪念日", "结婚周年", "婚姻纪念日", "银婚", "金婚", "钻石婚", "结婚一周年"),
+    "订婚": ("订婚", "定婚", "求婚成功", "订亲"),
+    "满月": ("满月酒", "满月"),
+    "百天": ("百天", "百日宴", "百岁宴", "百日"),
+    "周岁": ("周岁", "抓周", "一岁生日"),
+    "宝宝出生": ("宝宝出生", "喜得贵子", "喜得千金", "生孩子", "生宝宝", "添丁", "出生", "新生儿",
+                 "弄璋", "弄瓦", "当妈妈", "当爸爸"),
+    "高考": ("高考",),
+    "中考": ("中考",),
+    "考研": ("考研", "研究生考试"),
+    "考试": ("考试", "考公", "考证", "期末考", "期末", "月考", "考驾照", "科目二", "科目三", "四六级",
+             "四级", "六级", "雅思", "托福", "面试", "笔试", "体考", "会考", "统考", "考编"),
+    "录取": ("录取", "上岸", "金榜题名", "考上", "被录", "offer", "Offer", "升学", "题名"),
+    "毕业": ("毕业", "同学录", "毕业季", "答辩"),
+    "开学": ("开学",),
+    "入职": ("入职", "新工作", "新岗位", "加入公司", "加盟", "报到"),
+    "升职": ("升职", "升迁", "晋升", "高升", "提拔", "升官", "加薪", "荣升"),
+    "离职": ("离职", "辞职", "跳槽", "离开公司", "裸辞"),
+    "退休": ("退休", "荣休", "光荣退休"),
+    "开业": ("开业", "开张", "新店", "开店", "开业大吉", "开门红", "周年庆"),
+    "乔迁": ("乔迁", "搬家", "新居", "新家", "搬新家", "入宅", "入伙", "新房"),
+    "康复": ("康复", "生病", "住院", "早日康复", "病愈", "出院", "手术", "养病", "身体不舒服", "感冒",
+             "痊愈"),
+    "出行": ("出行", "旅行", "旅游", "一路平安", "一路顺风", "出远门", "坐飞机", "远行", "出差", "出国",
+             "留学", "自驾"),
+    "比赛": ("比赛", "竞赛", "赛场", "参赛", "运动会", "决赛", "演出", "上台"),
+    "获奖": ("获奖", "得奖", "拿奖", "夺冠", "冠军", "获得奖", "荣获"),
+    "早安": ("早安", "早上好", "早晨", "早上", "上午好", "清晨"),
+    "晚安": ("晚安", "睡前", "晚上好", "好梦", "睡个好觉"),
+    "感谢": ("感谢", "谢谢", "感恩", "致谢", "答谢", "谢意"),
+    "送别": ("送别", "送行", "饯行", "欢送", "告别", "分别", "离别", "道别"),
+}
+# Occasions read from a request only when no other occasion is named (教师节感谢老师 -> 教师节).
+WEAK_OCCASIONS: frozenset[str] = frozenset({"感谢", "早安", "晚安", "出行", "考试", "送别"})
+
+ADDRESSEE_WORDS: dict[str, tuple[str, ...]] = {
+    "爷爷": ("爷爷", "祖父", "爷"),
+    "奶奶": ("奶奶", "祖母"),
+    "外公": ("外公", "姥爷", "外祖父"),
+    "外婆": ("外婆", "姥姥", "外祖母"),
+    "长辈": ("长辈", "老人", "老人家", "婆婆", "公公", "岳父", "岳母", "丈母娘", "老丈人", "公婆",
+             "爷爷奶奶", "外公外婆", "老寿星", "叔叔", "阿姨", "伯伯", "舅舅", "姑姑", "姨妈", "干妈",
+             "干爹", "老同志"),
+    "亲戚": ("亲戚", "亲友", "亲朋", "亲朋好友", "表哥", "表姐", "堂哥", "堂姐", "侄子", "侄女",
+             "外甥", "外甥女"),
+    "妈妈": ("妈妈", "母亲", "老妈", "妈咪", "娘亲", "老娘", "妈"),
+    "爸爸": ("爸爸", "父亲", "老爸", "爹", "老爹", "爸"),
+    "父母": ("父母", "爸妈", "爹妈", "双亲", "二老", "爸爸妈妈"),
+    "老公": ("老公", "丈夫", "先生", "夫君", "孩子他爸"),
+    "老婆": ("老婆", "媳妇", "妻子", "太太", "夫人", "爱妻", "孩子他妈"),
+    "男朋友": ("男朋友", "男友", "男票", "男神"),
+    "女朋友": ("女朋友", "女友", "女票", "女神"),
+    "儿子": ("儿子", "犬子", "令郎", "小子"),
+    "女儿": ("女儿", "闺女", "千金", "令爱"),
+    "孩子": ("孩子", "小朋友", "娃", "小孩", "晚辈", "孩子们", "小宝贝", "考生"),
+    "宝宝": ("宝宝", "宝贝", "小宝宝", "婴儿", "新生儿"),
+    "学生": ("学生", "同学们", "弟子", "学子", "学员", "毕业生"),
+    "哥哥": ("哥哥", "老哥", "大哥", "哥"),
+    "姐姐": ("姐姐", "老姐", "大姐", "姐"),
+    "弟弟": ("弟弟", "老弟", "小弟"),
+    "妹妹": ("妹妹", "老妹", "小妹", "妹子"),
+    "家人": ("家人", "家里人", "一家人", "全家", "家里"),
+    "朋友": ("朋友", "好友", "友人", "老友", "发小", "哥们", "死党", "好朋友", "朋友们", "老朋友",
+             "挚友", "基友"),
+    "闺蜜": ("闺蜜", "姐妹", "好姐妹", "闺密", "姐妹们"),
+    "兄弟": ("兄弟", "好兄弟", "兄弟们", "铁哥们"),
+    "同学": ("同学", "老同学", "室友", "舍友", "校友", "同桌"),
+    "网友": ("网友", "粉丝", "群友", "网上的朋友"),
+    "老师": ("老师", "恩师", "班主任", "导师", "教授", "师父", "园长", "校长"),
+    "医生": ("医生", "大夫", "医师", "白衣天使"),
+    "护士": ("护士", "护士长"),
+    "师傅": ("师傅",),
+    "同事": ("同事", "同仁", "工友", "搭档", "同事们", "团队伙伴"),
+    "领导": ("领导", "上司", "上级", "主管", "经理", "总监", "部长", "主任", "局长", "处长", "行长",
+             "leader"),
+    "老板": ("老板", "老总", "董事长", "boss", "老板娘", "总裁", "东家"),
+    "客户": ("客户", "顾客", "客人", "甲方", "会员", "老客户", "用户", "商家"),
+    "员工": ("员工", "全体员工", "团队", "下属", "职工", "员工们", "伙计"),
+    "合作伙伴": ("合作伙伴", "合伙人", "合作方", "伙伴", "供应商", "经销商"),
+    "邻居": ("邻居", "街坊", "邻里", "乡亲"),
+    "自己": ("自己", "本人", "我自己"),
+    "猫": ("猫", "猫咪", "喵星人", "主子", "猫主子", "小猫", "喵喵"),
+    "狗": ("狗", "狗狗", "汪星人", "小狗", "狗子", "毛孩子"),
+}
+# Words that name a partner of unknown gender: addressee None, relationship 伴侣.
+PARTNER_WORDS: tuple[str, ...] = ("对象", "爱人", "另一半", "恋人", "情侣", "心上人", "亲爱的", "伴侣")
+# Addressee words kept in details too, since the canonical value loses them (婆婆 -> 长辈).
+KEEP_IN_DETAILS: frozenset[str] = frozenset({
+    "婆婆", "公公", "岳父", "岳母", "丈母娘", "老丈人", "公婆", "叔叔", "阿姨", "伯伯", "舅舅", "姑姑",
+    "姨妈", "干妈", "干爹", "表哥", "表姐", "堂哥", "堂姐", "侄子", "侄女", "外甥", "外甥女", "班主任",
+    "导师", "教授", "校长", "园长", "经理", "总监", "主任", "董事长", "甲方", "室友", "舍友", "发小",
+    "考生", "毕业生",
+})
+# Occasions that imply an addressee when the request names none.
+DEFAULT_ADDRESSEE: dict[str, str] = {"母亲节": "妈妈", "父亲节": "爸爸", "教师节": "老师", "护士节": "护士"}
+
+TONE_WORDS: dict[str, tuple[str, ...]] = {
+    "温馨": ("温馨", "走心", "暖心", "温暖", "暖暖", "感人", "真挚", "真诚", "贴心", "暖一点", "亲切"),
+    "幽默": ("幽默", "搞笑", "俏皮", "有趣", "逗", "好玩", "沙雕", "诙谐", "调皮", "风趣", "逗比", "段子",
+             "接地气", "皮一点"),
+    "古风": ("古风", "古文", "文言", "诗意古典", "古典", "古诗", "诗词", "文言文", "对联", "藏头诗",
+             "古韵", "国风", "七言", "五言", "绝句", "骈文"),
+    "正式": ("正式", "商务", "庄重", "官方", "得体", "稳重", "大气", "客气", "礼貌", "严肃", "体面",
+             "致辞", "公文"),
+    "文艺": ("文艺", "唯美", "诗意", "有文采", "优美", "文雅", "清新", "有意境", "高级感", "文青",
+             "散文", "有深度", "高情商"),
+    "浪漫": ("浪漫", "甜蜜", "甜甜", "甜一点", "情话", "甜", "撒糖", "土味情话", "肉麻"),
+    "励志": ("励志", "正能量", "鼓励", "加油", "打气", "激励", "鼓舞", "奋斗"),
+    "可爱": ("可爱", "萌", "软萌", "卖萌", "童趣", "呆萌", "奶凶", "萌萌哒", "童真"),
+}
+
+LENGTH_WORDS: dict[str, tuple[str, ...]] = {  # kind -> words; chars (N字) is read by a pattern
+    "four_char": ("四字", "四个字", "四字词语", "四字成语", "成语", "4字", "4个字"),
+    "short": ("简短", "短一点", "短点", "短句", "简洁", "别太长", "不要太长", "不用太长", "短小",
+              "精简", "简单几句", "简单点", "简单一点", "短短", "短的", "短些", "一两句"),
+    "sentence": ("一句话", "一句", "1句"),
+    "long": ("长一点", "详细", "一段", "长篇", "长文", "小作文", "多写点", "长些", "长的", "长长的",
+             "丰富一点", "具体一点", "致辞", "一篇", "段落"),
+}
+LENGTH_PRIORITY: tuple[str, ...] = ("chars", "four_char", "short", "sentence", "long")
+
+# Words a GREETING uses that name an occasion (stricter than the request words: 月 alone,
+# 灯笼, 红包 and 团圆 alone name no single occasion). A word may name several occasions.
+GREETING_OCCASION_WORDS: dict[str, tuple[str, ...]] = {
+    "春节": ("春节", "新春", "过年", "拜年", "除夕", "年夜饭", "守岁", "春联", "压岁钱", "年年有余",
+             "辞旧迎新", "鼠年", "牛年", "虎年", "兔年", "龙年", "蛇年", "马年", "羊年", "猴年", "鸡年",
+             "猪年", "贺岁", "春晚", "大年", "恭喜发财", "新年", "新岁"),
+    "元旦": ("元旦", "跨年", "新年", "新的一年"),
+    "元宵": ("元宵", "汤圆", "灯谜", "闹花灯", "花灯", "上元"),
+    "情人节": ("情人节",),
+    "妇女节": ("妇女节", "女神节", "三八节"),
+    "劳动节": ("劳动节", "五一"),
+    "青年节": ("青年节", "五四"),
+    "母亲节": ("母亲节",),
+    "儿童节": ("儿童节", "六一"),
+    "父亲节": ("父亲节",),
+    "端午": ("端午", "粽子", "粽香", "龙舟", "艾草", "包粽", "端阳", "屈原"),
+    "七夕": ("七夕", "鹊桥", "牛郎", "织女", "银河相会"),
+    "教师节": ("教师节",),
+    "中秋": ("中秋", "月饼", "月圆", "嫦娥", "八月十五", "明月千里", "赏月", "圆月", "月儿圆", "团圆月"),
+    "国庆": ("国庆", "祖国", "华诞", "国泰民安", "普天同庆"),
+    "重阳": ("重阳", "茱萸", "登高望远", "菊花酒", "九九"),
+    "感恩节": ("感恩节",),
+    "平安夜": ("平安夜", "平安果", "苹果"),
+    "圣诞": ("圣诞", "驯鹿", "雪橇", "麋鹿", "Merry Christmas", "铃儿响叮当"),
+    "冬至": ("冬至", "饺子"),
+    "腊八": ("腊八",),
+    "小年": ("小年", "灶王", "祭灶"),
+    "护士节": ("护士节", "白衣天使"),
+    "建军节": ("建军节", "八一", "军旅", "戎装"),
+    "生日": ("生日", "寿辰", "大寿", "寿星", "生辰", "寿比南山", "福如东海", "长一岁", "大一岁",
+             "蛋糕", "蜡烛", "许愿", "岁岁有今朝", "诞辰", "祝寿"),
+    "结婚": ("新婚", "结婚", "婚礼", "新郎", "新娘", "喜结连理", "百年好合", "永结同心", "新婚燕尔",
+             "佳偶天成", "天作之合", "良缘", "喜酒", "大婚"),
+    "结婚纪念日": ("结婚纪念日", "纪念日", "周年", "银婚", "金婚"),
+    "订婚": ("订婚", "定亲", "订亲", "婚约"),
+    "满月": ("满月",),
+    "百天": ("百天", "百日"),
+    "周岁": ("周岁", "抓周", "一岁"),
+    "宝宝出生": ("出生", "降生", "诞生", "新生命", "小生命", "来到这个世界", "喜得贵子", "喜得千金",
+                 "弄璋", "弄瓦", "添丁", "新生儿", "宝宝", "初为父母", "当妈妈", "当爸爸"),
+    "高考": ("高考",),
+    "中考": ("中考",),
+    "考研": ("考研", "研究生"),
+    "考试": ("考试", "考场", "金榜", "逢考必过", "答题", "下笔如有神", "考出", "考得", "考个好成绩"),
+    "录取": ("录取", "上岸", "通知书", "金榜题名", "考上", "被录"),
+    "毕业": ("毕业", "学士服", "学位", "青春散场", "毕业季", "母校"),
+    "开学": ("开学", "新学期"),
+    "入职": ("入职", "新岗位", "新工作", "加入我们", "新同事", "新征程"),
+    "升职": ("升职", "高升", "晋升", "升迁", "步步高升", "荣升"),
+    "离职": ("离职", "辞职", "新的开始", "江湖再见", "另谋高就"),
+    "退休": ("退休", "荣休", "退而不休", "含饴弄孙"),
+    "开业": ("开业", "开张", "生意兴隆", "财源广进", "红红火火开张", "大吉", "开门红", "新店"),
+    "乔迁": ("乔迁", "新居", "新家", "搬家", "安居", "新房", "入宅", "燕子归巢"),
+    "康复": ("康复", "早日康复", "病", "痊愈", "出院", "养好身体", "身体快快好起来"),
+    "出行": ("一路平安", "一路顺风", "旅途", "旅行", "出行", "远行", "行程", "飞机", "启程"),
+    "比赛": ("比赛", "赛场", "赛出", "决赛", "竞赛", "对手"),
+    "获奖": ("获奖", "得奖", "夺冠", "冠军", "荣誉", "奖杯", "领奖"),
+    "早安": ("早安", "早上好", "早晨好"),
+    "晚安": ("晚安", "好梦", "美梦", "睡个好觉", "入梦"),
+    "感谢": ("感谢", "谢谢", "感恩", "致谢"),
+    "送别": ("送别", "送行", "饯行", "后会有期", "离别", "告别", "山高水长"),
+}
+
+# Words a GREETING uses to name each addressee (称呼). The canonical name always counts.
+ADDRESSEE_NAMES: dict[str, tuple[str, ...]] = {
+    "爷爷": ("爷爷", "爷", "祖父"), "奶奶": ("奶奶", "祖母"), "外公": ("外公", "姥爷", "外祖父"),
+    "外婆": ("外婆", "姥姥", "外祖母"),
+    "长辈": ("长辈", "您", "老人家", "婆婆", "公公", "岳父", "岳母", "叔叔", "阿姨", "伯伯", "爷爷", "奶奶",
+             "外公", "外婆", "舅舅", "姑姑", "姨"),
+    "亲戚": ("亲戚", "亲朋", "亲友", "家人", "大家", "一家", "表哥", "表姐", "叔叔", "阿姨"),
+    "妈妈": ("妈", "母亲", "娘", "妈咪"), "爸爸": ("爸", "父亲", "爹"),
+    "父母": ("爸", "妈", "父母", "爹娘", "二老", "双亲"),
+    "老公": ("老公", "丈夫", "先生", "亲爱的", "夫君"), "老婆": ("老婆", "媳妇", "妻", "亲爱的", "太太"),
+    "男朋友": ("男朋友", "男友", "亲爱的", "宝贝", "你"), "女朋友": ("女朋友", "女友", "亲爱的", "宝贝", "你"),
+    "儿子": ("儿子", "儿", "孩子", "小子", "宝贝"), "女儿": ("女儿", "闺女", "孩子", "宝贝", "姑娘"),
+    "孩子": ("孩子", "宝贝", "小朋友", "娃"), "宝宝": ("宝宝", "宝贝", "小家伙", "小可爱", "小天使"),
+    "学生": ("同学", "孩子", "学生", "少年", "你们"),
+    "哥哥": ("哥",), "姐姐": ("姐",), "弟弟": ("弟",), "妹妹": ("妹",),
+    "家人": ("家人", "家", "大家", "全家"),
+    "朋友": ("朋友", "友", "你", "兄弟", "姐妹"), "闺蜜": ("闺蜜", "姐妹", "宝", "亲爱的", "你"),
+    "兄弟": ("兄弟", "哥们", "兄", "老铁", "你"), "同学": ("同学", "老同学", "同窗", "你"),
+    "网友": ("网友", "朋友", "大家", "各位"),
+    "老师": ("老师", "恩师", "师", "先生"), "医生": ("医生", "大夫", "医"), "护士": ("护士", "白衣天使"),
+    "师傅": ("师傅", "师父"),
+    "同事": ("同事", "伙伴", "大家", "战友", "搭档", "并肩"), "领导": ("领导", "总", "经理", "您", "主任"),
+    "老板": ("老板", "总", "领导", "您"), "客户": ("客户", "您", "贵", "合作", "朋友"),
+    "员工": ("员工", "大家", "伙伴", "同事", "同仁", "团队", "各位"),
+    "合作伙伴": ("合作", "伙伴", "贵司", "携手", "您"), "邻居": ("邻居", "邻", "街坊"),
+    "自己": ("我", "自己"), "猫": ("猫", "喵", "主子", "毛孩子"), "狗": ("狗", "汪", "毛孩子"),
+}
+
+# Pairs of occasions a greeting for one may name (除夕 sits inside 春节 in the lexicon).
+COMPATIBLE_PAIRS: frozenset[frozenset[str]] = frozenset(frozenset(p) for p in (
+    ("春节", "元旦"), ("平安夜", "圣诞"), ("高考", "考试"), ("中考", "考试"), ("考研", "考试"),
+    ("满月", "宝宝出生"), ("百天", "宝宝出生"), ("周岁", "宝宝出生"),
+))
+
+# Filler words of requests, dropped from the details (longest first when removed).
+FILLER_WORDS: tuple[str, ...] = (
+    "祝福语", "祝福词", "祝福的话", "祝贺词", "祝辞", "贺词", "祝福", "祝贺", "祝愿", "恭祝", "恭贺", "庆祝",
+    "文案", "句子", "短语", "语句", "的话", "话语", "寄语", "留言", "一段话", "朋友圈", "说说", "贺卡",
+    "大全", "经典", "最新版", "最新", "最火", "推荐", "精选", "模板", "范文", "内容",
+    "帮我写", "帮我", "给我写", "请写", "请帮我", "请", "写给", "写一", "写", "创作", "生成", "来", "想要",
+    "我想", "麻烦", "能不能", "可以", "一下", "一些", "几句", "送给", "送", "给", "为", "对", "跟", "向",
+    "祝", "快乐", "节日", "节", "的", "了", "吧", "呢", "啊", "呀", "要", "带有", "带", "元素", "风格",
+    "风", "语气", "一点", "点", "一个", "个", "条", "句", "些", "用", "发", "说", "什么", "怎么", "好",
+    "我的", "我们", "我", "和", "一起", "一样", "顺利", "成功", "幸福", "安康", "健康", "吉祥",
+    "下个月", "下周", "明天", "今天", "马上", "快要", "就要", "她们", "他们", "她", "他", "它", "是", "一只",
+    "叫", "过", "在", "也", "都", "就", "还", "又", "被", "让", "把", "着", "那", "这", "她的", "他的",
+    "类型", "口吻", "适合", "版", "字", "很", "有点", "比较", "稍微", "超", "多", "哦", "嗯",
+)
+
+# ---------------------------------------------------------------------------------------------
+# Data types
+# ---------------------------------------------------------------------------------------------
+
+
+class UnknownSlotValue(ValueError):
+    """A form value that maps to no canonical slot value; the message lists the valid ones."""
+
+
+@dataclass(frozen=True)
+class LengthSpec:
+    kind: str            # "chars", "short", "sentence", "four_char", "long"
+    target: int | None = None
+
+    def bounds(self) -> tuple[int, int]:
+        """Allowed character count (Chinese characters and punctuation, no whitespace)."""
+        if self.kind == "chars":
+            n = self.target or 0
+            slack = max(2, round(n * 0.15))  # 12字 may be 10..14: punctuation is counted too
+            return max(1, n - slack), n + slack
+        return {"short": (4, 40), "sentence": (4, 40), "four_char": (4, 40), "long": (60, 600)}[self.kind]
+
+    def render(self) -> str:
+        return f"{self.target}字" if self.kind == "chars" else LENGTH_KINDS[self.kind]
+
+
+@dataclass(frozen=True)
+class RequestSlots:
+    occasion: str | None = None
+    addressee: str | None = None
+    relationship: str | None = None
+    tone: str | None = None
+    length: LengthSpec | None = None
+    count: int | None = None
+    age: int | None = None
+    details: str = ""
+    conflicts: tuple[str, ...] = field(default=())  # slots where an explicit form field overrode the text
+
+    def to_prefix(self) -> str:
+        """The model's conditioning text: 场合：中秋｜对象：猫｜语气：温馨｜长度：一句｜岁数：70｜细节：…"""
+        parts = [
+            ("场合", self.occasion), ("对象", self.addressee), ("语气", self.tone),
+            ("长度", self.length.render() if self.length else None),
+            ("岁数", str(self.age) if self.age is not None else None), ("细节", self.details or None),
+        ]
+        return "｜".join(f"{name}：{value}" for name, value in parts if value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Matching
+# ---------------------------------------------------------------------------------------------
+
+_CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7,
+              "八": 8, "九": 9}
+_NUM = r"(\d+|[零〇一二两三四五六七八九十百]+)"
+_CHARS_RE = re.compile(_NUM + r"\s*个?(?:汉)?字")
+_COUNT_RE = re.compile(_NUM + r"\s*(个|条|段|则|首|句|篇|份|版|种|组)(?!字)")
+_AGE_RE = re.compile(_NUM + r"\s*(周岁生日|岁生日|岁大寿|岁寿辰|大寿|寿辰|寿诞|华诞|岁|生日|寿)")
+_SPLIT_RE = re.compile(r"[\s，,。.！!？?；;：:、~～()（）\[\]【】“”\"'‘’《》<>…\-—/]+")
+
+
+def chinese_number(text: str) -> int | None:
+    """'12' -> 12, '七十' -> 70, '十八' -> 18, '一百' -> 100, '八十五' -> 85; None if unreadable."""
+    if text.isdigit():
+        return int(text)
+    total, current = 0, 0
+    for ch in text:
+        if ch in _CN_DIGITS:
+            current = _CN_DIGITS[ch]
+        elif ch == "十":
+            total += (current or 1) * 10
+            current = 0
+        elif ch == "百":
+            total += (current or 1) * 100
+            current = 0
+        else:
+            return None
+    return total + current
+
+
+def _index(table: dict[str, tuple[str, ...]]) -> list[tuple[str, str]]:
+    """(word, canonical) pairs, longest word first, each canonical matching itself."""
+    pairs = {(c, c) for c in table}
+    pairs |= {(w, c) for c, words in table.items() for w in words}
+    return sorted(pairs, key=lambda p: (-len(p[0]), p[0], p[1]))
+
+
+_OCCASION_INDEX = _index(OCCASION_WORDS)
+_ADDRESSEE_INDEX = _index(ADDRESSEE_WORDS) + [(w, "") for w in PARTNER_WORDS]
+_ADDRESSEE_INDEX.sort(key=lambda p: -len(p[0]))
+_TONE_INDEX = _index(TONE_WORDS)
+_LENGTH_INDEX = sorted(((w, k) for k, words in LENGTH_WORDS.items() for w in words), key=lambda p: -len(p[0]))
+_GREETING_OCCASION_INDEX = _index(GREETING_OCCASION_WORDS)
+
+
+def _find(text: str, index: list[tuple[str, str]], mask: list[bool]) -> list[tuple[int, int, str, str]]:
+    """Non-overlapping matches (start, end, word, canonical), longest words claim text first.
+
+    `mask` marks characters already claimed by another slot; it is updated in place."""
+    found = []
+    lowered = text.lower()
+    for word, canonical in index:
+        w = word.lower()
+        start = lowered.find(w)
+        while start != -1:
+            end = start + len(w)
+            if not any(mask[start:end]):
+                found.append((start, end, word, canonical))
+                for i in range(start, end):
+                    mask[i] = True
+            start = lowered.find(w, start + 1)
+    return sorted(found)
+
+
+def _claim(mask: list[bool], start: int, end: int) -> None:
+    for i in range(start, end):
+        mask[i] = True
+
+
+def _pick_occasion(matches: list[tuple[int, int, str, str]]) -> str | None:
+    strong = [m for m in matches if m[3] not in WEAK_OCCASIONS]
+    chosen = strong or matches
+    if not chosen:
+        return None
+    # 生日 words next to a baby occasion (一岁生日) or 纪念日 stay the more specific occasion.
+    return chosen[0][3]
+
+
+def _parse_length(text: str, mask: list[bool]) -> LengthSpec | None:
+    found: dict[str, LengthSpec] = {}
+    for m in _CHARS_RE.finditer(text):
+        n = chinese_number(m.group(1))
+        if n and not any(mask[m.start():m.end()]):
+            _claim(mask, m.start(), m.end())
+            found.setdefault("four_char" if n == 4 else "chars", LengthSpec("four_char") if n == 4 else LengthSpec("chars", n))
+    for start, _end, _word, kind in _find(text, _LENGTH_INDEX, mask):
+        found.setdefault(kind, LengthSpec(kind))
+    for kind in LENGTH_PRIORITY:
+        if kind in found:
+            return found[kind]
+    return None
+
+
+def _parse_count(text: str, mask: list[bool]) -> int | None:
+    for m in _COUNT_RE.finditer(text):
+        if any(mask[m.start():m.end()]):
+            continue
+        n = chinese_number(m.group(1))
+        if n is None or n > 100:
+            continue
+        if m.group(2) == "句" and n == 1:
+            continue  # 一句 is a length, not a count
+        if n == 1 and not re.search(r"\d|创作|生成|写|来", text[max(0, m.start() - 2):m.start() + 1]):
+            continue  # 一个 inside a phrase (一个叫团子的猫) is no count
+        _claim(mask, m.start(), m.end())
+        return n
+    return None
+
+
+def _parse_age(text: str, mask: list[bool]) -> int | None:
+    for m in _AGE_RE.finditer(text):
+        n = chinese_number(m.group(1))
+        if n is None or not 1 <= n <= 130:
+            continue
+        _claim(mask, m.start(), m.start() + len(m.group(1)) + (1 if m.group(2).startswith("岁") else 0))
+        return n
+    return None
+
+
+def _details(text: str, mask: list[bool]) -> str:
+    """The unclaimed rest of the request minus filler words, as '，'-joined segments."""
+    rest = "".join("\x00" if claimed else ch for ch, claimed in zip(text, mask))
+    for word in _FILLERS:
+        rest = rest.replace(word, "\x00")
+    segments = [s.strip() for s in _SPLIT_RE.split(rest.replace("\x00", " "))]
+    return "，".join(s for s in segments if len(s) >= 2 or (s and not s.isascii() and s not in "之在是与及"))
+
+
+_FILLERS = sorted(FILLER_WORDS, key=len, reverse=True)
+
+
+def parse_request(text: str, *, occasion: str | None = None, addressee: str | None = None,
+                  tone: str | None = None, length: str | LengthSpec | None = None) -> RequestSlots:
+    """Slots of a free-text request. Explicit form fields (keyword arguments) win over the text;
+    the slots where they disagree with what the text says are listed in `conflicts`."""
+    text = (text or "").strip()
+    mask = [False] * len(text)
+    kept: list[str] = []
+
+    length_spec = _parse_length(text, mask)  # before counts: 12个字 is a length, not a count
+    age = _parse_age(text, mask)
+    count = _parse_count(text, mask)
+    occasion_matches = _find(text, _OCCASION_INDEX, mask)
+    text_occasion = _pick_occasion(occasion_matches)
+    for start, end, word, canonical in occasion_matches:
+        if WORD_KEEPS_DETAIL(word, canonical):
+            kept.append(word)
+
+    addressee_matches = _find(text, _ADDRESSEE_INDEX, mask)
+    text_addressee, relationship = None, None
+    if addressee_matches:
+        named = [m for m in addressee_matches if m[3]] or addressee_matches  # 亲爱的妈妈 -> 妈妈
+        _s, _e, word, canonical = named[0]
+        text_addressee = canonical or None
+        relationship = RELATIONSHIP_OF[canonical] if canonical else "伴侣"
+        # 婆婆 -> 长辈 loses the word; other people named (她老公, 一只猫) are details too.
+        kept += [w for _s, _e, w, c in addressee_matches if w in KEEP_IN_DETAILS or (w, c) != (word, canonical)]
+    if text_addressee is None and relationship is None and text_occasion in DEFAULT_ADDRESSEE:
+        text_addressee = DEFAULT_ADDRESSEE[text_occasion]
+        relationship = RELATIONSHIP_OF[text_addressee]
+
+    tone_matches = _find(text, _TONE_INDEX, mask)
+    text_tone = tone_matches[0][3] if tone_matches else None
+
+    details = "，".join(filter(None, [_details(text, mask)] + kept))
+    if age == 1 and text_occasion in ("生日", "周岁", None) and re.search(r"(一|1)\s*(周)?岁", text):
+        text_occasion, age = "周岁", None  # 一岁生日 is the 周岁 occasion
+
+    conflicts = []
+    if occasion:
+        occasion = normalise_slot("occasion", occasion)
+        if text_occasion and text_occasion != occasion and not occasions_compatible(text_occasion, occasion):
+            conflicts.append("occasion")
+        text_occasion = occasion
+    if addressee:
+        addressee = normalise_slot("addressee", addressee)
+        if text_addressee and text_addressee != addressee:
+            conflicts.append("addressee")
+        text_addressee, relationship = addressee, RELATIONSHIP_OF[addressee]
+    if tone:
+        tone = normalise_slot("tone", tone)
+        if text_tone and text_tone != tone:
+            conflicts.append("tone")
+        text_tone = tone
+    if length:
+        spec = length if isinstance(length, LengthSpec) else _length_from_form(length)
+        if length_spec and length_spec != spec:
+            conflicts.append("length")
+        length_spec = spec
+    return RequestSlots(text_occasion, text_addressee, relationship, text_tone, length_spec, count, age,
+                        details, tuple(conflicts))
+
+
+def WORD_KEEPS_DETAIL(word: str, canonical: str) -> bool:
+    """Year animals (蛇年) and exam kinds (考公, 四六级) say more than the canonical occasion."""
+    return (canonical == "春节" and word.endswith("年") and len(word) == 2 and word not in ("新年", "过年", "开年")) or \
+        (canonical in ("考试", "出行", "录取") and word != canonical and len(word) >= 2 and word not in (
+            "期末考", "一路平安", "一路顺风", "考上", "被录", "上岸", "题名", "金榜题名"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Form values
+# ---------------------------------------------------------------------------------------------
+
+_CANONICAL = {"occasion": OCCASIONS, "addressee": ADDRESSEES, "tone": TONES}
+_SLOT_NAMES_ZH = {"occasion": "场合", "addressee": "对象", "tone": "语气", "length": "长度"}
+
+
+def normalise_slot(kind: str, value: str) -> str:
+    """A user-typed form value -> its canonical string ("中秋节" -> "中秋", "古文" -> "古风",
+    "12个字" -> "12字"); raises UnknownSlotValue naming the field and listing the valid values."""
+    if kind not in _SLOT_NAMES_ZH:
+        raise UnknownSlotValue(f"未知的字段 {kind!r} / unknown slot kind {kind!r}; "
+                               f"可用 / valid: {', '.join(_SLOT_NAMES_ZH)}")
+    value = (value or "").strip()
+    if kind == "length":
+        return _length_from_form(value).render()
+    if value in _CANONICAL[kind]:
+        return value
+    index = {"occasion": _OCCASION_INDEX, "addressee": _ADDRESSEE_INDEX, "tone": _TONE_INDEX}[kind]
+    exact = {c for w, c in index if w.lower() == value.lower() and c}
+    if not exact and value:
+        stripped = re.sub(r"(节日|节|快乐|的|风格|风|一点|语气)$", "", value)
+        exact = {c for w, c in index if w.lower() == stripped.lower() and c}
+        if not exact:
+            found = {m[3] for m in _find(value, index, [False] * len(value)) if m[3]}
+            exact = found if len(found) == 1 else set()
+    if len(exact) == 1:
+        return exact.pop()
+    valid = "、".join(_CANONICAL[kind])
+    raise UnknownSlotValue(f"{_SLOT_NAMES_ZH[kind]}（{kind}）的值 {value!r} 无法识别，可用的值：{valid} / "
+                           f"unknown {kind} value {value!r}; valid values: {valid}")
+
+
+def _length_from_form(value: str) -> LengthSpec:
+    if value in ("chars", "short", "sentence", "four_char", "long"):
+        raise UnknownSlotValue(f"长度（length）的值 {value!r} 缺字数 / length {value!r} needs a form like 12字")
+    spec = _parse_length(value, [False] * len(value)) if value else None
+    if spec is None and value.isdigit():
+        spec = LengthSpec("four_char") if int(value) == 4 else LengthSpec("chars", int(value))
+    if spec is None:
+        raise UnknownSlotValue(f"长度（length）的值 {value!r} 无法识别，可用：N字（如 12字）、简短、一句、四字、长 / "
+                               f"unknown length value {value!r}; valid: N字 (e.g. 12字), 简短, 一句, 四字, 长")
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks on greetings
+# ---------------------------------------------------------------------------------------------
+
+
+def occasions_named(greeting: str) -> set[str]:
+    """Canonical occasions a greeting text names (新年 names both 春节 and 元旦)."""
+    text = greeting or ""
+    named = set()
+    mask = [False] * len(text)
+    matches = _find(text, _GREETING_OCCASION_INDEX, mask)
+    # A word may belong to several occasions: _find claims a span once, so add the others here.
+    words = {w for _s, _e, w, _c in matches}
+    for word in words:
+        named |= {c for w, c in _GREETING_OCCASION_INDEX if w == word}
+    return named
+
+
+def occasions_compatible(a: str, b: str) -> bool:
+    """Whether a greeting for occasion a may name occasion b (and the other way round)."""
+    return a == b or frozenset((a, b)) in COMPATIBLE_PAIRS
+
+
+def names_addressee(greeting: str, addressee: str) -> bool:
+    """Whether the greeting uses a 称呼 word of the addressee (妈妈 -> 妈/母亲/娘...)."""
+    words = ADDRESSEE_NAMES.get(addressee, ()) + (addressee,)
+    return any(w in (greeting or "") for w in words)
+
+
+def _char_count(text: str) -> int:
+    return sum(1 for ch in text if not ch.isspace())
+
+
+def length_fits(greeting: str, spec: LengthSpec | None) -> bool:
+    """Whether the greeting's length fits the spec (no spec: anything fits)."""
+    if spec is None:
+        return True
+    low, high = spec.bounds()
+    if not low <= _char_count(greeting) <= high:
+        return False
+    if spec.kind == "four_char":  # every phrase between punctuation has four characters
+        phrases = [p for p in _SPLIT_RE.split(greeting) if p]
+        return bool(phrases) and all(len(p) == 4 for p in phrases)
+    if spec.kind == "sentence":  # at most one sentence end inside the text
+        return len(re.findall(r"[。！!？?]", greeting.rstrip("。！!？?…~～"))) == 0
+    return True
+
+
+def longest_repeat_run(text: str) -> int:
+    """Longest run of one character repeated back to back (香香香香 -> 4; '' -> 0)."""
+    best, run, prev = 0, 0, None
+    for ch in text or "":
+        run = run + 1 if ch == prev else 1
+        prev = ch
+        best = max(best, run)
+    return best
