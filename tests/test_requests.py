@@ -1,0 +1,142 @@
+"""generation.requests: request slots, greeting checks and form values (pure Python, no Django)."""
+
+import pytest
+
+from generation.requests import (
+    ADDRESSEES, OCCASIONS, RELATIONSHIP_OF, TONES, LengthSpec, UnknownSlotValue, length_fits,
+    longest_repeat_run, names_addressee, normalise_slot, occasions_compatible, occasions_named,
+    parse_request,
+)
+
+
+def test_canonical_tables_have_the_spec_sizes():
+    assert len(OCCASIONS) == len(set(OCCASIONS)) == 53
+    assert len(ADDRESSEES) == len(set(ADDRESSEES)) == 42
+    assert len(TONES) == 8
+    assert set(RELATIONSHIP_OF) == set(ADDRESSEES)
+
+
+@pytest.mark.parametrize("text, occasion, addressee, tone, length, count, age", [
+    ("创作1个12字祝老板元宵节快乐的句子", "元宵", "老板", None, "12字", 1, None),
+    ("为给数学老师创作带有古文元素的元宵节祝福语", "元宵", "老师", "古风", None, None, None),
+    ("七十生日祝福语", "生日", None, None, None, None, 70),
+    ("古风新年祝福语", "春节", None, "古风", None, None, None),
+    ("同事升职祝贺 简短", "升职", "同事", None, "简短", None, None),
+    ("给我的猫写一句中秋祝福", "中秋", "猫", None, "一句", None, None),
+    ("祝爷爷八十大寿", "生日", "爷爷", None, None, None, 80),
+    ("兔年祝福语", "春节", None, None, None, None, None),
+    ("祝自己考试顺利的文案", "考试", "自己", None, None, None, None),
+    ("结婚纪念日给老婆的话", "结婚纪念日", "老婆", None, None, None, None),
+    ("母亲节祝福语", "母亲节", "妈妈", None, None, None, None),
+    ("创作三条搞笑的国庆文案", "国庆", None, "幽默", None, 3, None),
+    ("8个字恭祝满月", "满月", None, None, "8字", None, None),
+    ("宝宝一岁生日", "周岁", "宝宝", None, None, None, None),
+    ("给领导的四字新年祝福", "春节", "领导", None, "四字", None, None),
+])
+def test_parse_request_examples(text, occasion, addressee, tone, length, count, age):
+    slots = parse_request(text)
+    assert slots.occasion == occasion
+    assert slots.addressee == addressee
+    assert slots.tone == tone
+    assert (slots.length.render() if slots.length else None) == length
+    assert slots.count == count
+    assert slots.age == age
+
+
+def test_long_request_keeps_names_in_details_and_negated_length_is_short():
+    slots = parse_request("我闺蜜小雨下个月结婚，她老公是她大学同学，我们一起养过一只叫团子的猫，"
+                          "帮我写一段温馨的新婚祝福，别太长")
+    assert (slots.occasion, slots.addressee, slots.relationship, slots.tone) == ("结婚", "闺蜜", "朋友", "温馨")
+    assert slots.length == LengthSpec("short")
+    assert "小雨" in slots.details and "团子" in slots.details
+
+
+def test_subject_and_kin_words_go_to_details():
+    assert "数学" in parse_request("为给数学老师创作带有古文元素的元宵节祝福语").details
+    slots = parse_request("给婆婆的生日祝福")
+    assert (slots.addressee, slots.details) == ("长辈", "婆婆")
+    assert parse_request("兔年祝福语").details == "兔年"
+
+
+def test_partner_of_unknown_gender_has_no_addressee():
+    slots = parse_request("给对象的七夕情话")
+    assert (slots.occasion, slots.addressee, slots.relationship, slots.tone) == ("七夕", None, "伴侣", "浪漫")
+
+
+def test_to_prefix_order_and_empty():
+    slots = parse_request("给我的猫写一句温馨的中秋祝福，它爱吃小鱼干")
+    assert slots.to_prefix().startswith("场合：中秋｜对象：猫｜语气：温馨｜长度：一句｜细节：")
+    assert "小鱼干" in slots.to_prefix()
+    assert parse_request("").to_prefix() == ""
+
+
+def test_form_fields_win_and_conflicts_are_recorded():
+    slots = parse_request("新年祝福语 幽默", occasion="生日", tone="搞笑")
+    assert slots.occasion == "生日" and slots.tone == "幽默"
+    assert slots.conflicts == ("occasion",)
+    assert parse_request("元旦祝福", occasion="春节").conflicts == ()  # compatible: no conflict
+    assert parse_request("祝福语", addressee="上司", length="12个字").addressee == "领导"
+
+
+@pytest.mark.parametrize("kind, value, canonical", [
+    ("occasion", "中秋节", "中秋"), ("occasion", "除夕", "春节"), ("occasion", "元宵节", "元宵"),
+    ("tone", "古文", "古风"), ("tone", "搞笑", "幽默"), ("addressee", "闺女", "女儿"),
+    ("addressee", "喵星人", "猫"), ("length", "12个字", "12字"), ("length", "简短", "简短"),
+])
+def test_normalise_slot_maps_form_values(kind, value, canonical):
+    assert normalise_slot(kind, value) == canonical
+
+
+@pytest.mark.parametrize("kind, value", [
+    ("occasion", "火星节"), ("tone", "愤怒"), ("addressee", "外星人"), ("length", "很多"), ("colour", "红"),
+])
+def test_normalise_slot_rejects_bad_values_bilingually(kind, value):
+    with pytest.raises(UnknownSlotValue) as err:
+        normalise_slot(kind, value)
+    message = str(err.value)
+    assert "valid" in message and "可用" in message
+
+
+@pytest.mark.parametrize("greeting, expected", [
+    ("中秋快乐，愿你万事顺意", {"中秋"}),
+    ("月圆人团圆，家家都安好", {"中秋"}),
+    ("新年快乐！", {"春节", "元旦"}),
+    ("月光洒在窗台上，愿你心里亮堂", set()),
+    ("红包拿来，灯笼挂好", set()),
+    ("祝你结婚纪念日快乐", {"结婚纪念日"}),
+    ("端午安康，粽香满屋", {"端午"}),
+])
+def test_occasions_named(greeting, expected):
+    assert occasions_named(greeting) == expected
+
+
+def test_occasions_compatible_pairs():
+    assert occasions_compatible("春节", "元旦") and occasions_compatible("圣诞", "平安夜")
+    assert occasions_compatible("高考", "考试") and occasions_compatible("宝宝出生", "满月")
+    assert not occasions_compatible("结婚", "订婚")
+    assert not occasions_compatible("生日", "春节")
+    assert not occasions_compatible("录取", "高考")
+
+
+@pytest.mark.parametrize("greeting, addressee, expected", [
+    ("老妈，母亲节快乐", "妈妈", True), ("喵主子今天多吃一条鱼", "猫", True), ("伙伴们辛苦了", "同事", True),
+    ("我要对自己好一点", "自己", True), ("王总，新年大吉", "老板", True), ("爸爸，生日快乐", "妈妈", False),
+])
+def test_names_addressee(greeting, addressee, expected):
+    assert names_addressee(greeting, addressee) is expected
+
+
+def test_length_fits_and_bounds():
+    assert LengthSpec("chars", 12).bounds() == (10, 14)
+    assert length_fits("元宵快乐，愿您事事顺心", LengthSpec("chars", 12))
+    assert not length_fits("元宵快乐", LengthSpec("chars", 12))
+    assert length_fits("万事如意，阖家欢乐", LengthSpec("four_char"))
+    assert not length_fits("万事如意，全家都欢乐", LengthSpec("four_char"))
+    assert length_fits("随便多长都行", None)
+    assert not length_fits("第一句。第二句！", LengthSpec("sentence"))
+
+
+def test_longest_repeat_run():
+    assert longest_repeat_run("香香香香") == 4
+    assert longest_repeat_run("哈哈，好") == 2
+    assert longest_repeat_run("") == 0
