@@ -38,6 +38,7 @@ from tqdm import tqdm
 from generation.checkpoint import replace_dir_atomically, save_checkpoint
 from generation.presets import Preset, PresetError, get_preset
 from generation.tokenizer import build_example, build_tokenizer, example_texts
+from training.data.conditioning import condition_examples
 from training.data.examples import STARTER_FILES, file_sha256, load_examples, load_texts, split_by_query
 from training.data.formats import FormatError
 from training.routing import RoutingRecorder, balance_loss, hidden_z_loss, update_router_bias
@@ -62,6 +63,8 @@ class TrainConfig:
     device: str | None = None  # None = cuda if available else cpu
     objective: str = "sft"
     progress_bar: bool = True
+    patience: int | None = None  # stop after this many logs without a better held-out loss, keep the best weights
+    prompt_format: str = "query"  # "slots": queries become the parsed request slots (generation.conditioning)
 
 
 @dataclass
@@ -86,6 +89,8 @@ def train_model(cfg: TrainConfig, resume: bool = False, on_progress=None) -> Tra
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         examples, texts, data_info = load_data(cfg)
+        if cfg.prompt_format == "slots":
+            examples, data_info["conditioning"] = condition_examples(examples, cfg.prompt_format)
         train_ex, heldout_ex = split_by_query(examples, preset.heldout_fraction, cfg.seed)
         data_info.update(train_examples=len(train_ex), heldout_examples=len(heldout_ex))
         spec = run_spec(cfg, preset, data_info)
@@ -125,6 +130,7 @@ def train_model(cfg: TrainConfig, resume: bool = False, on_progress=None) -> Tra
                    disable=not cfg.progress_bar, dynamic_ncols=True)
         start_step, started = step, time.perf_counter()
         stopped = False
+        best = BestWeights(cfg.patience)
 
         while step < max_steps:
             set_lr(optimizer, lr_at(step, preset))
@@ -154,22 +160,28 @@ def train_model(cfg: TrainConfig, resume: bool = False, on_progress=None) -> Tra
                 append_jsonl(out_dir / "metrics.jsonl", metrics)
                 keep_going = notify(on_progress, {"event": "log", **metrics}) and keep_going
                 window = Window()
+                if best.offer(model, step, metrics["heldout_loss"]):
+                    bar.write(f"early stop at step {step}: no better held-out loss since step {best.step}")
+                    break
             if step % preset.save_every == 0 or not keep_going:
                 save_state(state_dir, model, optimizer, tokenizer, step, history, window)
             if not keep_going and step < max_steps:
                 stopped = True
                 break
         bar.close()
+        best.restore(model)
 
         model_config = model.config.to_dict()
         if stopped:  # the state is saved; resume=True finishes the run
             last = dict(history[-1]) if history else {"step": step}
             return TrainResult(None, last, model_config, data_info, completed=False, history=history)
         final = final_metrics(history, model, heldout_seqs, preset, tokenizer.pad_token_id, device, autocast)
+        if best.step is not None:
+            final.update(best_step=best.step, stopped_at_step=step)
         save_state(state_dir, model, optimizer, tokenizer, step, history, window)
         checkpoint_dir = save_checkpoint(model, tokenizer, out_dir / "checkpoint", {
             "preset": preset.name, "preset_config": preset.to_dict(), "train_config": jsonable(asdict(cfg)),
-            "metrics": final, "data": data_info,
+            "metrics": final, "data": data_info, "prompt_format": cfg.prompt_format,
         })
         notify(on_progress, {"event": "done", **final})
         return TrainResult(checkpoint_dir, final, model_config, data_info, completed=True, history=history)
@@ -252,6 +264,7 @@ def run_spec(cfg: TrainConfig, preset: Preset, data_info: dict) -> dict:
         "preset": preset.to_dict(),
         "seed": cfg.seed,
         "objective": cfg.objective,
+        "prompt_format": cfg.prompt_format,
         "data_sha256": sorted(data_info["sha256"].values()),
     }
 
@@ -429,6 +442,28 @@ def log_metrics(step, max_steps, window: Window, stats: dict, optimizer, elapsed
         "eta_s": eta,
         **{k: jsonable(v) for k, v in stats.items()},
     }
+
+
+class BestWeights:
+    """Held-out early stopping: remembers the weights of the best held-out loss (on CPU)."""
+
+    def __init__(self, patience: int | None):
+        self.patience, self.step, self.loss, self.state, self.bad_logs = patience, None, float("inf"), None, 0
+
+    def offer(self, model, step: int, loss: float | None) -> bool:
+        """Record this log's held-out loss; True when training should stop."""
+        if self.patience is None or loss is None:
+            return False
+        if loss < self.loss:
+            self.step, self.loss, self.bad_logs = step, loss, 0
+            self.state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            return False
+        self.bad_logs += 1
+        return self.bad_logs >= self.patience
+
+    def restore(self, model) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)
 
 
 @torch.no_grad()

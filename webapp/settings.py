@@ -17,6 +17,8 @@ VAR_DIR = Path(os.environ.get("ZHUFU_VAR_DIR", BASE_DIR / "var")).resolve()
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 CHECKPOINT_DIR = VAR_DIR / "checkpoints"
 RUNS_DIR = VAR_DIR / "runs"
+# The one committed generator (training/ship.py writes it); make demo serves it instead of training.
+SHIPPED_MODEL_DIR = Path(os.environ.get("ZHUFU_SHIPPED_MODEL", BASE_DIR / "models" / "zhufu-small"))
 STARTER_CORPUS_DIR = BASE_DIR / "training" / "data" / "starter"
 
 

@@ -1,4 +1,7 @@
 """The checkpoint registry: registering trained runs, promotion, lookup."""
+from pathlib import Path
+
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -22,6 +25,29 @@ def register_checkpoint(*, name: str, run_name: str, path: str, preset: str, mod
         name=name, run_name=run_name, path=path, preset=preset, model_config=model_config,
         data=data, metrics=metrics, status=Checkpoint.Status.CANDIDATE, family=family,
     )
+
+
+def register_shipped_model(folder=None) -> tuple[Checkpoint | None, str]:
+    """(the shipped checkpoint, registered and active; '') or (None, why it cannot be used).
+
+    The committed model under ``models/`` is checked like any checkpoint (config, safetensors,
+    tokenizer), so a corrupt or missing one makes ``make demo`` train instead of serving garbage."""
+    from generation.checkpoint import CheckpointError, check_checkpoint, load_checkpoint, read_metadata
+
+    folder = Path(folder or settings.SHIPPED_MODEL_DIR)
+    if not folder.is_dir():
+        return None, f"{folder} is missing"
+    try:
+        config = check_checkpoint(folder)
+        load_checkpoint(folder, fast_moe=False)
+    except CheckpointError as exc:
+        return None, str(exc)
+    meta = read_metadata(folder)
+    name = f"shipped-{folder.name}"
+    checkpoint = Checkpoint.objects.filter(name=name).first() or register_checkpoint(
+        name=name, run_name=name, path=str(folder), preset=meta.get("preset", ""), model_config=config,
+        data=meta.get("data", {}), metrics=meta.get("metrics", {}))
+    return promote_checkpoint(checkpoint), ""
 
 
 @transaction.atomic

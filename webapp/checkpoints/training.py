@@ -26,7 +26,7 @@ def new_run_name(preset: str) -> str:
 
 def train_and_register(*, preset: str, data_paths: list[Path], resume_run: str | None = None, seed: int = 0,
                        deterministic: bool = False, max_steps: int | None = None, promote: bool = False,
-                       on_progress=None, run_name: str | None = None) -> Checkpoint:
+                       on_progress=None, run_name: str | None = None, prompt_format: str = "query") -> Checkpoint:
     """Train (or resume) a run under var/runs/, then register its checkpoint as a candidate.
 
     Nothing is written to the registry unless training finished and the checkpoint folder
@@ -41,7 +41,7 @@ def train_and_register(*, preset: str, data_paths: list[Path], resume_run: str |
     if Checkpoint.objects.filter(name=run_name).exists():
         raise RegistryError(f"run {run_name!r} already finished and is registered")
     config = TrainConfig(preset=preset, data_paths=[Path(p) for p in data_paths], out_dir=out_dir, seed=seed,
-                         deterministic=deterministic, max_steps=max_steps)
+                         deterministic=deterministic, max_steps=max_steps, prompt_format=prompt_format)
     result = train_model(config, resume=bool(resume_run), on_progress=on_progress)
     if not result.completed:
         raise TrainingStopped(run_name)

@@ -16,14 +16,17 @@ class Command(BaseCommand):
         parser.add_argument("--deterministic", action="store_true")
         parser.add_argument("--max-steps", type=int, help="Override the preset's number of steps.")
         parser.add_argument("--promote", action="store_true", help="Make the new checkpoint the active one.")
+        parser.add_argument("--prompt-format", default="query", choices=["slots", "query"],
+                            help="query (default, what the serving path sends today): the raw request text; slots: the parsed request slots.")
 
-    def handle(self, *args, preset, data, resume, seed, deterministic, max_steps, promote, **options):
+    def handle(self, *args, preset, data, resume, seed, deterministic, max_steps, promote, prompt_format, **options):
         from generation.checkpoint import CheckpointError
         from training.trainer import TrainingError
 
         try:
             checkpoint = train_and_register(preset=preset, data_paths=data, resume_run=resume, seed=seed,
-                                            deterministic=deterministic, max_steps=max_steps, promote=promote)
+                                            deterministic=deterministic, max_steps=max_steps, promote=promote,
+                                            prompt_format=prompt_format)
         except (TrainingError, CheckpointError, RegistryError) as exc:
             raise CommandError(str(exc)) from exc
         metrics = checkpoint.metrics

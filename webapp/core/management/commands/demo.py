@@ -42,5 +42,12 @@ class Command(BaseCommand):
         if checkpoint is not None and not checkpoint.missing_files():
             out(f"Checkpoint: {checkpoint.name} is active")
             return
-        out(f"Checkpoint: none active; training the {preset!r} preset on the starter corpus (once)")
+        from webapp.checkpoints.services import register_shipped_model
+
+        shipped, problem = register_shipped_model()
+        if shipped is not None:
+            out(f"Checkpoint: {shipped.name} (the shipped model, {shipped.path}) is active")
+            return
+        out(f"Checkpoint: the shipped model cannot be used ({problem}); "
+            f"training the {preset!r} preset on the starter corpus instead (once)")
         call_command("train_model", preset=preset, promote=True)

@@ -1,0 +1,178 @@
+"""Serve-time guards: what a candidate greeting must pass before a writer sees it.
+
+Each guard looks at one finished candidate against the request's slots (``generation.requests``):
+``occasion`` (names the asked occasion, or a compatible one, and no other), ``addressee``,
+``length`` (the asked length constraint), ``repeat`` (no character four or more times in a row),
+``copy`` (not a near-copy of a training greeting) and ``distinct`` (not a text another candidate
+of the request already has). A guard with nothing to check (no occasion asked, no training
+greetings known) passes. ``pick_candidates`` resamples failed candidates within a bounded number
+of rounds, then keeps the best distinct ones, and returns what every guard said with each text.
+"""
+from __future__ import annotations
+
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from generation import requests as slots_lib
+
+COPY_NGRAM = 8
+NEAR_COPY_THRESHOLD = 0.5
+REPEAT_LIMIT = 4  # a run of this many identical characters fails ("香香香香")
+# Worst first: a wrong occasion is what a writer notices before anything else.
+GUARD_ORDER = ("occasion", "repeat", "copy", "distinct", "addressee", "length")
+
+
+def _normalise(text: str) -> str:
+    return unicodedata.normalize("NFC", text).strip()
+
+
+def char_ngrams(text: str, n: int) -> list[str]:
+    return [text[i : i + n] for i in range(len(text) - n + 1)]
+
+
+class CopyDetector:
+    """Finds verbatim and near-verbatim copies of training greetings (character 8-gram overlap)."""
+
+    def __init__(self, training_greetings: Iterable[str], n: int = COPY_NGRAM, threshold: float = NEAR_COPY_THRESHOLD):
+        self.n, self.threshold = n, threshold
+        self.exact: set[str] = set()
+        self.index: dict[str, list[int]] = defaultdict(list)
+        for i, text in enumerate(dict.fromkeys(_normalise(t) for t in training_greetings)):
+            self.exact.add(text)
+            for gram in set(char_ngrams(text, n)):
+                self.index[gram].append(i)
+
+    def __len__(self) -> int:
+        return len(self.exact)
+
+    def overlap(self, text: str) -> float:
+        """The largest share of ``text``'s n-grams found in one training greeting."""
+        grams = set(char_ngrams(_normalise(text), self.n))
+        if not grams:
+            return 0.0
+        hits = Counter(i for gram in grams for i in self.index.get(gram, ()))
+        return max(hits.values()) / len(grams) if hits else 0.0
+
+    def is_copy(self, text: str) -> bool:
+        text = _normalise(text)
+        return text in self.exact or self.overlap(text) > self.threshold
+
+
+@dataclass
+class Checked:
+    """One candidate text with what each guard said and how many texts were sampled for its place."""
+
+    text: str
+    checks: dict[str, bool]
+    attempts: int = 1
+    finish_reason: str = "stop"
+
+    @property
+    def failed(self) -> list[str]:
+        return [name for name in GUARD_ORDER if not self.checks.get(name, True)]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+    def badness(self) -> tuple:
+        """Sort key: fewer and less severe failures first."""
+        return tuple(not self.checks.get(name, True) for name in GUARD_ORDER)
+
+    def record(self) -> dict:
+        return {"checks": dict(self.checks), "failed": self.failed, "attempts": self.attempts}
+
+
+@dataclass
+class Guards:
+    slots: "slots_lib.RequestSlots"
+    copies: CopyDetector | None = None
+    enabled: tuple[str, ...] = GUARD_ORDER
+
+    def check(self, text: str, taken: Sequence[str] = (), finish_reason: str = "stop") -> Checked:
+        text = _normalise(text)
+        results = {
+            "occasion": self._occasion_ok(text),
+            "addressee": not self.slots.addressee or slots_lib.names_addressee(text, self.slots.addressee),
+            "length": self.slots.length is None or slots_lib.length_fits(text, self.slots.length),
+            "repeat": slots_lib.longest_repeat_run(text) < REPEAT_LIMIT,
+            "copy": self.copies is None or not self.copies.is_copy(text),
+            "distinct": bool(text) and text not in taken,
+        }
+        return Checked(text, {k: v for k, v in results.items() if k in self.enabled}, finish_reason=finish_reason)
+
+    def _occasion_ok(self, text: str) -> bool:
+        return occasion_fit(self.slots.occasion, text)
+
+
+def occasion_fit(occasion: str | None, text: str) -> bool:
+    """The text names the asked occasion (or a compatible one) and no incompatible one."""
+    named = slots_lib.occasions_named(text)
+    if occasion is None:
+        return True
+    fits = any(o == occasion or slots_lib.occasions_compatible(o, occasion) for o in named)
+    return fits and not wrong_occasions(occasion, named)
+
+
+def wrong_occasions(occasion: str | None, named: Iterable[str]) -> set[str]:
+    if occasion is None:
+        return set()
+    return {o for o in named if o != occasion and not slots_lib.occasions_compatible(o, occasion)}
+
+
+@dataclass
+class Budget:
+    """How many extra sampling rounds a request may spend on failed candidates."""
+
+    rounds: int = 3
+    oversample: int = 2  # texts drawn per missing candidate in each extra round
+    spent: int = field(default=0)
+
+
+def pick_candidates(
+    sample: Callable[[int, int], list[tuple[str, str]]],
+    n: int,
+    guards: Guards,
+    budget: Budget | None = None,
+) -> list[Checked]:
+    """``n`` distinct candidates, resampling failures.
+
+    ``sample(k, round_index)`` returns ``k`` fresh (text, finish_reason) pairs. Round 0 draws
+    ``n``; each later round draws ``oversample`` texts per place still without a passing text.
+    After the budget, the best remaining texts (fewest, least severe failures) fill the places.
+    """
+    budget = budget or Budget()
+    pool: list[tuple[str, str]] = []
+    chosen: list[Checked] = []
+    attempts = 0
+    for round_index in range(budget.rounds + 1):
+        missing = n - len(chosen)
+        if missing <= 0:
+            break
+        k = missing if round_index == 0 else missing * budget.oversample
+        drawn = sample(k, round_index)
+        attempts += len(drawn)
+        budget.spent = round_index
+        pool.extend(drawn)
+        for text, reason in drawn:
+            if len(chosen) >= n:
+                break
+            checked = guards.check(text, [c.text for c in chosen], reason)
+            if checked.passed:
+                checked.attempts = attempts
+                chosen.append(checked)
+    if len(chosen) < n:
+        taken = [c.text for c in chosen]
+        rest = sorted((guards.check(t, taken, r) for t, r in pool), key=Checked.badness)
+        for checked in rest:
+            if len(chosen) >= n:
+                break
+            checked = guards.check(checked.text, [c.text for c in chosen], checked.finish_reason)
+            if checked.checks.get("distinct", True) or not rest:
+                checked.attempts = attempts
+                chosen.append(checked)
+        while len(chosen) < n and rest:  # fewer distinct texts than places: repeat the best
+            chosen.append(rest[0])
+    return chosen[:n]
