@@ -13,7 +13,7 @@ from __future__ import annotations
 import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from generation import requests as slots_lib
 
@@ -94,7 +94,7 @@ class Guards:
     def check(self, text: str, taken: Sequence[str] = (), finish_reason: str = "stop") -> Checked:
         text = _normalise(text)
         results = {
-            "occasion": self._occasion_ok(text),
+            "occasion": occasion_fit(self.slots.occasion, text),
             "addressee": not self.slots.addressee or slots_lib.names_addressee(text, self.slots.addressee),
             "length": self.slots.length is None or slots_lib.length_fits(text, self.slots.length),
             "repeat": slots_lib.longest_repeat_run(text) < REPEAT_LIMIT,
@@ -102,9 +102,6 @@ class Guards:
             "distinct": bool(text) and text not in taken,
         }
         return Checked(text, {k: v for k, v in results.items() if k in self.enabled}, finish_reason=finish_reason)
-
-    def _occasion_ok(self, text: str) -> bool:
-        return occasion_fit(self.slots.occasion, text)
 
 
 def occasion_fit(occasion: str | None, text: str) -> bool:
@@ -128,7 +125,6 @@ class Budget:
 
     rounds: int = 3
     oversample: int = 2  # texts drawn per missing candidate in each extra round
-    spent: int = field(default=0)
 
 
 def pick_candidates(
@@ -154,7 +150,6 @@ def pick_candidates(
         k = missing if round_index == 0 else missing * budget.oversample
         drawn = sample(k, round_index)
         attempts += len(drawn)
-        budget.spent = round_index
         pool.extend(drawn)
         for text, reason in drawn:
             if len(chosen) >= n:
@@ -170,7 +165,7 @@ def pick_candidates(
             if len(chosen) >= n:
                 break
             checked = guards.check(checked.text, [c.text for c in chosen], checked.finish_reason)
-            if checked.checks.get("distinct", True) or not rest:
+            if checked.checks.get("distinct", True):
                 checked.attempts = attempts
                 chosen.append(checked)
         while len(chosen) < n and rest:  # fewer distinct texts than places: repeat the best

@@ -24,17 +24,16 @@ import math
 import random
 import statistics
 import unicodedata
-from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
 
+from generation.guards import COPY_NGRAM as NGRAM
+from generation.guards import NEAR_COPY_THRESHOLD, CopyDetector, char_ngrams  # the one copy check, shared with serving
 from training.rl.rewards import RewardConfig, compute_rewards
 
-NGRAM = 8
-NEAR_COPY_THRESHOLD = 0.5
 BOOTSTRAP_SAMPLES = 2000
 
 
@@ -84,10 +83,6 @@ def normalise(text: str) -> str:
     return unicodedata.normalize("NFC", text).strip()
 
 
-def char_ngrams(text: str, n: int) -> list[str]:
-    return [text[i : i + n] for i in range(len(text) - n + 1)]
-
-
 def distinct_n(texts: Iterable[str], n: int) -> float:
     """Distinct character n-grams / all character n-grams over the texts (0 when there are none)."""
     total, distinct = 0, set()
@@ -96,31 +91,6 @@ def distinct_n(texts: Iterable[str], n: int) -> float:
         total += len(grams)
         distinct.update(grams)
     return len(distinct) / total if total else 0.0
-
-
-class CopyDetector:
-    """Finds verbatim and near-verbatim copies of training greetings (character 8-gram overlap)."""
-
-    def __init__(self, training_greetings: Iterable[str], n: int = NGRAM, threshold: float = NEAR_COPY_THRESHOLD):
-        self.n, self.threshold = n, threshold
-        self.exact: set[str] = set()
-        self.index: dict[str, list[int]] = defaultdict(list)
-        for i, text in enumerate(dict.fromkeys(normalise(t) for t in training_greetings)):
-            self.exact.add(text)
-            for gram in set(char_ngrams(text, n)):
-                self.index[gram].append(i)
-
-    def overlap(self, text: str) -> float:
-        """The largest share of ``text``'s n-grams found in one training greeting."""
-        grams = set(char_ngrams(normalise(text), self.n))
-        if not grams:
-            return 0.0
-        hits = Counter(i for gram in grams for i in self.index.get(gram, ()))
-        return max(hits.values()) / len(grams) if hits else 0.0
-
-    def is_copy(self, text: str) -> bool:
-        text = normalise(text)
-        return text in self.exact or self.overlap(text) > self.threshold
 
 
 def novelty(texts: Sequence[str], detector: CopyDetector | None) -> float | None:
