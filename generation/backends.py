@@ -35,6 +35,10 @@ class GenerationBackend:
     def greeting_prompt(self, query: str):
         raise NotImplementedError
 
+    def room(self, prompt) -> int | None:
+        """How many new tokens fit after `prompt`; None when the backend cannot tell (a remote server)."""
+        return None
+
     def generate(self, prompt, params: SamplingParams) -> list[str]:
         texts = [""] * params.n
         for event in self.stream(prompt, params):
@@ -59,6 +63,9 @@ class LocalEngineBackend(GenerationBackend):
 
     def greeting_prompt(self, query: str) -> list[int]:
         return encode_prompt(self.engine.tokenizer, query)
+
+    def room(self, prompt) -> int | None:
+        return self.engine.max_len - len(prompt) if isinstance(prompt, list) else None
 
     def stream(self, prompt, params: SamplingParams) -> Iterator[StreamEvent]:
         events: queue.SimpleQueue[StreamEvent] = queue.SimpleQueue()

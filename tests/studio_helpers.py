@@ -2,14 +2,15 @@
 import pytest
 from django.core.cache import cache
 
+from generation.backends import GenerationBackend
 from generation.engine import StreamEvent
 
 
-class FakeBackend:
+class FakeBackend(GenerationBackend):
     """Streams the given texts character by character, candidate i getting texts[i]."""
 
-    def __init__(self, texts, error: Exception | None = None):
-        self.texts, self.error, self.queries = texts, error, []
+    def __init__(self, texts, error: Exception | None = None, checkpoint_name: str = "ckpt-test"):
+        self.texts, self.error, self.queries, self.checkpoint_name = texts, error, [], checkpoint_name
 
     def greeting_prompt(self, query):
         self.queries.append(query)
@@ -29,7 +30,7 @@ def use_fake_backend(monkeypatch, texts, error=None, checkpoint="ckpt-test") -> 
     from webapp.checkpoints import serving
     from webapp.studio import services
 
-    backend = FakeBackend(texts, error)
+    backend = FakeBackend(texts, error, checkpoint)
     monkeypatch.setattr(serving, "get_backend", lambda: backend)
     monkeypatch.setattr(serving, "active_checkpoint_name", lambda: checkpoint)
     monkeypatch.setattr(services, "model_status", lambda: "")

@@ -64,6 +64,40 @@ def test_stored_and_shown_text_has_no_control_characters_or_broken_bytes(writer,
     assert not Greeting.objects.filter(text__contains="\ufffd").exists()
 
 
+def test_the_card_the_stored_candidate_the_corpus_greeting_and_the_api_answer_are_one_string(writer, monkeypatch):
+    """Characters the final-text normalisation changes (a canonical singleton, a combining mark, a
+    compatibility sign, NUL, a control, a lone surrogate, U+FFFD, CRLF) go through the real task,
+    one character per streamed piece: the four copies of each candidate come out equal."""
+    import json
+
+    from django.test import Client
+
+    from generation.greeting import final_text
+
+    raw = ["；\u0374，k福s的：", "祝e\u0301\u212b\x00安\x07康\ud800\ufffd", " 平安\r\n喜乐 "]
+    use_fake_backend(monkeypatch, raw)
+    monkeypatch.setattr(services, "enqueue", lambda pk: None)
+    client = Client()
+    client.force_login(writer)
+    created = client.post("/write/api/requests", data=json.dumps({"query": "给妈妈的生日祝福"}),
+                          content_type="application/json")
+    assert created.status_code == 201, created.content
+    pk = created.json()["id"]
+    assert run_request.run(pk) == "done"
+
+    stream = b"".join(client.get(f"/write/api/requests/{pk}/stream").streaming_content).decode()
+    progress = [json.loads(line[len("data: "):]) for line in stream.splitlines()
+                if line.startswith("data: ") and '"candidates"' in line]
+    streamed = [c["text"] for c in progress[-1]["candidates"]]
+    candidates = list(GenerationRequest.objects.get(pk=pk).candidates.order_by("index").select_related("greeting"))
+    stored = [c.text for c in candidates]
+    corpus = [c.greeting.text for c in candidates]
+    answered = [c["text"] for c in client.get(f"/write/api/requests/{pk}").json()["candidates"]]
+    expected = [final_text(text) for text in raw]
+    assert expected == ["；\u02b9，k福s的：", "祝\u00e9\u00c5安康", "平安\n喜乐"]
+    assert streamed == stored == corpus == answered == expected
+
+
 def test_half_done_request_restarts_its_candidates_cleanly(writer, monkeypatch):
     use_fake_backend(monkeypatch, ["新年快乐"])
     req = make_request(writer, n=2)

@@ -264,6 +264,8 @@ GENERATION_BACKEND = os.environ.get("GENERATION_BACKEND", "local")  # local | op
 GENERATION_REMOTE_URL = os.environ.get("GENERATION_REMOTE_URL", "")
 GENERATION_REMOTE_MODEL = os.environ.get("GENERATION_REMOTE_MODEL", "")
 GENERATION_REMOTE_API_KEY = os.environ.get("GENERATION_REMOTE_API_KEY", "")
+# Empty: every studio request samples afresh. Tests set it so that a worker's output is reproducible.
+GENERATION_SEED = int(os.environ["ZHUFU_GENERATION_SEED"]) if os.environ.get("ZHUFU_GENERATION_SEED") else None
 ENGINE_MAX_SLOTS = int(os.environ.get("ENGINE_MAX_SLOTS", "32"))
 # The engine's cache budget (MiB; empty: max_slots full-context slots) and how many prompt
 # tokens one step may prefill beside the running decodes (chunked prefill).

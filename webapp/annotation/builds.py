@@ -7,35 +7,21 @@ failed) starts again from an empty batch. Greetings are keyed by content hash, s
 no duplicate rows."""
 from __future__ import annotations
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from tqdm import tqdm
 
+from generation.greeting import write_greetings
 from webapp.annotation.models import Batch, BatchBuild, Item, Kind
-from webapp.corpus.models import Greeting, Query, normalise_text
-from webapp.studio.services import clean_model_text
+from webapp.checkpoints.serving import backend_for
+from webapp.corpus.models import Greeting, Query
 
 # Side B samples with other seeds than side A: two copies of one model are then compared on
 # independent samples, not on the very same text.
 SIDE_SEED_OFFSET = {"A": 0, "B": 1_000_003}
 
 
-def backend_for(checkpoint):
-    """The process's served engine when `checkpoint` is the active local one; else a local
-    engine loaded for this build (a remote server cannot switch to an arbitrary checkpoint)."""
-    from generation.backends import LocalEngineBackend
-    from generation.checkpoint import load_checkpoint
-    from webapp.checkpoints.serving import get_backend
-
-    if settings.GENERATION_BACKEND == "local" and checkpoint.status == checkpoint.Status.ACTIVE:
-        return get_backend()
-    model, tokenizer = load_checkpoint(checkpoint.path, expected_config=checkpoint.model_config or None)
-    return LocalEngineBackend.from_model(model, tokenizer, max_slots=settings.ENGINE_MAX_SLOTS)
-
-
 def store_output(query: Query, text: str, checkpoint, build: BatchBuild, meta: dict) -> Greeting | None:
-    text = normalise_text(clean_model_text(text))
     if not text:
         return None
     greeting = Greeting.objects.filter(content_hash=Greeting.hash_for(query.content_hash, text)).first()
@@ -46,22 +32,14 @@ def store_output(query: Query, text: str, checkpoint, build: BatchBuild, meta: d
 
 def generate_outputs(build: BatchBuild, checkpoint, side: str, report) -> dict[int, list[Greeting | None]]:
     """{prompt index: n_per_prompt greetings (None where the output was empty)} for one checkpoint."""
-    from generation.engine import SamplingParams
-    from webapp.studio.services import STOP
-
     backend = backend_for(checkpoint)
-    engine = getattr(backend, "engine", None)
     params = build.params
     outputs = {}
     for index, prompt_text in enumerate(tqdm(build.prompts, desc=f"{build.batch.name} [{side}]", unit="prompt")):
         query, _ = Query.objects.get_or_create(content_hash=Query.hash_for(prompt_text), defaults={"text": prompt_text})
-        prompt = backend.greeting_prompt(prompt_text)
-        max_tokens = params["max_tokens"]
-        if engine is not None:
-            max_tokens = max(1, min(max_tokens, engine.max_len - len(prompt) - 1))
-        texts = backend.generate(prompt, SamplingParams(
-            n=build.n_per_prompt, temperature=params["temperature"], top_p=params["top_p"], max_tokens=max_tokens,
-            seed=params["seed"] + index + SIDE_SEED_OFFSET[side], stop=STOP))
+        texts = write_greetings(backend, prompt_text, build.n_per_prompt, max_tokens=params["max_tokens"],
+                                seed=params["seed"] + index + SIDE_SEED_OFFSET[side],
+                                temperature=params["temperature"], top_p=params["top_p"])
         outputs[index] = [store_output(query, text, checkpoint, build, {"prompt_index": index, "sample": j})
                           for j, text in enumerate(texts)]
         report()

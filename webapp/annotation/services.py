@@ -662,7 +662,7 @@ MAX_PER_PROMPT = 20
 def clean_prompts(prompts) -> list[str]:
     """The prompt set as distinct normalised queries, in order; refusals name the field `prompts`."""
     from webapp.corpus.models import QUERY_MAX_LENGTH, normalise_text
-    from webapp.studio.services import control_characters
+    from generation.greeting import control_characters
 
     if isinstance(prompts, str) or not hasattr(prompts, "__iter__"):
         raise AnnotationError("prompts must be a list of queries.", field="prompts")

@@ -7,6 +7,7 @@ backend adds it back), so "生日祝福" and "请只生成一条祝福语：生�
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from generation.engine import InvalidRequestError, PromptTooLongError, SamplingParams, SchemaError
+from generation.greeting import FinalText
 from generation.tokenizer import PROMPT_TEMPLATE
 from webapp.api.models import ApiKey
 
@@ -389,9 +391,9 @@ class Generation:
         self.model = resolve_model(request.model)
         self.backend = backend()
         self.prompt = self.backend.greeting_prompt(request.query)
-        engine = getattr(self.backend, "engine", None)
-        if request.default_max_tokens and engine is not None and isinstance(self.prompt, list):
-            request.params.max_tokens = max(1, min(DEFAULT_MAX_TOKENS, engine.max_len - len(self.prompt)))
+        room = self.backend.room(self.prompt)
+        if request.default_max_tokens and room is not None:  # too small a room is the engine's 400 below
+            request.params.max_tokens = max(1, min(DEFAULT_MAX_TOKENS, room))
         self._closed = False
         self.id = ("chatcmpl-" if request.kind == "chat" else "cmpl-") + uuid.uuid4().hex[:24]
         self.created = int(time.time())
@@ -401,8 +403,12 @@ class Generation:
             self._first = next(self._stream, None)
         except InvalidRequestError as exc:
             raise engine_error(exc, request) from None
-        self.texts = [""] * request.params.n
+        self.finals = [FinalText() for _ in range(request.params.n)]  # the answer as the studio stores text
         self.reasons: list[str | None] = [None] * request.params.n
+
+    @property
+    def texts(self) -> list[str]:
+        return [final.text for final in self.finals]
 
     def next_event(self):
         with self._lock:
@@ -410,11 +416,14 @@ class Generation:
                 event, self._first = self._first, None
             else:
                 event = next(self._stream, None)
-        if event is not None:
-            self.texts[event.candidate_index] += event.text_delta
-            if event.finished:
-                self.reasons[event.candidate_index] = finish_reason(event.finish_reason)
-        return event
+        if event is None:
+            return None
+        final = self.finals[event.candidate_index]
+        piece = final.feed(event.text_delta)
+        if event.finished:
+            piece += final.finish()
+            self.reasons[event.candidate_index] = finish_reason(event.finish_reason)
+        return dataclasses.replace(event, text_delta=piece)
 
     def close(self) -> None:
         with self._lock:

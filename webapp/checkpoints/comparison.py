@@ -39,25 +39,16 @@ class Comparison:
 
 def _greetings_of(checkpoint: Checkpoint, prompts: list[str], seed: int) -> list[str]:
     """One greeting per prompt (prompt i with seed + i), from the checkpoint's engine."""
-    from generation.engine import SamplingParams
-    from webapp.annotation.builds import backend_for
-    from webapp.studio.services import STOP
+    from generation.greeting import RequestTooLong, write_greetings
+    from webapp.checkpoints.serving import backend_for
 
-    problem = checkpoint.missing_files()
-    if problem:
-        raise RegistryError(f"checkpoint {checkpoint.name} cannot be loaded: {problem}")
     backend = backend_for(checkpoint)
-    engine = getattr(backend, "engine", None)
     texts = []
     for i, query in enumerate(prompts):
-        prompt = backend.greeting_prompt(query)
-        max_tokens = MAX_NEW_TOKENS
-        if engine is not None:  # a small model's context bounds the answer
-            max_tokens = min(max_tokens, engine.max_len - len(prompt) - 1)
-            if max_tokens < 1:
-                raise RegistryError(f"the request {query[:40]!r} is too long for {checkpoint.name}'s context")
-        params = SamplingParams(n=1, max_tokens=max_tokens, temperature=0.8, top_p=0.95, seed=seed + i, stop=STOP)
-        texts.append(backend.generate(prompt, params)[0].strip())
+        try:
+            texts.extend(write_greetings(backend, query, 1, max_tokens=MAX_NEW_TOKENS, seed=seed + i))
+        except RequestTooLong:
+            raise RegistryError(f"the request {query[:40]!r} is too long for {checkpoint.name}'s context") from None
     return texts
 
 

@@ -24,17 +24,38 @@ class ModelNotReady(RegistryError):
 
 def build_backend(checkpoint):
     """A backend for `checkpoint`: the remote server when settings name one, else the local engine."""
-    from generation.backends import LocalEngineBackend, OpenAICompatibleBackend
-    from generation.checkpoint import load_checkpoint
+    from generation.backends import OpenAICompatibleBackend
 
     if settings.GENERATION_BACKEND == "openai":
         return OpenAICompatibleBackend(settings.GENERATION_REMOTE_URL, model=settings.GENERATION_REMOTE_MODEL,
                                        api_key=settings.GENERATION_REMOTE_API_KEY or None)
+    return local_backend(checkpoint)
+
+
+def local_backend(checkpoint):
+    """The in-process engine on `checkpoint`'s weights, with this deployment's engine settings."""
+    from generation.backends import LocalEngineBackend
+    from generation.checkpoint import load_checkpoint
+
     model, tokenizer = load_checkpoint(checkpoint.path, expected_config=checkpoint.model_config or None)
     budget_mb = settings.ENGINE_MEMORY_BUDGET_MB
-    return LocalEngineBackend.from_model(
+    backend = LocalEngineBackend.from_model(
         model, tokenizer, max_slots=settings.ENGINE_MAX_SLOTS, max_prefill_tokens=settings.ENGINE_PREFILL_TOKENS,
         memory_budget_bytes=int(budget_mb * 2**20) if budget_mb else None)
+    backend.checkpoint_name = checkpoint.name
+    return backend
+
+
+def backend_for(checkpoint):
+    """The one way from a registry row to a backend that writes with it: this process's served
+    backend when `checkpoint` is the active local one, else a local engine loaded for the caller
+    (a remote server cannot switch to an arbitrary checkpoint)."""
+    problem = checkpoint.missing_files()
+    if problem:
+        raise RegistryError(f"checkpoint {checkpoint.name} cannot be loaded: {problem}")
+    if settings.GENERATION_BACKEND == "local" and checkpoint.status == checkpoint.Status.ACTIVE:
+        return get_backend()
+    return local_backend(checkpoint)
 
 
 def get_backend():

@@ -5,18 +5,14 @@ import can tell new rows from rows already present and re-importing a file adds 
 ``save()`` fills the hash; bulk paths (services.py) compute it with the same class methods.
 """
 import hashlib
-import unicodedata
 
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
 
+from generation.greeting import normalise_text  # the same form as a model's final text
+
 QUERY_MAX_LENGTH = 500
-
-
-def normalise_text(text: str) -> str:
-    """The canonical form of a query or greeting: Unicode NFC, LF newlines, no outer whitespace."""
-    return unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n").strip()
 
 
 def sha256_hex(*parts: str) -> str:

@@ -4,7 +4,7 @@ from django.contrib.auth.forms import UserCreationForm
 
 from webapp.corpus.models import QUERY_MAX_LENGTH
 from webapp.studio.models import N_DEFAULT, N_MAX, N_MIN, Length, Tone
-from webapp.studio.services import control_characters
+from generation.greeting import control_characters
 
 TEXT_FIELDS = ("query", "occasion", "recipient", "details", "avoid")
 

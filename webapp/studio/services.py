@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import time
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,13 +14,12 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 
-from webapp.corpus.models import Greeting, Label, Query, normalise_text
+from generation.greeting import MAX_TOKENS_BY_LENGTH, RequestTooLong, normalise_text, stream_greetings
+from webapp.corpus.models import Greeting, Label, Query
 from webapp.studio.models import Candidate, GenerationRequest
 
 FLUSH_SECONDS = 0.2
 PROGRESS_TTL = 3600
-MAX_TOKENS_BY_LENGTH = {"短": 48, "中": 96, "长": 160, "": 96}
-STOP = ["\n\n"]
 REQUEST_FIELDS = ("query", "occasion", "recipient", "tone", "length", "details", "avoid", "n")
 logger = logging.getLogger(__name__)
 
@@ -36,20 +34,6 @@ class RateLimited(StudioError):
 
 class ModelNotReadyError(StudioError):
     status = 503
-
-
-def control_characters(text: str) -> list[str]:
-    """Control characters in `text` other than newline and tab, and lone surrogates (JSON escapes such as
-    \\ud800 that are not Unicode: PostgreSQL cannot store them), as U+XXXX names."""
-    return [f"U+{ord(c):04X}" for c in text if unicodedata.category(c) in ("Cc", "Cf", "Cs") and c not in "\n\t"]
-
-
-def clean_model_text(text: str) -> str:
-    """Model output as people see it: no control characters other than newline and tab (an
-    undertrained model can emit NUL, which PostgreSQL text refuses) and no U+FFFD (byte-fallback
-    tokens that never made a whole character). Judges and RL keep the raw text, where garbage
-    should cost reward."""
-    return "".join(c for c in text if c in "\n\t" or (unicodedata.category(c) != "Cc" and c != "\ufffd"))
 
 
 # --- The one place where a request's fields become the model's prompt query.
@@ -257,8 +241,7 @@ def run_generation(request_id: int, task_id: str | None = None) -> str:
     Returns what happened: 'missing', 'already done', 'running elsewhere', 'superseded', 'done' or
     'failed'. A request is written by the one delivery that claims it (recovery.claim); a queued,
     failed or abandoned one (its worker's lease ran out) restarts from empty."""
-    from webapp.checkpoints.serving import ModelNotReady, active_checkpoint_name, get_backend
-    from generation.engine import SamplingParams
+    from webapp.checkpoints.serving import ModelNotReady, get_backend
     from webapp.studio import recovery
 
     req, refused = recovery.claim(request_id, task_id)
@@ -270,32 +253,25 @@ def run_generation(request_id: int, task_id: str | None = None) -> str:
         backend = get_backend()
     except ModelNotReady as exc:
         return _fail(run, f"模型尚未就绪 The model is not ready: {exc}")
-    req.checkpoint_name = active_checkpoint_name() or settings.GENERATION_REMOTE_MODEL or "remote"
+    # the backend's own name: a promotion during this request must not relabel what it wrote
+    req.checkpoint_name = getattr(backend, "checkpoint_name", None) or settings.GENERATION_REMOTE_MODEL or "remote"
     req.save(update_fields=["checkpoint_name"])
     run.flush(force=True)
     try:
-        prompt = backend.greeting_prompt(req.prompt_query or req.query)
-        max_tokens = MAX_TOKENS_BY_LENGTH.get(req.length, 96)
-        engine = getattr(backend, "engine", None)
-        if engine is not None and isinstance(prompt, list):
-            max_tokens = min(max_tokens, engine.max_len - len(prompt) - 1)
-            if max_tokens < 1:
-                return _fail(run, "请求太长，模型放不下。 The request is too long for this model's context.")
-        params = SamplingParams(n=len(run.targets), temperature=0.8, top_p=0.95, max_tokens=max_tokens, seed=None,
-                                stop=STOP)
-        for event in backend.stream(prompt, params):
-            candidate = run.targets[event.candidate_index]
-            candidate.text += clean_model_text(event.text_delta)
-            if event.finished:
-                candidate.finished, candidate.finish_reason = True, event.finish_reason or ""
+        for draft in stream_greetings(backend, req.prompt_query or req.query, len(run.targets),
+                                      max_tokens=MAX_TOKENS_BY_LENGTH.get(req.length, MAX_TOKENS_BY_LENGTH[""]),
+                                      seed=settings.GENERATION_SEED):
+            candidate = run.targets[draft.index]
+            candidate.text, candidate.finished, candidate.finish_reason = draft.text, draft.finished, draft.finish_reason
             run.flush()
+    except RequestTooLong as exc:
+        return _fail(run, str(exc))
     except Exception as exc:  # noqa: BLE001 — any failure becomes the request's visible reason
         return _fail(run, f"生成失败 Generation failed: {type(exc).__name__}: {exc}")
     with transaction.atomic():
         if not recovery.still_mine(req):  # a later attempt took over while this one stalled
             return "superseded"
         for candidate in run.targets:
-            candidate.text = candidate.text.strip()
             candidate.finished = True
             candidate.finish_reason = candidate.finish_reason or "stop"
             candidate.greeting = store_greeting(req, candidate.text)
@@ -330,8 +306,8 @@ def give_up(req: GenerationRequest, reason: str, targets: list[Candidate] | None
 
 
 def store_greeting(req: GenerationRequest, text: str) -> Greeting | None:
-    """The candidate as a corpus Greeting(source=model), once per (query, text); None when empty."""
-    text = normalise_text(text)
+    """The candidate (already in its final text) as a corpus Greeting(source=model), once per
+    (query, text); None when empty."""
     if not text:
         return None
     query, _ = Query.objects.get_or_create(content_hash=Query.hash_for(req.prompt_query or req.query),

@@ -1,0 +1,171 @@
+"""Where a request becomes a greeting: the prompt's sampling settings, the stop string, the token
+budget and the one text normalisation of model output (no Django here).
+
+The studio, the studio's JSON API, annotation builds and checkpoint comparisons all write
+greetings through `stream_greetings` / `write_greetings`; the OpenAI-compatible API keeps its
+caller's sampling parameters but takes its default budget and its text from here too.
+
+The final text of a candidate is `final_text(raw model output)`: control characters (other than
+newline and tab), lone surrogates and U+FFFD dropped, then Unicode NFC, newlines unified and the
+ends stripped. NFC and not NFKC: compatibility folding would turn Chinese full-width punctuation
+(，。！) into ASCII, while NFC only merges canonically equal spellings (U+0374 and U+02B9 print
+alike), so the card, the stored candidate, the corpus greeting and the API answer are one string.
+"""
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
+from generation.engine import SamplingParams
+
+STOP = ("\n\n",)  # a greeting is one paragraph block; the model's blank line ends it
+TEMPERATURE = 0.8
+TOP_P = 0.95
+DEFAULT_MAX_TOKENS = 96
+MAX_TOKENS_BY_LENGTH = {"短": 48, "中": 96, "长": 160, "": DEFAULT_MAX_TOKENS}
+_DROPPED_CATEGORIES = ("Cc", "Cs")
+
+
+class RequestTooLong(ValueError):
+    """The prompt leaves no room for an answer in the model's context."""
+
+
+# --- Text.
+def normalise_text(text: str) -> str:
+    """NFC, one newline convention, no surrounding blanks: how the corpus stores every text."""
+    return unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
+def control_characters(text: str) -> list[str]:
+    """Control and format characters in typed input (other than newline and tab) and lone
+    surrogates, as U+XXXX names: forms and imports refuse them with these names instead of
+    changing what a person typed."""
+    return [f"U+{ord(c):04X}" for c in text if unicodedata.category(c) in ("Cc", "Cf", "Cs") and c not in "\n\t"]
+
+
+def final_text(raw: str) -> str:
+    """The one normalisation of model output (see the module docstring)."""
+    return normalise_text("".join(c for c in raw if not _dropped(c)))
+
+
+def _dropped(c: str) -> bool:
+    # NUL and other controls: PostgreSQL text refuses NUL, and none prints; lone surrogates cannot be
+    # encoded as UTF-8; U+FFFD is a byte-fallback token that never made a whole character.
+    return (unicodedata.category(c) in _DROPPED_CATEGORIES and c not in "\n\t") or c == "\ufffd"
+
+
+class FinalText:
+    """Model output arriving in pieces, kept as its final text.
+
+    ``text`` is always `final_text` of what arrived; ``feed`` returns only the part that no later
+    piece can change (a combining mark may still join the last character, a blank may turn out to
+    be trailing), so the pieces a stream sends add up to the final text exactly."""
+
+    def __init__(self) -> None:
+        self.raw = ""
+        self.sent = ""
+
+    @property
+    def text(self) -> str:
+        return final_text(self.raw)
+
+    def feed(self, delta: str) -> str:
+        self.raw += delta
+        stable = _stable_prefix(final_text_unstripped_end(self.raw))
+        return self._send(stable)
+
+    def finish(self) -> str:
+        return self._send(self.text)
+
+    def _send(self, upto: str) -> str:
+        if not upto.startswith(self.sent) or len(upto) <= len(self.sent):
+            return ""
+        piece, self.sent = upto[len(self.sent):], upto
+        return piece
+
+
+def final_text_unstripped_end(raw: str) -> str:
+    """`final_text` without the trailing strip (the end of a stream may still be followed by text)."""
+    cleaned = unicodedata.normalize("NFC", "".join(c for c in raw if not _dropped(c)))
+    return cleaned.replace("\r\n", "\n").replace("\r", "\n").lstrip()
+
+
+def _stable_prefix(text: str) -> str:
+    """`text` without its trailing blanks and without the last character that a following one could
+    still compose with (NFC joins a starter with the marks after it)."""
+    last = len(text.rstrip()) - 1
+    while last >= 0 and not _safe_boundary(text[last]):
+        last -= 1
+    return text[:last] if last > 0 else ""
+
+
+def _safe_boundary(c: str) -> bool:
+    """Whether nothing before `c` can compose with it (a starter that never ends a composition)."""
+    return unicodedata.combining(c) == 0 and c not in _second_of_a_composition()
+
+
+@lru_cache(maxsize=1)
+def _second_of_a_composition() -> frozenset[str]:
+    seconds = {chr(c) for c in range(0x1161, 0x1176)} | {chr(c) for c in range(0x11A8, 0x11C3)}  # Hangul V, T
+    for code in range(0x110000):
+        decomposition = unicodedata.decomposition(chr(code))
+        if decomposition and not decomposition.startswith("<"):
+            parts = decomposition.split()
+            if len(parts) == 2:
+                seconds.add(chr(int(parts[1], 16)))
+    return frozenset(seconds)
+
+
+# --- Budget and sampling.
+def token_budget(backend, prompt, wanted: int) -> int:
+    """`wanted` new tokens, or fewer when the backend's context has less room after `prompt`."""
+    room = backend.room(prompt)
+    if room is None:
+        return wanted
+    if room < 1:
+        raise RequestTooLong("请求太长，模型放不下。 The request is too long for this model's context "
+                             f"({len(prompt)} prompt tokens leave no room for an answer).")
+    return min(wanted, room)
+
+
+def sampling_params(n: int, max_tokens: int, seed: int | None = None, temperature: float = TEMPERATURE,
+                    top_p: float = TOP_P) -> SamplingParams:
+    return SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                          stop=list(STOP))
+
+
+# --- Writing.
+@dataclass
+class Draft:
+    """One candidate as it is being written: its final text so far."""
+    index: int
+    text: str = ""
+    finished: bool = False
+    finish_reason: str = ""
+
+
+def stream_greetings(backend, query: str, n: int, *, max_tokens: int = DEFAULT_MAX_TOKENS, seed: int | None = None,
+                     temperature: float = TEMPERATURE, top_p: float = TOP_P) -> Iterator[Draft]:
+    """``n`` greetings for the model query `query`, yielding the changed draft at each piece.
+
+    Raises RequestTooLong before any sampling when the prompt fills the context."""
+    prompt = backend.greeting_prompt(query)
+    params = sampling_params(n, token_budget(backend, prompt, max_tokens), seed, temperature, top_p)
+    drafts, texts = [Draft(i) for i in range(n)], [FinalText() for _ in range(n)]
+    for event in backend.stream(prompt, params):
+        draft, text = drafts[event.candidate_index], texts[event.candidate_index]
+        text.feed(event.text_delta)
+        draft.text = text.text
+        if event.finished:
+            draft.finished, draft.finish_reason = True, event.finish_reason or "stop"
+        yield draft
+
+
+def write_greetings(backend, query: str, n: int, **options) -> list[str]:
+    """The final texts of ``n`` greetings for `query` (options as for `stream_greetings`)."""
+    texts = [""] * n
+    for draft in stream_greetings(backend, query, n, **options):
+        texts[draft.index] = draft.text
+    return texts
