@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from generation.engine import SamplingParams
+from generation.guards import Budget, Checked, Guards, best_of
+from generation.requests import LengthSpec, RequestSlots
 
 STOP = ("\n\n",)  # a greeting is one paragraph block; the model's blank line ends it
 TEMPERATURE = 0.8
@@ -118,6 +120,28 @@ def _second_of_a_composition() -> frozenset[str]:
     return frozenset(seconds)
 
 
+# --- Request slots as stored with a request (JSON), and as the card shows them.
+def slots_record(slots: RequestSlots) -> dict:
+    record = {name: getattr(slots, name) for name in ("occasion", "addressee", "relationship", "tone", "count", "age")}
+    record["length"] = None if slots.length is None else {"kind": slots.length.kind, "target": slots.length.target}
+    return record | {"details": slots.details, "conflicts": list(slots.conflicts)}
+
+
+def slots_from_record(record: dict) -> RequestSlots:
+    length = record.get("length")
+    return RequestSlots(
+        record.get("occasion"), record.get("addressee"), record.get("relationship"), record.get("tone"),
+        LengthSpec(length["kind"], length.get("target")) if length else None, record.get("count"), record.get("age"),
+        record.get("details") or "", tuple(record.get("conflicts") or ()))
+
+
+def slot_chips(slots: RequestSlots) -> list[str]:
+    """What a card says it was written for: 元宵 · 老板 · 12字 · 古风."""
+    chips = [slots.occasion, slots.addressee, slots.length.render() if slots.length else None, slots.tone,
+             f"{slots.age}岁" if slots.age is not None else None]
+    return [chip for chip in chips if chip]
+
+
 # --- Budget and sampling.
 def token_budget(backend, prompt, wanted: int) -> int:
     """`wanted` new tokens, or fewer when the backend's context has less room after `prompt`."""
@@ -139,33 +163,80 @@ def sampling_params(n: int, max_tokens: int, seed: int | None = None, temperatur
 # --- Writing.
 @dataclass
 class Draft:
-    """One candidate as it is being written: its final text so far."""
+    """One candidate place as it is being written: its final text so far, and once it is chosen,
+    what the guards said (``checked``) and how many texts were sampled for the place."""
     index: int
     text: str = ""
     finished: bool = False
     finish_reason: str = ""
+    attempts: int = 1
+    checked: Checked | None = field(default=None, repr=False)
 
 
-def stream_greetings(backend, query: str, n: int, *, max_tokens: int = DEFAULT_MAX_TOKENS, seed: int | None = None,
+def stream_greetings(backend, query: str, n: int, *, guards: Guards | None = None, budget: Budget = Budget(),
+                     max_tokens: int = DEFAULT_MAX_TOKENS, seed: int | None = None,
                      temperature: float = TEMPERATURE, top_p: float = TOP_P) -> Iterator[Draft]:
-    """``n`` greetings for the model query `query`, yielding the changed draft at each piece.
+    """``n`` greetings for the model query `query`, as drafts that change piece by piece.
 
-    Raises RequestTooLong before any sampling when the prompt fills the context."""
+    Without guards every place keeps its first text. With guards, a finished text that fails one
+    is written again (its draft starts over) for at most ``budget.rounds`` more rounds; then each
+    place still failing takes the least bad distinct text drawn. The last draft yielded for a place
+    is its final one, with ``checked`` set. Raises RequestTooLong before any sampling when the
+    prompt fills the context."""
     prompt = backend.greeting_prompt(query)
-    params = sampling_params(n, token_budget(backend, prompt, max_tokens), seed, temperature, top_p)
-    drafts, texts = [Draft(i) for i in range(n)], [FinalText() for _ in range(n)]
+    max_tokens = token_budget(backend, prompt, max_tokens)
+    chosen: dict[int, Checked] = {}
+    attempts, pool = [0] * n, []
+    places = list(range(n))
+    for round_index in range(budget.rounds + 1 if guards else 1):
+        round_seed = None if seed is None else seed + 7919 * round_index
+        params = sampling_params(len(places), max_tokens, round_seed, temperature, top_p)
+        written = yield from _one_round(backend, prompt, params, places, attempts)
+        for place in places:  # in place order, so "distinct" prefers the earlier place
+            draft = written[place]
+            taken = [c.text for c in chosen.values()]
+            checked = guards.check(draft.text, taken, draft.finish_reason) if guards else Checked(
+                draft.text, {}, finish_reason=draft.finish_reason)
+            pool.append(checked)
+            if checked.passed:
+                chosen[place] = checked
+        places = [p for p in places if p not in chosen]
+        if not places:
+            break
+    for place in places:
+        chosen[place] = best_of(pool, [c.text for c in chosen.values()], guards)
+    for place in range(n):
+        checked = chosen[place]
+        checked.attempts = attempts[place]
+        yield Draft(place, checked.text, True, checked.finish_reason, attempts[place], checked)
+
+
+def _one_round(backend, prompt, params: SamplingParams, places: list[int], attempts: list[int]):
+    """Stream one text for each of `places` (yielding their drafts); returns {place: finished draft}."""
+    drafts = {place: Draft(place, attempts=attempts[place] + 1) for place in places}
+    texts = {place: FinalText() for place in places}
+    for place in places:
+        attempts[place] += 1
     for event in backend.stream(prompt, params):
-        draft, text = drafts[event.candidate_index], texts[event.candidate_index]
+        place = places[event.candidate_index]
+        draft, text = drafts[place], texts[place]
         text.feed(event.text_delta)
         draft.text = text.text
         if event.finished:
-            draft.finished, draft.finish_reason = True, event.finish_reason or "stop"
-        yield draft
+            draft.finish_reason = event.finish_reason or "stop"
+        yield Draft(place, draft.text, False, draft.finish_reason, draft.attempts)
+    return drafts
 
 
 def write_greetings(backend, query: str, n: int, **options) -> list[str]:
     """The final texts of ``n`` greetings for `query` (options as for `stream_greetings`)."""
-    texts = [""] * n
+    return [d.text for d in write_checked(backend, query, n, **options)]
+
+
+def write_checked(backend, query: str, n: int, **options) -> list[Draft]:
+    """The final drafts of ``n`` greetings for `query`, with what the guards said of each."""
+    final: dict[int, Draft] = {}
     for draft in stream_greetings(backend, query, n, **options):
-        texts[draft.index] = draft.text
-    return texts
+        if draft.checked is not None:
+            final[draft.index] = draft
+    return [final[i] for i in range(n)]

@@ -6,7 +6,8 @@ Each guard looks at one finished candidate against the request's slots (``genera
 ``copy`` (not a near-copy of a training greeting) and ``distinct`` (not a text another candidate
 of the request already has). A guard with nothing to check (no occasion asked, no training
 greetings known) passes. ``pick_candidates`` resamples failed candidates within a bounded number
-of rounds, then keeps the best distinct ones, and returns what every guard said with each text.
+of rounds (``generation.greeting.stream_greetings`` does the sampling), then keeps the best
+distinct ones; every candidate carries what each guard said about it.
 """
 from __future__ import annotations
 
@@ -121,53 +122,13 @@ def wrong_occasions(occasion: str | None, named: Iterable[str]) -> set[str]:
 
 @dataclass
 class Budget:
-    """How many extra sampling rounds a request may spend on failed candidates."""
+    """How many extra sampling rounds a request may spend on its failed candidates (each round
+    draws one new text for every place still without a passing one)."""
 
     rounds: int = 3
-    oversample: int = 2  # texts drawn per missing candidate in each extra round
 
 
-def pick_candidates(
-    sample: Callable[[int, int], list[tuple[str, str]]],
-    n: int,
-    guards: Guards,
-    budget: Budget | None = None,
-) -> list[Checked]:
-    """``n`` distinct candidates, resampling failures.
-
-    ``sample(k, round_index)`` returns ``k`` fresh (text, finish_reason) pairs. Round 0 draws
-    ``n``; each later round draws ``oversample`` texts per place still without a passing text.
-    After the budget, the best remaining texts (fewest, least severe failures) fill the places.
-    """
-    budget = budget or Budget()
-    pool: list[tuple[str, str]] = []
-    chosen: list[Checked] = []
-    attempts = 0
-    for round_index in range(budget.rounds + 1):
-        missing = n - len(chosen)
-        if missing <= 0:
-            break
-        k = missing if round_index == 0 else missing * budget.oversample
-        drawn = sample(k, round_index)
-        attempts += len(drawn)
-        pool.extend(drawn)
-        for text, reason in drawn:
-            if len(chosen) >= n:
-                break
-            checked = guards.check(text, [c.text for c in chosen], reason)
-            if checked.passed:
-                checked.attempts = attempts
-                chosen.append(checked)
-    if len(chosen) < n:
-        taken = [c.text for c in chosen]
-        rest = sorted((guards.check(t, taken, r) for t, r in pool), key=Checked.badness)
-        for checked in rest:
-            if len(chosen) >= n:
-                break
-            checked = guards.check(checked.text, [c.text for c in chosen], checked.finish_reason)
-            if checked.checks.get("distinct", True):
-                checked.attempts = attempts
-                chosen.append(checked)
-        while len(chosen) < n and rest:  # fewer distinct texts than places: repeat the best
-            chosen.append(rest[0])
-    return chosen[:n]
+def best_of(pool: Sequence[Checked], taken: Sequence[str], guards: Guards) -> Checked:
+    """After the budget: the least bad drawn text that no other place has, else the least bad one."""
+    rechecked = sorted((guards.check(c.text, taken, c.finish_reason) for c in pool), key=Checked.badness)
+    return next((c for c in rechecked if c.checks.get("distinct", True)), rechecked[0])

@@ -87,7 +87,7 @@ def test_write_greetings_returns_final_texts_and_stops_at_a_blank_line():
 
 def test_stream_greetings_yields_each_drafts_text_so_far_then_finishes_it():
     drafts = [(d.index, d.text, d.finished) for d in stream_greetings(ScriptedBackend(["ab"]), "q", 1)]
-    assert drafts == [(0, "a", False), (0, "ab", False), (0, "ab", True)]
+    assert drafts == [(0, "a", False), (0, "ab", False), (0, "ab", False), (0, "ab", True)]
 
 
 def test_the_budget_is_what_was_asked_or_what_the_context_leaves():

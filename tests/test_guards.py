@@ -1,10 +1,11 @@
 """Serve-time guards, slot conditioning and request-fit figures (no model needed)."""
 from __future__ import annotations
 
-import itertools
-
+from generation.backends import GenerationBackend
 from generation.conditioning import model_query
-from generation.guards import Budget, CopyDetector, Guards, pick_candidates
+from generation.engine import StreamEvent
+from generation.greeting import write_checked, write_greetings
+from generation.guards import Budget, CopyDetector, Guards
 from generation.requests import parse_request
 from training.data.conditioning import condition_examples
 from training.rl.request_fit import request_figures
@@ -34,34 +35,43 @@ def test_repeat_and_copy_and_distinct_guards():
     assert guards.check(other, taken=[other]).failed == ["distinct"]
 
 
-def scripted_sampler(texts):
-    """sample(k, round) that hands out the scripted texts in order, and counts the calls."""
-    stream = iter(texts)
-    calls = []
+class SequenceBackend(GenerationBackend):
+    """Hands out the scripted texts in order, one per candidate asked for, and counts the rounds."""
 
-    def sample(k, round_index):
-        calls.append((k, round_index))
-        return [(t, "stop") for t in itertools.islice(stream, k)]
+    def __init__(self, texts):
+        self.texts, self.rounds = iter(texts), []
 
-    return sample, calls
+    def greeting_prompt(self, query):
+        return query
+
+    def stream(self, prompt, params):
+        self.rounds.append(params.n)
+        for index in range(params.n):
+            yield StreamEvent("r", index, next(self.texts), True, "stop")
 
 
 def test_failed_candidates_are_resampled_and_the_passing_ones_kept():
     good = ["中秋快乐，猫主子今晚多吃一口鱼。", "月圆中秋，愿我的小猫咪天天打呼噜。", "中秋节快乐，毛孩子陪我赏月。"]
-    sample, calls = scripted_sampler([NEW_YEAR, good[0], REPEATED, good[1], good[2], NEW_YEAR])
-    chosen = pick_candidates(sample, 3, guards_for("给我的猫写一句中秋祝福"), Budget(rounds=3, oversample=2))
-    assert [c.text for c in chosen] == good
-    assert all(c.passed for c in chosen)
-    assert calls[0] == (3, 0) and calls[1][1] == 1  # a second round was drawn for the failures
+    backend = SequenceBackend([NEW_YEAR, good[0], REPEATED, good[1], good[2], NEW_YEAR])
+    chosen = write_checked(backend, "q", 3, guards=guards_for("给我的猫写一句中秋祝福"), budget=Budget(rounds=3))
+    assert [c.text for c in chosen] == [good[1], good[0], good[2]]
+    assert all(c.checked.passed for c in chosen)
+    assert backend.rounds == [3, 2]  # the two failed places were written again, once each
+    assert [c.attempts for c in chosen] == [2, 1, 2]
 
 
 def test_the_budget_is_bounded_and_the_best_failures_fill_the_places():
-    sample, calls = scripted_sampler([NEW_YEAR] * 3 + [REPEATED] * 50)
-    chosen = pick_candidates(sample, 2, guards_for("给我的猫写一句中秋祝福"), Budget(rounds=2, oversample=2))
-    assert len(calls) == 3  # round 0 plus two extra rounds, then it stops
-    assert len(chosen) == 2
+    backend = SequenceBackend([NEW_YEAR] * 2 + [REPEATED] * 50)
+    chosen = write_checked(backend, "q", 2, guards=guards_for("给我的猫写一句中秋祝福"), budget=Budget(rounds=2))
+    assert backend.rounds == [2, 2, 2]  # round 0 plus two extra rounds, then it stops
     # a repeated-character text names the right occasion, so it ranks above a new-year one
-    assert chosen[0].text == REPEATED and "occasion" not in chosen[0].failed
+    assert chosen[0].text == REPEATED and "occasion" not in chosen[0].checked.failed
+    assert chosen[0].checked.record()["attempts"] == 3
+
+
+def test_without_guards_every_place_keeps_its_first_text():
+    backend = SequenceBackend([NEW_YEAR, NEW_YEAR])
+    assert write_greetings(backend, "q", 2) == [NEW_YEAR, NEW_YEAR] and backend.rounds == [2]
 
 
 def test_slot_prefix_is_the_model_query_and_raw_text_stays_for_query_format():

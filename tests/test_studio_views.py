@@ -100,8 +100,13 @@ def test_model_not_ready_is_a_clear_page_state_and_a_503(writer, client_for, enq
 def test_html_in_every_field_is_escaped_on_every_page(writer, client_for, monkeypatch, enqueued):
     use_fake_backend(monkeypatch, [XSS + "祝福"])
     client = client_for(writer)
-    fields = {name: XSS for name in ("query", "occasion", "recipient", "details", "avoid")}
-    response = client.post("/write/", {**fields, "tone": "古风", "length": "短", "n": 1})
+    refused = client.post("/write/", {"query": "祝福", "occasion": XSS, "recipient": XSS, "n": 1})
+    html = refused.content.decode()  # slot fields take known values only; the refusal quotes the input, escaped
+    assert refused.status_code == 400 and "<script>alert" not in html and "&lt;script&gt;alert" in html
+    assert "无法识别" in html and not GenerationRequest.objects.exists()
+    fields = {name: XSS for name in ("query", "details", "avoid")}
+    response = client.post("/write/", {**fields, "occasion": "生日", "recipient": "妈妈", "tone": "古风", "length": "短",
+                                       "n": 1})
     req = GenerationRequest.objects.get()
     run_request.run(req.pk)
     candidate = req.candidates.get()

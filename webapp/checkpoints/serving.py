@@ -5,6 +5,7 @@ Web processes (the OpenAI-compatible API) and Celery workers (the writing studio
 is promoted. Requests already streaming keep the engine they started on."""
 import threading
 import time
+from pathlib import Path
 
 from django.conf import settings
 
@@ -42,8 +43,22 @@ def local_backend(checkpoint):
     backend = LocalEngineBackend.from_model(
         model, tokenizer, max_slots=settings.ENGINE_MAX_SLOTS, max_prefill_tokens=settings.ENGINE_PREFILL_TOKENS,
         memory_budget_bytes=int(budget_mb * 2**20) if budget_mb else None)
-    backend.checkpoint_name = checkpoint.name
+    describe_backend(backend, checkpoint)
     return backend
+
+
+def describe_backend(backend, checkpoint) -> None:
+    """What the greeting path needs to know of the checkpoint behind a local backend: its name (for
+    provenance), how it reads requests, and the greetings it was trained on (the copy guard)."""
+    from generation.checkpoint import read_metadata
+    from generation.conditioning import DEFAULT_FORMAT
+    from generation.guards import CopyDetector
+    from training.rl.pipeline import training_greetings
+
+    backend.checkpoint_name = checkpoint.name
+    backend.prompt_format = read_metadata(checkpoint.path).get("prompt_format", DEFAULT_FORMAT)
+    greetings = training_greetings(Path(checkpoint.path))
+    backend.copies = CopyDetector(greetings) if greetings else None
 
 
 def backend_for(checkpoint):

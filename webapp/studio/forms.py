@@ -5,6 +5,7 @@ from django.contrib.auth.forms import UserCreationForm
 from webapp.corpus.models import QUERY_MAX_LENGTH
 from webapp.studio.models import N_DEFAULT, N_MAX, N_MIN, Length, Tone
 from generation.greeting import control_characters
+from generation.requests import UnknownSlotValue, normalise_slot
 
 TEXT_FIELDS = ("query", "occasion", "recipient", "details", "avoid")
 
@@ -27,6 +28,12 @@ class RequestForm(forms.Form):
             bad = control_characters(data.get(name) or "")
             if bad:
                 self.add_error(name, f"不能包含控制字符 Control characters are not allowed ({', '.join(bad[:3])}).")
+        for name, kind in (("occasion", "occasion"), ("recipient", "addressee")):
+            if data.get(name) and name not in self.errors:
+                try:  # the canonical value, so the card and the guards read what the writer meant
+                    data[name] = normalise_slot(kind, data[name])
+                except UnknownSlotValue as exc:
+                    self.add_error(name, str(exc))
         if data.get("n") is None and "n" not in self.errors:
             data["n"] = N_DEFAULT
         return data

@@ -29,6 +29,9 @@ class Tone(models.TextChoices):
     CLASSICAL = "古风", "古风"
     FORMAL = "正式", "正式"
     LITERARY = "文艺", "文艺"
+    ROMANTIC = "浪漫", "浪漫"
+    UPLIFTING = "励志", "励志"
+    CUTE = "可爱", "可爱"
 
 
 class Length(models.TextChoices):
@@ -54,6 +57,8 @@ class GenerationRequest(models.Model):
     avoid = models.CharField(max_length=300, blank=True, default="")
     n = models.PositiveSmallIntegerField(default=N_DEFAULT)
     prompt_query = models.TextField(blank=True, default="", help_text="What the model was asked (services.prompt_query).")
+    slots = models.JSONField(default=dict, blank=True,
+                             help_text="The request slots the candidates were written for (services.request_slots).")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
     reason = models.TextField(blank=True, default="", help_text="Why it failed.")
     checkpoint_name = models.CharField(max_length=100, blank=True, default="")
@@ -83,13 +88,27 @@ class GenerationRequest(models.Model):
     def is_finished(self) -> bool:
         return self.status in (self.Status.DONE, self.Status.FAILED)
 
+    @property
+    def slot_chips(self) -> list[str]:
+        """What the candidates were written for, as the card shows it (元宵 · 老板 · 12字)."""
+        from generation.greeting import slot_chips, slots_from_record
+
+        return slot_chips(slots_from_record(self.slots)) if self.slots else []
+
+    @property
+    def correction_fields(self) -> dict:
+        """The form's fields filled with what was read, for a writer correcting a slot."""
+        slots = self.slots or {}
+        return {"query": self.query, "occasion": slots.get("occasion") or "", "recipient": slots.get("addressee") or "",
+                "tone": self.tone, "length": self.length, "details": self.details, "avoid": self.avoid}
+
     def reset_candidates(self) -> None:
         """Exactly n empty candidates 0..n-1 (share tokens kept for indexes that existed)."""
         self.candidates.filter(index__gte=self.n).delete()
         for index in range(self.n):
             Candidate.objects.update_or_create(
                 request=self, index=index,
-                defaults={"text": "", "finished": False, "finish_reason": "", "greeting": None},
+                defaults={"text": "", "finished": False, "finish_reason": "", "checks": {}, "greeting": None},
             )
 
     def reset_candidate(self, index: int) -> "Candidate":
@@ -97,8 +116,9 @@ class GenerationRequest(models.Model):
         before the rewrite stops working rather than showing a different greeting."""
         candidate = self.candidates.get(index=index)
         candidate.text, candidate.finished, candidate.finish_reason, candidate.greeting = "", False, "", None
+        candidate.checks = {}
         candidate.share_token = new_share_token()
-        candidate.save(update_fields=["text", "finished", "finish_reason", "greeting", "share_token"])
+        candidate.save(update_fields=["text", "finished", "finish_reason", "checks", "greeting", "share_token"])
         return candidate
 
     def begin_rewrite(self, index: int) -> None:
@@ -132,6 +152,8 @@ class Candidate(models.Model):
     text = models.TextField(blank=True, default="")
     finished = models.BooleanField(default=False)
     finish_reason = models.CharField(max_length=20, blank=True, default="")
+    checks = models.JSONField(default=dict, blank=True,
+                              help_text="What each serve-time guard said, and how many texts were sampled for it.")
     greeting = models.ForeignKey(Greeting, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     share_token = models.CharField(max_length=32, unique=True, default=new_share_token, editable=False)
 

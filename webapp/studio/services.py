@@ -14,7 +14,11 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 
-from generation.greeting import MAX_TOKENS_BY_LENGTH, RequestTooLong, normalise_text, stream_greetings
+from generation.conditioning import model_query
+from generation.greeting import (MAX_TOKENS_BY_LENGTH, RequestTooLong, normalise_text, slots_from_record, slots_record,
+                                 stream_greetings)
+from generation.guards import Guards
+from generation.requests import parse_request
 from webapp.corpus.models import Greeting, Label, Query
 from webapp.studio.models import Candidate, GenerationRequest
 
@@ -50,6 +54,22 @@ def prompt_query(*, query: str, occasion: str = "", recipient: str = "", tone: s
     extra = "；".join(f"{label}：{value}" for label, value in clauses if value)
     base = normalise_text(query)
     return f"{base}（{extra}）" if extra else base
+
+
+# The form's 篇幅 choices as request-slot lengths (中 asks for nothing in particular).
+FORM_LENGTH = {"短": "简短", "中": None, "长": "长", "": None}
+
+
+def request_slots(*, query: str, occasion: str = "", recipient: str = "", tone: str = "", length: str = "",
+                  details: str = "", **_ignored) -> dict:
+    """The slots the candidates are written for, as stored with the request. A field filled in the
+    form wins over what the free text says; the slots where they disagree are listed in
+    ``conflicts`` and shown on the card. Raises requests.UnknownSlotValue for a value it cannot read."""
+    slots = parse_request(query, occasion=occasion or None, addressee=recipient or None, tone=tone or None,
+                          length=FORM_LENGTH.get(length))
+    record = slots_record(slots)
+    record["details"] = "，".join(filter(None, [details.strip(), record["details"]]))
+    return record
 
 
 def model_status() -> str:
@@ -105,7 +125,7 @@ def create_request(*, user, ip: str, fields: dict) -> GenerationRequest:
     with transaction.atomic():
         req = GenerationRequest.objects.create(
             user=user, n=fields.get("n") or 3,
-            prompt_query=prompt_query(**values), **values)
+            prompt_query=prompt_query(**values), slots=request_slots(**values), **values)
         req.reset_candidates()
         transaction.on_commit(lambda: enqueue(req.pk))
     return req
@@ -258,11 +278,13 @@ def run_generation(request_id: int, task_id: str | None = None) -> str:
     req.save(update_fields=["checkpoint_name"])
     run.flush(force=True)
     try:
-        for draft in stream_greetings(backend, req.prompt_query or req.query, len(run.targets),
-                                      max_tokens=MAX_TOKENS_BY_LENGTH.get(req.length, MAX_TOKENS_BY_LENGTH[""]),
-                                      seed=settings.GENERATION_SEED):
+        query, guards = request_query(req, backend), request_guards(req, backend)
+        for draft in stream_greetings(backend, query, len(run.targets), guards=guards, seed=settings.GENERATION_SEED,
+                                      max_tokens=MAX_TOKENS_BY_LENGTH.get(req.length, MAX_TOKENS_BY_LENGTH[""])):
             candidate = run.targets[draft.index]
             candidate.text, candidate.finished, candidate.finish_reason = draft.text, draft.finished, draft.finish_reason
+            if draft.checked is not None:
+                candidate.checks = draft.checked.record()
             run.flush()
     except RequestTooLong as exc:
         return _fail(run, str(exc))
@@ -275,11 +297,26 @@ def run_generation(request_id: int, task_id: str | None = None) -> str:
             candidate.finished = True
             candidate.finish_reason = candidate.finish_reason or "stop"
             candidate.greeting = store_greeting(req, candidate.text)
-        Candidate.objects.bulk_update(run.targets, ["text", "finished", "finish_reason", "greeting"])
+        Candidate.objects.bulk_update(run.targets, ["text", "finished", "finish_reason", "checks", "greeting"])
         req.mark_done()
         recovery.release(req.pk)
     publish_progress(req, run.candidates)
     return "done"
+
+
+def request_query(req: GenerationRequest, backend) -> str:
+    """What this backend's model is asked: the slot prefix for a checkpoint trained on slots, the
+    typed request (with the form's clauses) for one trained on raw queries."""
+    if getattr(backend, "prompt_format", "query") == "slots" and req.slots:
+        return model_query(req.query, "slots", slots_from_record(req.slots))
+    return req.prompt_query or req.query
+
+
+def request_guards(req: GenerationRequest, backend) -> Guards:
+    """The serve-time guards for this request: its slots, and the backend's training greetings to
+    catch copies (none known: that guard passes)."""
+    slots = slots_from_record(req.slots) if req.slots else parse_request(req.query)
+    return Guards(slots, getattr(backend, "copies", None))
 
 
 def _fail(run: _Run, reason: str) -> str:

@@ -71,7 +71,9 @@ def _cards_context(request, req: GenerationRequest) -> dict:
 @writer_required
 def write(request):
     problem = services.model_status()
-    form = RequestForm(request.POST if request.method == "POST" else None)
+    # a GET may carry the fields of an earlier request to correct (the card's 改 link)
+    initial = {name: request.GET[name] for name in services.REQUEST_FIELDS if request.GET.get(name)}
+    form = RequestForm(request.POST if request.method == "POST" else None, initial=initial)
     error, status = "", 200
     if request.method == "POST" and form.is_valid():
         try:
