@@ -73,6 +73,13 @@ def test_pairwise_takes_the_human_turn_and_both_answers(tmp_path):
     ]
 
 
+def test_flat_pairs_in_json_lines_are_pairwise_too(tmp_path):
+    path = tmp_path / "pairs_flawed.jsonl"
+    rows = [{"query": "中秋祝福", "chosen": "中秋快乐，月圆人圆。", "rejected": "端午安康。", "flaw": "wrong_occasion"}]
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    assert list(iter_records(path)) == [PairRecord("中秋祝福", "中秋快乐，月圆人圆。", "端午安康。", "line 1")]
+
+
 def test_pairwise_keeps_a_tie_for_the_consumer_to_judge(tmp_path):
     path = write_json(tmp_path / "pairs.json", [pair("q", "同一句", "同一句")])
     (record,) = iter_records(path)

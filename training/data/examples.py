@@ -9,7 +9,8 @@ from pathlib import Path
 from training.data.formats import LabeledRecord, PairRecord, QueryRecord, SftRecord, iter_records
 
 STARTER_DIR = Path(__file__).resolve().parent / "starter"
-STARTER_FILES = (STARTER_DIR / "greetings.jsonl", STARTER_DIR / "pairs.json")
+# The team's corpus: greetings first (greetings.jsonl, then greetings_<part>.jsonl), then the pairs.
+STARTER_FILES = tuple(sorted(STARTER_DIR.glob("greetings*.jsonl"))) + tuple(sorted(STARTER_DIR.glob("pairs*.json*")))
 
 
 def record_example(record) -> tuple[str, str] | None:

@@ -181,7 +181,7 @@ def _format_of_object(obj: Any, shown: str, where: str) -> str:
     raise FormatError(
         shown, where, None,
         f"cannot tell the format from its keys ({shown_keys}); expected instruction/output (alpaca), "
-        "conversations/chosen/rejected (pairwise) or query/response/label (labeled)",
+        "conversations/chosen/rejected or query/chosen/rejected (pairwise) or query/response/label (labeled)",
     )
 
 
@@ -250,6 +250,10 @@ def _parse_alpaca(obj: Any, where: str, shown: str) -> SftRecord:
 
 def _parse_pairwise(obj: Any, where: str, shown: str) -> PairRecord:
     obj = _require_object(obj, where, shown)
+    if "conversations" not in obj and "query" in obj:  # the flat form: {query, chosen, rejected}
+        query = _required_text(obj, "query", where, shown)
+        return PairRecord(query=query, chosen=_answer_text(obj, "chosen", where, shown),
+                          rejected=_answer_text(obj, "rejected", where, shown), where=where)
     if "conversations" not in obj:
         raise FormatError(shown, where, "conversations", "missing")
     conversations = obj["conversations"]

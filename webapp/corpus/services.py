@@ -28,6 +28,7 @@ from django.conf import settings
 from django.db import transaction
 from tqdm import tqdm
 
+from training.data.examples import STARTER_FILES as TEAM_FILES
 from training.data.formats import (
     FORMATS,
     FormatError,
@@ -43,7 +44,7 @@ KINDS = ("queries", "greetings", "pairs", "labels")
 BATCH_RECORDS = 2000  # records written per round of bulk queries
 LOOKUP_CHUNK = 500  # hashes per IN (...) lookup, below every backend's parameter limit
 DOWNLOAD_TIMEOUT = (10, 60)  # seconds: connect, between bytes
-STARTER_FILES = ("greetings.jsonl", "pairs.json")
+STARTER_FILES = tuple(path.name for path in TEAM_FILES)  # looked up in settings.STARTER_CORPUS_DIR
 
 # The field a query comes from in each format, to name it in errors.
 _QUERY_FIELD = {"alpaca": "instruction", "pairwise": "conversations", "labeled": "query", "queries": None, "verl": "prompt"}
