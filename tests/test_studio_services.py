@@ -98,6 +98,13 @@ def test_the_card_the_stored_candidate_the_corpus_greeting_and_the_api_answer_ar
     assert streamed == stored == corpus == answered == expected
 
 
+@pytest.mark.parametrize("length", ["", "短", "中", "长"])
+def test_every_form_length_becomes_request_slots(length):
+    slots = services.request_slots(query="给妈妈的生日祝福", recipient="妈妈", length=length)
+    assert slots["occasion"] == "生日" and slots["addressee"] == "妈妈"
+    assert (slots["length"] or {}).get("kind") == {"短": "short", "长": "long"}.get(length)
+
+
 def test_half_done_request_restarts_its_candidates_cleanly(writer, monkeypatch):
     use_fake_backend(monkeypatch, ["新年快乐"])
     req = make_request(writer, n=2)

@@ -133,6 +133,31 @@ def test_pretrain_objective_puts_loss_on_every_token(corpus, tmp_path):
         train_model(config(corpus, tmp_path / "x", objective="rlhf"))
 
 
+def test_pretraining_documents_then_sft_from_the_pretrained_weights(corpus, tmp_path):
+    documents = tmp_path / "corpus.jsonl"
+    poems = ["床前明月光，疑是地上霜。", "春眠不觉晓，处处闻啼鸟。", "白日依山尽，黄河入海流。"] * 4
+    documents.write_text("\n".join(json.dumps({"text": t, "source": "t"}, ensure_ascii=False) for t in poems),
+                         encoding="utf-8")
+    pre = train_model(config(corpus, tmp_path / "pre", max_steps=3, objective="pretrain", text_paths=[documents],
+                             max_texts=5))
+    assert pre.data["plain_texts"] == 5 and str(documents) in pre.data["paths"]
+    from transformers import AutoTokenizer
+
+    from training.trainer import build_model
+
+    tokenizer = AutoTokenizer.from_pretrained(pre.checkpoint_dir)
+    start = build_model(get_preset("tiny"), tokenizer, 0, pre.checkpoint_dir).state_dict()
+    saved = load_checkpoint(pre.checkpoint_dir, fast_moe=False)[0].state_dict()
+    assert start.keys() == saved.keys() and all(torch.equal(start[k], saved[k]) for k in saved)  # SFT starts there
+    sft = train_model(config(corpus, tmp_path / "sft", max_steps=2, init_checkpoint=pre.checkpoint_dir))
+    tokens = json.loads((sft.checkpoint_dir / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    assert "霜" in tokens  # the tokenizer is the pretraining one, which saw the documents
+
+    documents.write_text('{"text": "好"}\n[1, 2]\n', encoding="utf-8")
+    with pytest.raises(TrainingError, match="line 2"):
+        train_model(config(corpus, tmp_path / "bad", max_steps=1, objective="pretrain", text_paths=[documents]))
+
+
 def test_get_preset_error_lists_presets():
     with pytest.raises(KeyError, match="tiny, small, base"):
         get_preset("nope")

@@ -65,6 +65,9 @@ class TrainConfig:
     progress_bar: bool = True
     patience: int | None = None  # stop after this many logs without a better held-out loss, keep the best weights
     prompt_format: str = "query"  # "slots": queries become the parsed request slots (generation.conditioning)
+    init_checkpoint: Path | None = None  # start from this checkpoint's weights and tokenizer (SFT after pretraining)
+    text_paths: list[Path] = field(default_factory=list)  # pretrain only: JSON Lines of {"text": ...} documents
+    max_texts: int | None = None  # pretrain only: a seeded sample of this many documents from text_paths
 
 
 @dataclass
@@ -101,6 +104,13 @@ def train_model(cfg: TrainConfig, resume: bool = False, on_progress=None) -> Tra
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(state_dir)
+        elif cfg.init_checkpoint is not None:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(cfg.init_checkpoint)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "metrics.jsonl").unlink(missing_ok=True)
+            write_json(out_dir / "run.json", spec)
         else:
             tokenizer = build_tokenizer(example_texts(train_ex) + texts, min_freq=preset.tokenizer_min_freq)
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -112,7 +122,7 @@ def train_model(cfg: TrainConfig, resume: bool = False, on_progress=None) -> Tra
         if not train_seqs:
             raise TrainingError("the corpus has no training examples left after the held-out split")
 
-        model = build_model(preset, tokenizer, cfg.seed).to(device)
+        model = build_model(preset, tokenizer, cfg.seed, cfg.init_checkpoint).to(device)
         if cfg.fast_moe:
             from generation.moe import enable_fast_moe
 
@@ -244,11 +254,12 @@ def load_data(cfg: TrainConfig) -> tuple[list[tuple[str, str]], list[str], dict]
             raise TrainingError(f"{where} {path} does not exist")
     try:
         examples = load_examples(paths)
-        texts = load_texts(paths) if cfg.objective == "pretrain" else []
+        texts = load_texts(paths) + document_texts(cfg) if cfg.objective == "pretrain" else []
     except FormatError as exc:
         raise TrainingError(f"cannot read training data: {exc}") from exc
     if not examples and not texts:
         raise TrainingError(f"the corpus is empty: no usable examples in {', '.join(map(str, paths))}")
+    paths = paths + [Path(p) for p in cfg.text_paths if cfg.objective == "pretrain"]
     info = {
         "paths": [str(p) for p in paths],
         "sha256": {str(p): file_sha256(p) for p in paths},
@@ -256,6 +267,24 @@ def load_data(cfg: TrainConfig) -> tuple[list[tuple[str, str]], list[str], dict]
         "plain_texts": len(texts),
     }
     return examples, texts, info
+
+
+def document_texts(cfg: TrainConfig) -> list[str]:
+    """Pretraining documents from cfg.text_paths ({"text": ...} a line), a seeded sample when capped."""
+    texts = []
+    for path in cfg.text_paths:
+        path = Path(path)
+        if not path.is_file():
+            raise TrainingError(f"text file {path} does not exist (python -m training.data.registry fetch makes it)")
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                try:
+                    texts.append(json.loads(line)["text"])
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    raise TrainingError(f"{path} line {number}: not a {{\"text\": ...}} object ({exc})") from None
+    if cfg.max_texts is not None and len(texts) > cfg.max_texts:
+        texts = random.Random(cfg.seed).sample(texts, cfg.max_texts)
+    return texts
 
 
 def run_spec(cfg: TrainConfig, preset: Preset, data_info: dict) -> dict:
@@ -266,6 +295,8 @@ def run_spec(cfg: TrainConfig, preset: Preset, data_info: dict) -> dict:
         "objective": cfg.objective,
         "prompt_format": cfg.prompt_format,
         "data_sha256": sorted(data_info["sha256"].values()),
+        "init_checkpoint": str(cfg.init_checkpoint) if cfg.init_checkpoint else None,
+        "max_texts": cfg.max_texts,
     }
 
 
@@ -300,11 +331,18 @@ def encode(tokenizer, examples, texts, objective: str, seq_len: int) -> list[tup
     return [(ids[:seq_len], min(n_prompt, seq_len)) for ids, n_prompt in seqs if n_prompt < min(len(ids), seq_len)]
 
 
-def build_model(preset: Preset, tokenizer, seed: int):
+def build_model(preset: Preset, tokenizer, seed: int, init_checkpoint: Path | None = None):
     from transformers import LongcatFlashForCausalLM
 
     torch.manual_seed(seed)
-    return LongcatFlashForCausalLM(preset.model_config(tokenizer))
+    if init_checkpoint is None:
+        return LongcatFlashForCausalLM(preset.model_config(tokenizer))
+    from generation.checkpoint import load_checkpoint
+
+    wanted = preset.model_config(tokenizer).to_dict()  # the preset's architecture, on this tokenizer
+    expected = {key: wanted[key] for key in (*preset.model, "vocab_size") if key in wanted}
+    model, _ = load_checkpoint(Path(init_checkpoint), expected_config=expected, fast_moe=False)
+    return model.train()
 
 
 def make_optimizer(model, preset: Preset) -> torch.optim.AdamW:

@@ -18,7 +18,7 @@ from generation.conditioning import model_query
 from generation.greeting import (MAX_TOKENS_BY_LENGTH, RequestTooLong, normalise_text, slots_from_record, slots_record,
                                  stream_greetings)
 from generation.guards import Guards
-from generation.requests import parse_request
+from generation.requests import LengthSpec, UnknownSlotValue, parse_request
 from webapp.corpus.models import Greeting, Label, Query
 from webapp.studio.models import Candidate, GenerationRequest
 
@@ -57,7 +57,7 @@ def prompt_query(*, query: str, occasion: str = "", recipient: str = "", tone: s
 
 
 # The form's 篇幅 choices as request-slot lengths (中 asks for nothing in particular).
-FORM_LENGTH = {"短": "简短", "中": None, "长": "长", "": None}
+FORM_LENGTH = {"短": LengthSpec("short"), "中": None, "长": LengthSpec("long"), "": None}
 
 
 def request_slots(*, query: str, occasion: str = "", recipient: str = "", tone: str = "", length: str = "",
@@ -122,10 +122,14 @@ def create_request(*, user, ip: str, fields: dict) -> GenerationRequest:
         raise ModelNotReadyError(problem)
     check_rate_limit(user, ip)
     values = {name: fields.get(name) or "" for name in REQUEST_FIELDS if name != "n"}
+    try:
+        slots = request_slots(**values)
+    except UnknownSlotValue as exc:
+        raise StudioError(str(exc)) from None
     with transaction.atomic():
         req = GenerationRequest.objects.create(
             user=user, n=fields.get("n") or 3,
-            prompt_query=prompt_query(**values), slots=request_slots(**values), **values)
+            prompt_query=prompt_query(**values), slots=slots, **values)
         req.reset_candidates()
         transaction.on_commit(lambda: enqueue(req.pk))
     return req
