@@ -30,6 +30,16 @@ MAX_TOKENS_BY_LENGTH = {"短": 48, "中": 96, "长": 160, "": DEFAULT_MAX_TOKENS
 _DROPPED_CATEGORIES = ("Cc", "Cs")
 
 
+# The prompt around a request (template, special tokens, slot labels 场合：…｜) takes about this many
+# tokens; our tokenizer spends about one token per Chinese character.
+PROMPT_OVERHEAD_TOKENS = 32
+
+
+def request_limit(context_tokens: int, ceiling: int) -> int:
+    """The longest request (characters) that leaves a default answer's room in the context."""
+    return max(1, min(ceiling, context_tokens - DEFAULT_MAX_TOKENS - PROMPT_OVERHEAD_TOKENS))
+
+
 class RequestTooLong(ValueError):
     """The prompt leaves no room for an answer in the model's context."""
 

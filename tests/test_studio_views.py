@@ -241,3 +241,20 @@ def test_a_writer_page_reads_the_users_roles_once(writer, client_for):
     with CaptureQueriesContext(connection) as queries:
         assert client.get("/write/history/").status_code == 200  # the view's check and the nav's both ask
     assert sum('"auth_group"' in q["sql"] for q in queries.captured_queries) == 1
+
+
+def test_the_request_limit_follows_the_models_context_and_a_longer_request_is_refused(writer, client_for,
+                                                                                         enqueued):
+    from webapp.checkpoints.models import Checkpoint
+
+    Checkpoint.objects.create(name="ctx256", run_name="r", path="/nowhere", preset="small", status="active",
+                              model_config={"max_position_embeddings": 256})
+    client = client_for(writer)
+    page = client.get("/write/").content.decode()
+    assert 'maxlength="128"' in page and 'data-limit="128"' in page and "/ 128 字" in page
+    response = client.post("/write/api/requests", data=json.dumps({"query": "祝" * 129}),
+                           content_type="application/json")
+    assert response.status_code == 400
+    message = response.json()["errors"]["query"][0]["message"]
+    assert "最多 128 个字" in message and "256" in message and "129" in message
+    assert not GenerationRequest.objects.exists()

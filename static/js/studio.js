@@ -85,4 +85,20 @@
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", connect);
   else connect();
+  // The request's character counter: the limit follows the model's context (the server says it again).
+  function countRequest() {
+    var area = document.querySelector("textarea[data-limit]");
+    var counter = document.getElementById("query-counter");
+    if (!area || !counter) return;
+    var limit = parseInt(area.dataset.limit, 10);
+    var show = function () {
+      var used = Array.from(area.value).length;
+      counter.querySelector("[data-count]").textContent = used;
+      counter.classList.toggle("over", used > limit);
+    };
+    area.addEventListener("input", show);
+    show();
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", countRequest);
+  else countRequest();
 })();

@@ -1,5 +1,6 @@
 """Validation of a generation request, shared by the page and the JSON API."""
 from django import forms
+from django.core import validators
 from django.contrib.auth.forms import UserCreationForm
 
 from webapp.corpus.models import QUERY_MAX_LENGTH
@@ -21,6 +22,19 @@ class RequestForm(forms.Form):
     details = forms.CharField(label="要写进的细节 Details", max_length=300, required=False)
     avoid = forms.CharField(label="避免 Avoid", max_length=300, required=False)
     n = forms.IntegerField(label="条数 How many", min_value=N_MIN, max_value=N_MAX, initial=N_DEFAULT, required=False)
+
+    def __init__(self, *args, limit: tuple[int, int | None] = (QUERY_MAX_LENGTH, None), **kwargs):
+        """`limit`: (longest request in characters, the model's context in tokens or None)."""
+        super().__init__(*args, **kwargs)
+        self.limit, context = limit
+        query = self.fields["query"]
+        query.max_length = self.limit
+        query.validators = [v for v in query.validators if not isinstance(v, validators.MaxLengthValidator)]
+        query.validators.append(validators.MaxLengthValidator(self.limit, message=(
+            f"请求最多 {self.limit} 个字%s。 A request may have at most {self.limit} characters%s (it has "
+            "%%(show_value)d)." % ((f"（模型的上下文只有 {context} 个词元）", f" (the model's context holds {context} tokens)")
+                                   if context else ("", "")))))
+        query.widget.attrs.update(maxlength=self.limit, **{"data-limit": self.limit})
 
     def clean(self):
         data = super().clean()

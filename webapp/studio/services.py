@@ -15,11 +15,11 @@ from django.core.cache import cache
 from django.db import transaction
 
 from generation.conditioning import model_query
-from generation.greeting import (MAX_TOKENS_BY_LENGTH, RequestTooLong, normalise_text, slots_from_record, slots_record,
-                                 stream_greetings)
+from generation.greeting import (MAX_TOKENS_BY_LENGTH, RequestTooLong, normalise_text, request_limit,
+                                 slots_from_record, slots_record, stream_greetings)
 from generation.guards import Guards
 from generation.requests import LengthSpec, UnknownSlotValue, parse_request
-from webapp.corpus.models import Greeting, Label, Query
+from webapp.corpus.models import QUERY_MAX_LENGTH, Greeting, Label, Query
 from webapp.studio.models import Candidate, GenerationRequest
 
 FLUSH_SECONDS = 0.2
@@ -70,6 +70,18 @@ def request_slots(*, query: str, occasion: str = "", recipient: str = "", tone: 
     record = slots_record(slots)
     record["details"] = "，".join(filter(None, [details.strip(), record["details"]]))
     return record
+
+
+def query_limit() -> tuple[int, int | None]:
+    """(the longest request the active model takes, in characters; its context in tokens, None when
+    unknown): the form's limit and counter follow the model, a remote server keeps the table's."""
+    from webapp.checkpoints.services import active_checkpoint
+
+    checkpoint = active_checkpoint() if settings.GENERATION_BACKEND == "local" else None
+    context = (checkpoint.model_config or {}).get("max_position_embeddings") if checkpoint else None
+    if not context:
+        return QUERY_MAX_LENGTH, None
+    return request_limit(int(context), QUERY_MAX_LENGTH), int(context)
 
 
 def model_status() -> str:

@@ -73,7 +73,7 @@ def write(request):
     problem = services.model_status()
     # a GET may carry the fields of an earlier request to correct (the card's 改 link)
     initial = {name: request.GET[name] for name in services.REQUEST_FIELDS if request.GET.get(name)}
-    form = RequestForm(request.POST if request.method == "POST" else None, initial=initial)
+    form = RequestForm(request.POST if request.method == "POST" else None, initial=initial, limit=services.query_limit())
     error, status = "", 200
     if request.method == "POST" and form.is_valid():
         try:
@@ -94,7 +94,7 @@ def write(request):
 def request_page(request, pk):
     req = own_request(request, pk)
     return render(request, "studio/request.html", {**_cards_context(request, req), "form": RequestForm(initial={
-        name: getattr(req, name) for name in services.REQUEST_FIELDS})})
+        name: getattr(req, name) for name in services.REQUEST_FIELDS}, limit=services.query_limit())})
 
 
 @require_GET
@@ -204,7 +204,7 @@ def api_create(request):
     if wrong:
         return JsonResponse({"error": f"wrong type for: {', '.join(wrong)}",
                              "errors": {k: ["wrong type"] for k in wrong}}, status=400)
-    form = RequestForm({k: v for k, v in body.items() if v is not None})
+    form = RequestForm({k: v for k, v in body.items() if v is not None}, limit=services.query_limit())
     if not form.is_valid():
         return JsonResponse({"error": "invalid request", "errors": form.errors.get_json_data()}, status=400)
     try:
