@@ -218,7 +218,7 @@ GREETING_OCCASION_WORDS: dict[str, tuple[str, ...]] = {
              "辞旧迎新", "鼠年", "牛年", "虎年", "兔年", "龙年", "蛇年", "马年", "羊年", "猴年", "鸡年",
              "猪年", "贺岁", "春晚", "大年", "恭喜发财", "新年", "新岁"),
     "元旦": ("元旦", "跨年", "新年", "新的一年"),
-    "元宵": ("元宵", "汤圆", "灯谜", "闹花灯", "花灯", "上元"),
+    "元宵": ("元宵", "汤圆", "灯谜", "闹花灯", "花灯", "上元", "正月十五", "元夕"),
     "情人节": ("情人节",),
     "妇女节": ("妇女节", "女神节", "三八节"),
     "劳动节": ("劳动节", "五一"),
@@ -232,47 +232,95 @@ GREETING_OCCASION_WORDS: dict[str, tuple[str, ...]] = {
     "中秋": ("中秋", "月饼", "月圆", "嫦娥", "八月十五", "明月千里", "赏月", "圆月", "月儿圆", "团圆月"),
     "国庆": ("国庆", "祖国", "华诞", "国泰民安", "普天同庆"),
     "重阳": ("重阳", "茱萸", "登高望远", "菊花酒", "九九"),
-    "感恩节": ("感恩节",),
+    "感恩节": ("感恩节", "感恩"),
     "平安夜": ("平安夜", "平安果", "苹果"),
     "圣诞": ("圣诞", "驯鹿", "雪橇", "麋鹿", "Merry Christmas", "铃儿响叮当"),
-    "冬至": ("冬至", "饺子"),
+    "冬至": ("冬至", "数九"),
     "腊八": ("腊八",),
     "小年": ("小年", "灶王", "祭灶"),
     "护士节": ("护士节", "白衣天使"),
     "建军节": ("建军节", "八一", "军旅", "戎装"),
     "生日": ("生日", "寿辰", "大寿", "寿星", "生辰", "寿比南山", "福如东海", "长一岁", "大一岁",
-             "蛋糕", "蜡烛", "许愿", "岁岁有今朝", "诞辰", "祝寿"),
+             "蛋糕", "蜡烛", "许愿", "岁岁有今朝", "诞辰", "祝寿", "寿诞", "花甲", "古稀", "杖朝", "耄耋",
+             "期颐", "芳辰"),
     "结婚": ("新婚", "结婚", "婚礼", "新郎", "新娘", "喜结连理", "百年好合", "永结同心", "新婚燕尔",
              "佳偶天成", "天作之合", "良缘", "喜酒", "大婚"),
-    "结婚纪念日": ("结婚纪念日", "纪念日", "周年", "银婚", "金婚"),
-    "订婚": ("订婚", "定亲", "订亲", "婚约"),
+    "结婚纪念日": ("结婚纪念日", "纪念日", "周年", "银婚", "金婚", "纪念日快乐"),
+    "订婚": ("订婚", "定亲", "订亲", "婚约", "良缘初定"),
     "满月": ("满月",),
     "百天": ("百天", "百日"),
-    "周岁": ("周岁", "抓周", "一岁"),
+    "周岁": ("周岁", "抓周", "一周岁", "满周岁"),
     "宝宝出生": ("出生", "降生", "诞生", "新生命", "小生命", "来到这个世界", "喜得贵子", "喜得千金",
-                 "弄璋", "弄瓦", "添丁", "新生儿", "宝宝", "初为父母", "当妈妈", "当爸爸"),
+                 "弄璋", "弄瓦", "添丁", "新生儿", "宝宝", "初为父母", "当妈妈", "当爸爸", "麟儿", "明珠入掌"),
     "高考": ("高考",),
     "中考": ("中考",),
     "考研": ("考研", "研究生"),
     "考试": ("考试", "考场", "金榜", "逢考必过", "答题", "下笔如有神", "考出", "考得", "考个好成绩"),
     "录取": ("录取", "上岸", "通知书", "金榜题名", "考上", "被录"),
-    "毕业": ("毕业", "学士服", "学位", "青春散场", "毕业季", "母校"),
+    "毕业": ("毕业", "学士服", "学位", "青春散场", "毕业季", "母校", "骊歌", "各奔东西"),
     "开学": ("开学", "新学期"),
     "入职": ("入职", "新岗位", "新工作", "加入我们", "新同事", "新征程"),
-    "升职": ("升职", "高升", "晋升", "升迁", "步步高升", "荣升"),
+    "升职": ("升职", "高升", "晋升", "升迁", "步步高升", "荣升", "履新"),
     "离职": ("离职", "辞职", "新的开始", "江湖再见", "另谋高就"),
     "退休": ("退休", "荣休", "退而不休", "含饴弄孙"),
-    "开业": ("开业", "开张", "生意兴隆", "财源广进", "红红火火开张", "大吉", "开门红", "新店"),
+    "开业": ("开业", "开张", "生意兴隆", "财源广进", "红红火火开张", "开业大吉", "开张大吉", "开门红", "新店",
+             "周年庆", "司庆", "店庆"),
     "乔迁": ("乔迁", "新居", "新家", "搬家", "安居", "新房", "入宅", "燕子归巢"),
-    "康复": ("康复", "早日康复", "病", "痊愈", "出院", "养好身体", "身体快快好起来"),
-    "出行": ("一路平安", "一路顺风", "旅途", "旅行", "出行", "远行", "行程", "飞机", "启程"),
+    "康复": ("康复", "早日康复", "痊愈", "出院", "养好身体", "身体快快好起来", "病愈", "病好", "养病", "生病",
+             "病情", "病床", "病魔", "手术", "病号", "病痛", "病房", "沉疴", "好起来"),
+    "出行": ("一路平安", "一路顺风", "旅途", "旅行", "出行", "远行", "行程", "飞机", "启程", "出远门", "登机",
+             "飞往", "异国", "他乡"),
     "比赛": ("比赛", "赛场", "赛出", "决赛", "竞赛", "对手"),
     "获奖": ("获奖", "得奖", "夺冠", "冠军", "荣誉", "奖杯", "领奖"),
     "早安": ("早安", "早上好", "早晨好"),
     "晚安": ("晚安", "好梦", "美梦", "睡个好觉", "入梦"),
     "感谢": ("感谢", "谢谢", "感恩", "致谢"),
-    "送别": ("送别", "送行", "饯行", "后会有期", "离别", "告别", "山高水长"),
+    "送别": ("送别", "送行", "饯行", "后会有期", "离别", "告别", "山高水长", "舍不得你走", "前程似锦"),
 }
+
+# Occasions a greeting for another occasion mentions in passing (谢谢 in a New Year greeting, 出行平安
+# in a 国庆 one, 告别待业 in an 入职 one): named only when the greeting names nothing stronger.
+GREETING_WEAK_OCCASIONS: frozenset[str] = frozenset({"感谢", "出行", "送别", "早安", "晚安"})
+# Cues shared with other occasions (月圆 at 元宵, 新年 in a 圣诞 card, 华诞 of a 60th birthday, 新岗位
+# of a promotion): they name their occasion only when no stronger cue names one.
+GREETING_WEAK_CUES: frozenset[str] = frozenset({
+    "月圆", "月儿圆", "圆月", "团圆月", "华诞", "新年", "新岁", "新的一年", "汤圆", "新岗位", "新征程", "新的开始",
+    "江湖再见", "纪念日", "周年", "来到这个世界", "宝宝", "上岸", "考上", "手术", "履新", "他乡", "异国", "芳辰",
+    "感恩", "好起来",
+})
+# Cues that count only when the greeting also has one of these context words (周年 of a company is
+# no wedding anniversary).
+GREETING_CUE_CONTEXT: dict[str, tuple[str, ...]] = {
+    "纪念日": ("婚", "夫妻", "老公", "老婆", "爱人", "白头", "相守"),
+    "周年": ("婚", "夫妻", "老公", "老婆", "爱人", "白头", "相守"),
+}
+# Cues that do not count when the greeting has one of these words (冬至 in the south eats 汤圆 too).
+GREETING_CUE_EXCLUDED_BY: dict[str, tuple[str, ...]] = {"汤圆": ("冬",)}
+# A company's 周年 is its anniversary, which requests call 周年庆 (the 开业 occasion).
+_COMPANY_WORDS: tuple[str, ...] = ("公司", "贵司", "我司", "企业", "团队", "品牌", "门店")
+# Words that make a greeting a festival greeting: its thanks (谢谢您) then name no 感谢 occasion.
+_FESTIVAL_WORDS: tuple[str, ...] = ("节日快乐", "节快乐", "佳节", "节日愉快")
+# Phrases that wish something every greeting may wish and name no occasion (祝新的一岁升职加薪).
+GREETING_NEUTRAL_PHRASES: tuple[str, ...] = ("升职加薪", "新的一岁", "金榜题名", "金榜高中", "病病", "无病")
+# Spans that name one occasion whatever words they contain (结婚十周年 is the anniversary).
+_N = r"(\d+|[一二两三四五六七八九十百]+)"
+GREETING_OCCASION_PATTERNS: tuple[tuple[re.Pattern, str], ...] = (
+    (re.compile(r"结婚\s*" + _N + r"\s*周年"), "结婚纪念日"),
+    (re.compile(r"(公司|贵司|我司|企业|品牌|本店)(成立)?\s*" + _N + r"\s*(周年|周岁)"), "开业"),
+    (re.compile(r"(?<!祖国)(?<!中国)(" + _N[1:-1] + r"|[六七八九]秩)\s*(华诞|寿辰|寿诞)"), "生日"),
+)
+# When both are named, the first is what the greeting is for (订婚 greetings look ahead to the 婚礼).
+GREETING_DOMINATES: dict[str, frozenset[str]] = {
+    "订婚": frozenset({"结婚"}), "结婚纪念日": frozenset({"结婚"}), "开业": frozenset({"生日", "结婚纪念日"}),
+}
+# A cue that opens a quote (成功“毕业”, “退休预备役”), comes before one (晋升为“自由人”) or follows 不是
+# (婚姻不是一场比赛) is a figure of speech, not the occasion; “我们订婚了” is quoted speech and counts.
+_OPENING_QUOTES = "“\"「『"
+_FIGURE_AFTER_RE = re.compile(r"[为成]?[“\"「『]")
+_NEGATED_BEFORE_RE = re.compile(r"(不是|并非|不再是)" + r"[^，,。！!？?]{0,3}$")
+# A cue followed by a span of time or 后 tells when, not what is greeted (结婚这些年, 毕业后才懂).
+_GREETING_DURATION_RE = re.compile(
+    r"(才|已经|已|都|快|刚)?(这么多|这些|好多|很多|多|\d+|[一二两三四五六七八九十百半几]+)\s*个?多?(年|月|天|载)|后|以后|之后")
 
 # Words a GREETING uses to name each addressee (称呼). The canonical name always counts.
 ADDRESSEE_NAMES: dict[str, tuple[str, ...]] = {
@@ -416,6 +464,9 @@ _ADDRESSEE_INDEX.sort(key=lambda p: -len(p[0]))
 _TONE_INDEX = _index(TONE_WORDS)
 _LENGTH_INDEX = sorted(((w, k) for k, words in LENGTH_WORDS.items() for w in words), key=lambda p: -len(p[0]))
 _GREETING_OCCASION_INDEX = _index(GREETING_OCCASION_WORDS)
+_GREETING_OCCASIONS_OF: dict[str, set[str]] = {}
+for _word, _occasion in _GREETING_OCCASION_INDEX:
+    _GREETING_OCCASIONS_OF.setdefault(_word, set()).add(_occasion)
 
 
 def _find(text: str, index: list[tuple[str, str]], mask: list[bool]) -> list[tuple[int, int, str, str]]:
@@ -451,6 +502,8 @@ _EXAM_OCCASIONS = frozenset({"高考", "中考", "考研", "考试"})
 
 
 def _is_duration(text: str, match: tuple[int, int, str, str]) -> bool:
+    if match[3] == "宝宝出生":
+        return False  # 怀孕八个月 counts down to the birth
     return bool(_DURATION_AFTER_RE.match(text, match[1]))
 
 
@@ -814,16 +867,54 @@ def _length_from_form(value: str) -> LengthSpec:
 
 
 def occasions_named(greeting: str) -> set[str]:
-    """Canonical occasions a greeting text names (新年 names both 春节 and 元旦)."""
+    """Canonical occasions a greeting text names (新年 names both 春节 and 元旦).
+
+    Cues come in tiers: a plain cue of a festival or event, then a cue shared with other occasions
+    (GREETING_WEAK_CUES), then the everyday occasions (GREETING_WEAK_OCCASIONS), then 感谢 (thanks
+    are in every kind of greeting). Only the first tier with a cue names occasions, so a 元宵
+    greeting's 月儿圆 and a 春节 greeting's 谢谢 name no other occasion."""
     text = greeting or ""
-    named = set()
     mask = [False] * len(text)
-    matches = _find(text, _GREETING_OCCASION_INDEX, mask)
-    # A word may belong to several occasions: _find claims a span once, so add the others here.
-    words = {w for _s, _e, w, _c in matches}
-    for word in words:
-        named |= {c for w, c in _GREETING_OCCASION_INDEX if w == word}
-    return named
+    tiers: list[set[str]] = [set(), set(), set(), set()]
+    for pattern, occasion in GREETING_OCCASION_PATTERNS:
+        for m in pattern.finditer(text):
+            if not any(mask[m.start():m.end()]):
+                _claim(mask, m.start(), m.end())
+                tiers[0].add(occasion)
+    _claim_words(text, mask, GREETING_NEUTRAL_PHRASES)
+    for match in _find(text, _GREETING_OCCASION_INDEX, mask):
+        if match[2] == "周年" and any(w in text for w in _COMPANY_WORDS):
+            tiers[1].add("开业")
+            continue
+        if _cue_is_figurative_or_time(text, match):
+            continue
+        # A word may belong to several occasions: _find claims a span once, so add the others here.
+        for occasion in _GREETING_OCCASIONS_OF[match[2]]:
+            tiers[_cue_tier(match[2], occasion)].add(occasion)
+    if any(w in text for w in _FESTIVAL_WORDS):
+        tiers[3].clear()
+    named = next((tier for tier in tiers if tier), set())
+    return {o for o in named if not any(o in GREETING_DOMINATES.get(d, ()) for d in named)}
+
+
+def _cue_tier(word: str, occasion: str) -> int:
+    if occasion == "感谢":
+        return 3
+    if occasion in GREETING_WEAK_OCCASIONS:
+        return 2
+    return 1 if word in GREETING_WEAK_CUES else 0
+
+
+def _cue_is_figurative_or_time(text: str, match: tuple[int, int, str, str]) -> bool:
+    start, end, word, _c = match
+    if word in GREETING_CUE_CONTEXT and not any(w in text for w in GREETING_CUE_CONTEXT[word]):
+        return True
+    if any(w in text for w in GREETING_CUE_EXCLUDED_BY.get(word, ())):
+        return True
+    if start > 0 and text[start - 1] in _OPENING_QUOTES:
+        return True
+    return bool(_GREETING_DURATION_RE.match(text, end) or _FIGURE_AFTER_RE.match(text, end)
+                or _NEGATED_BEFORE_RE.search(text[max(0, start - 6):start]))
 
 
 def occasions_compatible(a: str, b: str) -> bool:

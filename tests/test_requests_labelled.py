@@ -65,3 +65,12 @@ def test_parser_recall_stays_above_its_floor_on_the_test_split(test_figures, slo
 
 def test_detail_phrases_stay_in_the_details_on_the_test_split(test_figures):
     assert test_figures["details"]["found"] >= DETAILS_FLOOR
+
+
+def test_greeting_occasion_cues_keep_good_greetings_and_catch_wrong_ones():
+    from bench.occasion_cues import run
+
+    figures = run()
+    # A little above / below the measured figures (bench/results/occasion_cues.json).
+    assert figures["false_other_rate"] <= 0.02
+    assert figures["detection_rate_explicit"] >= 0.9
