@@ -100,7 +100,7 @@ OCCASION_WORDS: dict[str, tuple[str, ...]] = {
     "升职": ("升职", "升迁", "晋升", "高升", "提拔", "升官", "加薪", "荣升"),
     "离职": ("离职", "辞职", "跳槽", "离开公司", "裸辞"),
     "退休": ("退休", "荣休", "光荣退休"),
-    "开业": ("开业", "开张", "新店", "开店", "开业大吉", "开门红", "周年庆", "开了家", "开了一家"),
+    "开业": ("开业", "开张", "新店", "开店", "开业大吉", "开门红", "周年庆"),
     "乔迁": ("乔迁", "搬家", "新居", "新家", "搬新家", "入宅", "入伙", "新房"),
     "康复": ("康复", "生病", "住院", "早日康复", "病愈", "出院", "手术", "养病", "身体不舒服", "感冒",
              "痊愈"),
@@ -117,7 +117,7 @@ OCCASION_WORDS: dict[str, tuple[str, ...]] = {
 # Occasions read from a request only when no other occasion is named (教师节感谢老师 -> 教师节).
 WEAK_OCCASIONS: frozenset[str] = frozenset({"感谢", "早安", "晚安", "出行", "考试", "送别"})
 # Words that only hint at an occasion: read when no stronger word names one (转学写同学录 -> 送别).
-WEAK_WORDS: frozenset[str] = frozenset({"同学录", "上大学", "上小学", "上初中", "上高中", "上幼儿园"})
+WEAK_WORDS: frozenset[str] = frozenset({"同学录", "上大学", "上小学", "上初中", "上高中", "上幼儿园", "获得", "最佳"})
 # Words that name both the occasion and the addressee (给毕业生的寄语 -> 毕业, 学生).
 OCCASION_WORD_ADDRESSEE: dict[str, str] = {"毕业生": "学生"}
 
@@ -501,6 +501,19 @@ _PASSED_RE = re.compile(r"(上岸|考上|录取|通过)了|被录取|录取通�
 _EXAM_OCCASIONS = frozenset({"高考", "中考", "考研", "考试"})
 
 
+# 开了家火锅店 opens a shop; 离开了家 does not.
+_OPENED_SHOP_RE = re.compile(r"开了一?家" + r"[^，,。；;！!？?\s]{0,4}?(店|馆|公司|工作室|餐厅)")
+
+
+def _opened_shops(text: str, mask: list[bool]) -> list[tuple[int, int, str, str]]:
+    found = []
+    for m in _OPENED_SHOP_RE.finditer(text):
+        if not any(mask[m.start():m.end()]):
+            found.append((m.start(), m.start() + 3, text[m.start():m.start() + 3], "开业"))
+            _claim(mask, m.start(), m.start() + 3)
+    return found
+
+
 def _is_duration(text: str, match: tuple[int, int, str, str]) -> bool:
     if match[3] == "宝宝出生":
         return False  # 怀孕八个月 counts down to the birth
@@ -745,7 +758,7 @@ def parse_request(text: str, *, occasion: str | None = None, addressee: str | No
     length_spec = _parse_length(text, mask)  # before counts: 12个字 is a length, not a count
     age = _parse_age(text, mask)
     count = _parse_count(text, mask)
-    occasion_matches = _find(text, _OCCASION_INDEX, mask)
+    occasion_matches = _find(text, _OCCASION_INDEX, mask) + _opened_shops(text, mask)
     text_occasion = _pick_occasion(text, occasion_matches)
     for start, end, word, canonical in occasion_matches:
         if WORD_KEEPS_DETAIL(word, canonical) or _another_occasion(canonical, text_occasion):
