@@ -55,29 +55,29 @@ OCCASION_WORDS: dict[str, tuple[str, ...]] = {
              "守岁", "鼠年", "牛年", "虎年", "兔年", "龙年", "蛇年", "马年", "羊年", "猴年", "鸡年",
              "狗年", "猪年", "贺岁", "开年", "正月"),
     "元旦": ("元旦", "跨年", "阳历新年", "新的一年"),
-    "元宵": ("元宵", "元宵节", "灯节", "上元", "闹元宵", "正月十五"),
-    "情人节": ("情人节", "520", "五二零"),
+    "元宵": ("元宵", "元宵节", "灯节", "上元", "闹元宵", "正月十五", "元霄"),
+    "情人节": ("情人节", "520", "五二零", "valentine"),
     "妇女节": ("妇女节", "三八节", "女神节", "38节", "三八妇女节", "女王节"),
     "劳动节": ("劳动节", "五一", "51劳动节"),
     "青年节": ("青年节", "五四"),
-    "母亲节": ("母亲节",),
+    "母亲节": ("母亲节", "mother's day", "mothers day", "mother’s day"),
     "儿童节": ("儿童节", "六一"),
-    "父亲节": ("父亲节",),
+    "父亲节": ("父亲节", "father's day", "fathers day", "father’s day"),
     "端午": ("端午", "端阳", "粽子节"),
     "七夕": ("七夕", "乞巧", "中国情人节"),
     "教师节": ("教师节",),
     "中秋": ("中秋", "八月十五", "月饼节"),
     "国庆": ("国庆", "十一长假", "十一假期", "祖国生日", "建国"),
     "重阳": ("重阳", "敬老节", "老人节", "九九重阳"),
-    "感恩节": ("感恩节",),
+    "感恩节": ("感恩节", "thanksgiving"),
     "平安夜": ("平安夜",),
-    "圣诞": ("圣诞", "圣诞节", "christmas", "Christmas"),
+    "圣诞": ("圣诞", "圣诞节", "christmas", "Christmas", "xmas", "圣旦"),
     "冬至": ("冬至",),
     "腊八": ("腊八",),
     "小年": ("小年",),
     "护士节": ("护士节",),
     "建军节": ("建军节", "八一"),
-    "生日": ("生日", "寿辰", "大寿", "祝寿", "寿宴", "寿诞", "过寿", "华诞", "诞辰", "生辰", "寿星"),
+    "生日": ("生日", "寿辰", "大寿", "祝寿", "寿宴", "寿诞", "过寿", "华诞", "诞辰", "生辰", "寿星", "生曰", "birthday"),
     "结婚": ("结婚", "新婚", "婚礼", "大婚", "喜结连理", "成婚", "出嫁", "嫁人", "娶媳妇", "婚宴",
              "新郎", "新娘", "婚庆", "喜酒", "领证"),
     "结婚纪念日": ("结婚纪念日", "结婚周年", "婚姻纪念日", "银婚", "金婚", "钻石婚", "结婚一周年"),
@@ -86,15 +86,16 @@ OCCASION_WORDS: dict[str, tuple[str, ...]] = {
     "百天": ("百天", "百日宴", "百岁宴", "百日"),
     "周岁": ("周岁", "抓周", "一岁生日"),
     "宝宝出生": ("宝宝出生", "喜得贵子", "喜得千金", "生孩子", "生宝宝", "添丁", "出生", "新生儿",
-                 "弄璋", "弄瓦", "当妈妈", "当爸爸"),
+                 "弄璋", "弄瓦", "当妈妈", "当爸爸", "生了个", "生了一个", "生了一对", "二胎", "三胎",
+                 "顺产", "剖腹产", "怀孕", "预产期", "双胞胎", "龙凤胎"),
     "高考": ("高考",),
     "中考": ("中考",),
     "考研": ("考研", "研究生考试"),
     "考试": ("考试", "考公", "考证", "期末考", "期末", "月考", "考驾照", "科目二", "科目三", "四六级",
              "四级", "六级", "雅思", "托福", "面试", "笔试", "体考", "会考", "统考", "考编"),
     "录取": ("录取", "上岸", "金榜题名", "考上", "被录", "offer", "Offer", "升学", "题名"),
-    "毕业": ("毕业", "同学录", "毕业季", "答辩"),
-    "开学": ("开学",),
+    "毕业": ("毕业", "同学录", "毕业季", "答辩", "毕业生"),
+    "开学": ("开学", "新学期", "上大学", "上小学", "上初中", "上高中", "上幼儿园"),
     "入职": ("入职", "新工作", "新岗位", "加入公司", "加盟", "报到"),
     "升职": ("升职", "升迁", "晋升", "高升", "提拔", "升官", "加薪", "荣升"),
     "离职": ("离职", "辞职", "跳槽", "离开公司", "裸辞"),
@@ -106,14 +107,19 @@ OCCASION_WORDS: dict[str, tuple[str, ...]] = {
     "出行": ("出行", "旅行", "旅游", "一路平安", "一路顺风", "出远门", "坐飞机", "远行", "出差", "出国",
              "留学", "自驾"),
     "比赛": ("比赛", "竞赛", "赛场", "参赛", "运动会", "决赛", "演出", "上台"),
-    "获奖": ("获奖", "得奖", "拿奖", "夺冠", "冠军", "获得奖", "荣获"),
+    "获奖": ("获奖", "得奖", "拿奖", "夺冠", "冠军", "获得奖", "荣获", "获得", "获评", "评为", "评上", "等奖",
+             "金奖", "银奖", "铜奖", "奖状", "奖杯", "最佳"),
     "早安": ("早安", "早上好", "早晨", "早上", "上午好", "清晨"),
     "晚安": ("晚安", "睡前", "晚上好", "好梦", "睡个好觉"),
     "感谢": ("感谢", "谢谢", "感恩", "致谢", "答谢", "谢意"),
-    "送别": ("送别", "送行", "饯行", "欢送", "告别", "分别", "离别", "道别"),
+    "送别": ("送别", "送行", "饯行", "欢送", "告别", "分别", "离别", "道别", "践行", "走之前", "临走", "临行", "舍不得"),
 }
 # Occasions read from a request only when no other occasion is named (教师节感谢老师 -> 教师节).
 WEAK_OCCASIONS: frozenset[str] = frozenset({"感谢", "早安", "晚安", "出行", "考试", "送别"})
+# Words that only hint at an occasion: read when no stronger word names one (转学写同学录 -> 送别).
+WEAK_WORDS: frozenset[str] = frozenset({"同学录", "上大学", "上小学", "上初中", "上高中", "上幼儿园", "获得", "最佳"})
+# Words that name both the occasion and the addressee (给毕业生的寄语 -> 毕业, 学生).
+OCCASION_WORD_ADDRESSEE: dict[str, str] = {"毕业生": "学生"}
 
 ADDRESSEE_WORDS: dict[str, tuple[str, ...]] = {
     "爷爷": ("爷爷", "祖父", "爷"),
@@ -124,19 +130,19 @@ ADDRESSEE_WORDS: dict[str, tuple[str, ...]] = {
              "爷爷奶奶", "外公外婆", "老寿星", "叔叔", "阿姨", "伯伯", "舅舅", "姑姑", "姨妈", "干妈",
              "干爹", "老同志"),
     "亲戚": ("亲戚", "亲友", "亲朋", "亲朋好友", "表哥", "表姐", "堂哥", "堂姐", "侄子", "侄女",
-             "外甥", "外甥女"),
-    "妈妈": ("妈妈", "母亲", "老妈", "妈咪", "娘亲", "老娘", "妈"),
-    "爸爸": ("爸爸", "父亲", "老爸", "爹", "老爹", "爸"),
+             "外甥", "外甥女", "表弟", "表妹", "堂弟", "堂妹", "堂兄", "表兄"),
+    "妈妈": ("妈妈", "母亲", "老妈", "妈咪", "娘亲", "老娘", "妈", "mom", "mommy", "mum"),
+    "爸爸": ("爸爸", "父亲", "老爸", "爹", "老爹", "爸", "dad", "daddy"),
     "父母": ("父母", "爸妈", "爹妈", "双亲", "二老", "爸爸妈妈"),
     "老公": ("老公", "丈夫", "先生", "夫君", "孩子他爸"),
     "老婆": ("老婆", "媳妇", "妻子", "太太", "夫人", "爱妻", "孩子他妈"),
-    "男朋友": ("男朋友", "男友", "男票", "男神"),
-    "女朋友": ("女朋友", "女友", "女票", "女神"),
+    "男朋友": ("男朋友", "男友", "男票", "男神", "bf"),
+    "女朋友": ("女朋友", "女友", "女票", "女神", "gf"),
     "儿子": ("儿子", "犬子", "令郎", "小子"),
     "女儿": ("女儿", "闺女", "千金", "令爱"),
     "孩子": ("孩子", "小朋友", "娃", "小孩", "晚辈", "孩子们", "小宝贝", "考生"),
     "宝宝": ("宝宝", "宝贝", "小宝宝", "婴儿", "新生儿"),
-    "学生": ("学生", "同学们", "弟子", "学子", "学员", "毕业生"),
+    "学生": ("学生", "同学们", "弟子", "学子", "学员", "毕业生", "徒弟"),
     "哥哥": ("哥哥", "老哥", "大哥", "哥"),
     "姐姐": ("姐姐", "老姐", "大姐", "姐"),
     "弟弟": ("弟弟", "老弟", "小弟"),
@@ -146,7 +152,7 @@ ADDRESSEE_WORDS: dict[str, tuple[str, ...]] = {
              "挚友", "基友"),
     "闺蜜": ("闺蜜", "姐妹", "好姐妹", "闺密", "姐妹们"),
     "兄弟": ("兄弟", "好兄弟", "兄弟们", "铁哥们"),
-    "同学": ("同学", "老同学", "室友", "舍友", "校友", "同桌"),
+    "同学": ("同学", "老同学", "室友", "舍友", "校友", "同桌", "师兄", "师姐", "师弟", "师妹"),
     "网友": ("网友", "粉丝", "群友", "网上的朋友"),
     "老师": ("老师", "恩师", "班主任", "导师", "教授", "师父", "园长", "校长"),
     "医生": ("医生", "大夫", "医师", "白衣天使"),
@@ -161,8 +167,9 @@ ADDRESSEE_WORDS: dict[str, tuple[str, ...]] = {
     "合作伙伴": ("合作伙伴", "合伙人", "合作方", "伙伴", "供应商", "经销商"),
     "邻居": ("邻居", "街坊", "邻里", "乡亲"),
     "自己": ("自己", "本人", "我自己"),
-    "猫": ("猫", "猫咪", "喵星人", "主子", "猫主子", "小猫", "喵喵"),
-    "狗": ("狗", "狗狗", "汪星人", "小狗", "狗子", "毛孩子"),
+    "猫": ("猫", "猫咪", "喵星人", "主子", "猫主子", "小猫", "喵喵", "橘猫", "布偶猫", "英短", "蓝猫", "狸花猫"),
+    "狗": ("狗", "狗狗", "汪星人", "小狗", "狗子", "毛孩子", "金毛", "柯基", "泰迪", "柴犬", "哈士奇", "二哈", "边牧",
+          "拉布拉多", "比熊"),
 }
 # Words that name a partner of unknown gender: addressee None, relationship 伴侣.
 PARTNER_WORDS: tuple[str, ...] = ("对象", "爱人", "另一半", "恋人", "情侣", "心上人", "亲爱的", "伴侣")
@@ -171,15 +178,18 @@ KEEP_IN_DETAILS: frozenset[str] = frozenset({
     "婆婆", "公公", "岳父", "岳母", "丈母娘", "老丈人", "公婆", "叔叔", "阿姨", "伯伯", "舅舅", "姑姑",
     "姨妈", "干妈", "干爹", "表哥", "表姐", "堂哥", "堂姐", "侄子", "侄女", "外甥", "外甥女", "班主任",
     "导师", "教授", "校长", "园长", "经理", "总监", "主任", "董事长", "甲方", "室友", "舍友", "发小",
-    "考生", "毕业生",
+    "考生", "毕业生", "表弟", "表妹", "堂弟", "堂妹", "堂兄", "表兄", "师兄", "师姐", "师弟", "师妹", "徒弟", "粉丝",
+    "橘猫", "布偶猫", "英短", "蓝猫", "狸花猫", "金毛", "柯基", "泰迪", "柴犬", "哈士奇", "二哈", "边牧", "拉布拉多", "比熊",
 })
+# Words that contain an addressee word but name nobody to greet (朋友圈 is a place to post).
+NOT_ADDRESSEE_WORDS: tuple[str, ...] = ("朋友圈", "单身狗", "圣诞老人")
 # Occasions that imply an addressee when the request names none.
 DEFAULT_ADDRESSEE: dict[str, str] = {"母亲节": "妈妈", "父亲节": "爸爸", "教师节": "老师", "护士节": "护士"}
 
 TONE_WORDS: dict[str, tuple[str, ...]] = {
     "温馨": ("温馨", "走心", "暖心", "温暖", "暖暖", "感人", "真挚", "真诚", "贴心", "暖一点", "亲切"),
     "幽默": ("幽默", "搞笑", "俏皮", "有趣", "逗", "好玩", "沙雕", "诙谐", "调皮", "风趣", "逗比", "段子",
-             "接地气", "皮一点"),
+             "接地气", "皮一点", "好笑", "搞怪"),
     "古风": ("古风", "古文", "文言", "诗意古典", "古典", "古诗", "诗词", "文言文", "对联", "藏头诗",
              "古韵", "国风", "七言", "五言", "绝句", "骈文"),
     "正式": ("正式", "商务", "庄重", "官方", "得体", "稳重", "大气", "客气", "礼貌", "严肃", "体面",
@@ -187,16 +197,16 @@ TONE_WORDS: dict[str, tuple[str, ...]] = {
     "文艺": ("文艺", "唯美", "诗意", "有文采", "优美", "文雅", "清新", "有意境", "高级感", "文青",
              "散文", "有深度", "高情商"),
     "浪漫": ("浪漫", "甜蜜", "甜甜", "甜一点", "情话", "甜", "撒糖", "土味情话", "肉麻"),
-    "励志": ("励志", "正能量", "鼓励", "加油", "打气", "激励", "鼓舞", "奋斗"),
+    "励志": ("励志", "正能量", "鼓励", "加油", "打气", "激励", "鼓舞", "奋斗", "热血", "燃一点"),
     "可爱": ("可爱", "萌", "软萌", "卖萌", "童趣", "呆萌", "奶凶", "萌萌哒", "童真"),
 }
 
 LENGTH_WORDS: dict[str, tuple[str, ...]] = {  # kind -> words; chars (N字) is read by a pattern
     "four_char": ("四字", "四个字", "四字词语", "四字成语", "成语", "4字", "4个字"),
     "short": ("简短", "短一点", "短点", "短句", "简洁", "别太长", "不要太长", "不用太长", "短小",
-              "精简", "简单几句", "简单点", "简单一点", "短短", "短的", "短些", "一两句"),
+              "精简", "简单几句", "简单点", "简单一点", "短短", "短的", "短些", "一两句", "两三句", "三两句"),
     "sentence": ("一句话", "一句", "1句"),
-    "long": ("长一点", "详细", "一段", "长篇", "长文", "小作文", "多写点", "长些", "长的", "长长的",
+    "long": ("长一点", "详细", "长篇", "长文", "小作文", "多写点", "长些", "长的", "长长的",
              "丰富一点", "具体一点", "致辞", "一篇", "段落"),
 }
 LENGTH_PRIORITY: tuple[str, ...] = ("chars", "four_char", "short", "sentence", "long")
@@ -208,7 +218,7 @@ GREETING_OCCASION_WORDS: dict[str, tuple[str, ...]] = {
              "辞旧迎新", "鼠年", "牛年", "虎年", "兔年", "龙年", "蛇年", "马年", "羊年", "猴年", "鸡年",
              "猪年", "贺岁", "春晚", "大年", "恭喜发财", "新年", "新岁"),
     "元旦": ("元旦", "跨年", "新年", "新的一年"),
-    "元宵": ("元宵", "汤圆", "灯谜", "闹花灯", "花灯", "上元"),
+    "元宵": ("元宵", "汤圆", "灯谜", "闹花灯", "花灯", "上元", "正月十五", "元夕"),
     "情人节": ("情人节",),
     "妇女节": ("妇女节", "女神节", "三八节"),
     "劳动节": ("劳动节", "五一"),
@@ -222,47 +232,95 @@ GREETING_OCCASION_WORDS: dict[str, tuple[str, ...]] = {
     "中秋": ("中秋", "月饼", "月圆", "嫦娥", "八月十五", "明月千里", "赏月", "圆月", "月儿圆", "团圆月"),
     "国庆": ("国庆", "祖国", "华诞", "国泰民安", "普天同庆"),
     "重阳": ("重阳", "茱萸", "登高望远", "菊花酒", "九九"),
-    "感恩节": ("感恩节",),
+    "感恩节": ("感恩节", "感恩"),
     "平安夜": ("平安夜", "平安果", "苹果"),
     "圣诞": ("圣诞", "驯鹿", "雪橇", "麋鹿", "Merry Christmas", "铃儿响叮当"),
-    "冬至": ("冬至", "饺子"),
+    "冬至": ("冬至", "数九"),
     "腊八": ("腊八",),
     "小年": ("小年", "灶王", "祭灶"),
     "护士节": ("护士节", "白衣天使"),
     "建军节": ("建军节", "八一", "军旅", "戎装"),
     "生日": ("生日", "寿辰", "大寿", "寿星", "生辰", "寿比南山", "福如东海", "长一岁", "大一岁",
-             "蛋糕", "蜡烛", "许愿", "岁岁有今朝", "诞辰", "祝寿"),
+             "蛋糕", "蜡烛", "许愿", "岁岁有今朝", "诞辰", "祝寿", "寿诞", "花甲", "古稀", "杖朝", "耄耋",
+             "期颐", "芳辰"),
     "结婚": ("新婚", "结婚", "婚礼", "新郎", "新娘", "喜结连理", "百年好合", "永结同心", "新婚燕尔",
              "佳偶天成", "天作之合", "良缘", "喜酒", "大婚"),
-    "结婚纪念日": ("结婚纪念日", "纪念日", "周年", "银婚", "金婚"),
-    "订婚": ("订婚", "定亲", "订亲", "婚约"),
+    "结婚纪念日": ("结婚纪念日", "纪念日", "周年", "银婚", "金婚", "纪念日快乐"),
+    "订婚": ("订婚", "定亲", "订亲", "婚约", "良缘初定"),
     "满月": ("满月",),
     "百天": ("百天", "百日"),
-    "周岁": ("周岁", "抓周", "一岁"),
+    "周岁": ("周岁", "抓周", "一周岁", "满周岁"),
     "宝宝出生": ("出生", "降生", "诞生", "新生命", "小生命", "来到这个世界", "喜得贵子", "喜得千金",
-                 "弄璋", "弄瓦", "添丁", "新生儿", "宝宝", "初为父母", "当妈妈", "当爸爸"),
+                 "弄璋", "弄瓦", "添丁", "新生儿", "宝宝", "初为父母", "当妈妈", "当爸爸", "麟儿", "明珠入掌"),
     "高考": ("高考",),
     "中考": ("中考",),
     "考研": ("考研", "研究生"),
     "考试": ("考试", "考场", "金榜", "逢考必过", "答题", "下笔如有神", "考出", "考得", "考个好成绩"),
     "录取": ("录取", "上岸", "通知书", "金榜题名", "考上", "被录"),
-    "毕业": ("毕业", "学士服", "学位", "青春散场", "毕业季", "母校"),
+    "毕业": ("毕业", "学士服", "学位", "青春散场", "毕业季", "母校", "骊歌", "各奔东西"),
     "开学": ("开学", "新学期"),
     "入职": ("入职", "新岗位", "新工作", "加入我们", "新同事", "新征程"),
-    "升职": ("升职", "高升", "晋升", "升迁", "步步高升", "荣升"),
+    "升职": ("升职", "高升", "晋升", "升迁", "步步高升", "荣升", "履新"),
     "离职": ("离职", "辞职", "新的开始", "江湖再见", "另谋高就"),
     "退休": ("退休", "荣休", "退而不休", "含饴弄孙"),
-    "开业": ("开业", "开张", "生意兴隆", "财源广进", "红红火火开张", "大吉", "开门红", "新店"),
+    "开业": ("开业", "开张", "生意兴隆", "财源广进", "红红火火开张", "开业大吉", "开张大吉", "开门红", "新店",
+             "周年庆", "司庆", "店庆"),
     "乔迁": ("乔迁", "新居", "新家", "搬家", "安居", "新房", "入宅", "燕子归巢"),
-    "康复": ("康复", "早日康复", "病", "痊愈", "出院", "养好身体", "身体快快好起来"),
-    "出行": ("一路平安", "一路顺风", "旅途", "旅行", "出行", "远行", "行程", "飞机", "启程"),
+    "康复": ("康复", "早日康复", "痊愈", "出院", "养好身体", "身体快快好起来", "病愈", "病好", "养病", "生病",
+             "病情", "病床", "病魔", "手术", "病号", "病痛", "病房", "沉疴", "好起来"),
+    "出行": ("一路平安", "一路顺风", "旅途", "旅行", "出行", "远行", "行程", "飞机", "启程", "出远门", "登机",
+             "飞往", "异国", "他乡"),
     "比赛": ("比赛", "赛场", "赛出", "决赛", "竞赛", "对手"),
     "获奖": ("获奖", "得奖", "夺冠", "冠军", "荣誉", "奖杯", "领奖"),
     "早安": ("早安", "早上好", "早晨好"),
     "晚安": ("晚安", "好梦", "美梦", "睡个好觉", "入梦"),
     "感谢": ("感谢", "谢谢", "感恩", "致谢"),
-    "送别": ("送别", "送行", "饯行", "后会有期", "离别", "告别", "山高水长"),
+    "送别": ("送别", "送行", "饯行", "后会有期", "离别", "告别", "山高水长", "舍不得你走", "前程似锦"),
 }
+
+# Occasions a greeting for another occasion mentions in passing (谢谢 in a New Year greeting, 出行平安
+# in a 国庆 one, 告别待业 in an 入职 one): named only when the greeting names nothing stronger.
+GREETING_WEAK_OCCASIONS: frozenset[str] = frozenset({"感谢", "出行", "送别", "早安", "晚安"})
+# Cues shared with other occasions (月圆 at 元宵, 新年 in a 圣诞 card, 华诞 of a 60th birthday, 新岗位
+# of a promotion): they name their occasion only when no stronger cue names one.
+GREETING_WEAK_CUES: frozenset[str] = frozenset({
+    "月圆", "月儿圆", "圆月", "团圆月", "华诞", "新年", "新岁", "新的一年", "汤圆", "新岗位", "新征程", "新的开始",
+    "江湖再见", "纪念日", "周年", "来到这个世界", "宝宝", "上岸", "考上", "手术", "履新", "他乡", "异国", "芳辰",
+    "感恩", "好起来",
+})
+# Cues that count only when the greeting also has one of these context words (周年 of a company is
+# no wedding anniversary).
+GREETING_CUE_CONTEXT: dict[str, tuple[str, ...]] = {
+    "纪念日": ("婚", "夫妻", "老公", "老婆", "爱人", "白头", "相守"),
+    "周年": ("婚", "夫妻", "老公", "老婆", "爱人", "白头", "相守"),
+}
+# Cues that do not count when the greeting has one of these words (冬至 in the south eats 汤圆 too).
+GREETING_CUE_EXCLUDED_BY: dict[str, tuple[str, ...]] = {"汤圆": ("冬",)}
+# A company's 周年 is its anniversary, which requests call 周年庆 (the 开业 occasion).
+_COMPANY_WORDS: tuple[str, ...] = ("公司", "贵司", "我司", "企业", "团队", "品牌", "门店")
+# Words that make a greeting a festival greeting: its thanks (谢谢您) then name no 感谢 occasion.
+_FESTIVAL_WORDS: tuple[str, ...] = ("节日快乐", "节快乐", "佳节", "节日愉快")
+# Phrases that wish something every greeting may wish and name no occasion (祝新的一岁升职加薪).
+GREETING_NEUTRAL_PHRASES: tuple[str, ...] = ("升职加薪", "新的一岁", "金榜题名", "金榜高中", "病病", "无病")
+# Spans that name one occasion whatever words they contain (结婚十周年 is the anniversary).
+_N = r"(\d+|[一二两三四五六七八九十百]+)"
+GREETING_OCCASION_PATTERNS: tuple[tuple[re.Pattern, str], ...] = (
+    (re.compile(r"结婚\s*" + _N + r"\s*周年"), "结婚纪念日"),
+    (re.compile(r"(公司|贵司|我司|企业|品牌|本店)(成立)?\s*" + _N + r"\s*(周年|周岁)"), "开业"),
+    (re.compile(r"(?<!祖国)(?<!中国)(" + _N[1:-1] + r"|[六七八九]秩)\s*(华诞|寿辰|寿诞)"), "生日"),
+)
+# When both are named, the first is what the greeting is for (订婚 greetings look ahead to the 婚礼).
+GREETING_DOMINATES: dict[str, frozenset[str]] = {
+    "订婚": frozenset({"结婚"}), "结婚纪念日": frozenset({"结婚"}), "开业": frozenset({"生日", "结婚纪念日"}),
+}
+# A cue that opens a quote (成功“毕业”, “退休预备役”), comes before one (晋升为“自由人”) or follows 不是
+# (婚姻不是一场比赛) is a figure of speech, not the occasion; “我们订婚了” is quoted speech and counts.
+_OPENING_QUOTES = "“\"「『"
+_FIGURE_AFTER_RE = re.compile(r"[为成]?[“\"「『]")
+_NEGATED_BEFORE_RE = re.compile(r"(不是|并非|不再是)" + r"[^，,。！!？?]{0,3}$")
+# A cue followed by a span of time or 后 tells when, not what is greeted (结婚这些年, 毕业后才懂).
+_GREETING_DURATION_RE = re.compile(
+    r"(才|已经|已|都|快|刚)?(这么多|这些|好多|很多|多|\d+|[一二两三四五六七八九十百半几]+)\s*个?多?(年|月|天|载)|后|以后|之后")
 
 # Words a GREETING uses to name each addressee (称呼). The canonical name always counts.
 ADDRESSEE_NAMES: dict[str, tuple[str, ...]] = {
@@ -406,6 +464,9 @@ _ADDRESSEE_INDEX.sort(key=lambda p: -len(p[0]))
 _TONE_INDEX = _index(TONE_WORDS)
 _LENGTH_INDEX = sorted(((w, k) for k, words in LENGTH_WORDS.items() for w in words), key=lambda p: -len(p[0]))
 _GREETING_OCCASION_INDEX = _index(GREETING_OCCASION_WORDS)
+_GREETING_OCCASIONS_OF: dict[str, set[str]] = {}
+for _word, _occasion in _GREETING_OCCASION_INDEX:
+    _GREETING_OCCASIONS_OF.setdefault(_word, set()).add(_occasion)
 
 
 def _find(text: str, index: list[tuple[str, str]], mask: list[bool]) -> list[tuple[int, int, str, str]]:
@@ -432,12 +493,45 @@ def _claim(mask: list[bool], start: int, end: int) -> None:
         mask[i] = True
 
 
-def _pick_occasion(matches: list[tuple[int, int, str, str]]) -> str | None:
-    strong = [m for m in matches if m[3] not in WEAK_OCCASIONS]
-    chosen = strong or matches
+_ANNIVERSARY_RE = re.compile(r"结婚\s*" + r"(\d+|[一二两三四五六七八九十百]+)" + r"\s*(周年|年纪念)")
+# An occasion word followed by a span of time tells since when, not what to greet (入职才一年, 结婚八年了).
+_DURATION_AFTER_RE = re.compile(r"(才|已经|已|都|快|刚|刚好)?(\d+|[一二两三四五六七八九十百半几]+)\s*个?多?(年|月|天|周(?!年)|星期)")
+# A passed exam (考研上岸了, 考公成功) is the 录取 occasion, not the exam itself.
+_PASSED_RE = re.compile(r"(上岸|考上|录取|通过)了|被录取|录取通知|(考研|考公|考编|高考|中考|考试)成功")
+_EXAM_OCCASIONS = frozenset({"高考", "中考", "考研", "考试"})
+
+
+# 开了家火锅店 opens a shop; 离开了家 does not.
+_OPENED_SHOP_RE = re.compile(r"开了一?家" + r"[^，,。；;！!？?\s]{0,4}?(店|馆|公司|工作室|餐厅)")
+
+
+def _opened_shops(text: str, mask: list[bool]) -> list[tuple[int, int, str, str]]:
+    found = []
+    for m in _OPENED_SHOP_RE.finditer(text):
+        if not any(mask[m.start():m.end()]):
+            found.append((m.start(), m.start() + 3, text[m.start():m.start() + 3], "开业"))
+            _claim(mask, m.start(), m.start() + 3)
+    return found
+
+
+def _is_duration(text: str, match: tuple[int, int, str, str]) -> bool:
+    if match[3] == "宝宝出生":
+        return False  # 怀孕八个月 counts down to the birth
+    return bool(_DURATION_AFTER_RE.match(text, match[1]))
+
+
+def _pick_occasion(text: str, matches: list[tuple[int, int, str, str]]) -> str | None:
+    if _ANNIVERSARY_RE.search(text):
+        return "结婚纪念日"
+    named = [m for m in matches if not _is_duration(text, m)]
+    if matches and not named:  # only spans of time: 结婚十年了 is an anniversary, 毕业十年聚会 a reunion
+        return "结婚纪念日" if any(m[3] == "结婚" for m in matches) else None
+    strong = [m for m in named if m[3] not in WEAK_OCCASIONS and m[2] not in WEAK_WORDS]
+    chosen = strong or named
     if not chosen:
         return None
-    # 生日 words next to a baby occasion (一岁生日) or 纪念日 stay the more specific occasion.
+    if chosen[0][3] in _EXAM_OCCASIONS and _PASSED_RE.search(text):
+        return "录取"
     return chosen[0][3]
 
 
@@ -449,6 +543,8 @@ def _parse_length(text: str, mask: list[bool]) -> LengthSpec | None:
             _claim(mask, m.start(), m.end())
             found.setdefault("four_char" if n == 4 else "chars", LengthSpec("four_char") if n == 4 else LengthSpec("chars", n))
     for start, _end, _word, kind in _find(text, _LENGTH_INDEX, mask):
+        if kind == "long" and text[max(0, start - 1):start] == "很":
+            continue  # 写很长的评语 tells a story, it asks for no length
         found.setdefault(kind, LengthSpec(kind))
     for kind in LENGTH_PRIORITY:
         if kind in found:
@@ -463,13 +559,28 @@ def _parse_count(text: str, mask: list[bool]) -> int | None:
         n = chinese_number(m.group(1))
         if n is None or n > 100:
             continue
-        if m.group(2) == "句" and n == 1:
-            continue  # 一句 is a length, not a count
+        if m.group(2) in ("句", "段") and n == 1:
+            continue  # 一句 is a length and 写一段 a way of speaking, not a count
+        if re.fullmatch(r"[零〇一二两三四五六七八九]{2,}", m.group(1)):
+            continue  # 两三句 is a rough size, not a number of greetings
+        if m.group(2) in _COUNTED_ONLY_WITH_VERB and not _asks_for_count(text, m):
+            continue  # 两个孩子, 八个月, 二十个实习生: the number counts something else
         if n == 1 and not re.search(r"\d|创作|生成|写|来", text[max(0, m.start() - 2):m.start() + 1]):
             continue  # 一个 inside a phrase (一个叫团子的猫) is no count
         _claim(mask, m.start(), m.end())
         return n
     return None
+
+
+_COUNTED_ONLY_WITH_VERB = frozenset({"个", "种", "份", "组"})
+_COUNT_VERB_BEFORE_RE = re.compile(r"(写|来|创作|生成|要|需要|给我|出|准备|整)\s*$")
+_COUNT_NOUN_AFTER_RE = re.compile(r"\s*(\d|[一二两三四五六七八九十]+个?字|祝福|文案|句子|版本|短信|贺词|寄语|不同|$|[，,。.！!？?\s])")
+
+
+def _asks_for_count(text: str, m: re.Match) -> bool:
+    """写3个 / 3个祝福 / 1个12字 ask for that many greetings; 两个孩子的妈 does not."""
+    return bool(_COUNT_VERB_BEFORE_RE.search(text[max(0, m.start() - 3):m.start()])
+                or _COUNT_NOUN_AFTER_RE.match(text, m.end()))
 
 
 def _parse_age(text: str, mask: list[bool]) -> int | None:
@@ -482,11 +593,153 @@ def _parse_age(text: str, mask: list[bool]) -> int | None:
     return None
 
 
+def _another_occasion(canonical: str, chosen: str | None) -> bool:
+    if chosen is None or canonical == chosen or occasions_compatible(canonical, chosen):
+        return False
+    return not (chosen == "结婚纪念日" and canonical == "结婚") and not (chosen == "录取" and canonical in _EXAM_OCCASIONS)
+
+
+def _claim_words(text: str, mask: list[bool], words: tuple[str, ...]) -> None:
+    for word in words:
+        for m in re.finditer(re.escape(word), text):
+            _claim(mask, m.start(), m.end())
+
+
+_CLAUSE = r"[^，,。.；;！!？?\s]"
+# The speaker describing themself (我是幼儿园老师, 作为班主任) names no addressee.
+_SPEAKER_BEFORE_RE = re.compile(r"(我是|我也是|作为|身为|我当)" + _CLAUSE + r"{0,4}$")
+# 给/对/送给 ... mark who the greeting is for when the request names several people.
+# 给X: X is the addressee when the greeting is what follows (给老师的, 给员工写, 对员工说); 给X送点心 is a story.
+_TO_BEFORE_RE = re.compile(r"(给|对|送给|写给|为|致)" + _CLAUSE + r"{0,8}$")
+_TO_AFTER_RE = re.compile(r"们?(的|写|发|说|拜年|祝|敬|打气|加油|一句|几句|[，,。.；;！!？?\s]|$)")
+_SELF_BEFORE_RE = re.compile(r"((给|对|为|送给|写给)我?|祝" + _CLAUSE + r"{0,4})$")
+# 感谢X, 恭喜X: X is the one greeted whatever follows.
+_OBJECT_BEFORE_RE = re.compile(r"(感谢|谢谢|恭喜|祝贺|欢送|夸夸|夸|安慰|鼓励|哄)" + _CLAUSE + r"{0,6}$")
+_PARENT_PAIR_GLUE = ("和", "与", "跟", "、", "&", "and", "及")
+# Common surnames that rarely end another word before a title (not 文 of 语文, 谢 of 感谢, 顾 of 照顾).
+SURNAMES = frozenset("王李张刘陈杨赵黄周吴徐胡朱林何郭罗梁郑韩唐冯董程曹袁邓傅沈彭吕苏卢蒋蔡魏薛潘杜戴钟汪姜姚谭廖"
+                     "邹陆郝孔崔邱秦邵孟雷尹黎龚")
+
+
+def _surname_before(text: str, match: tuple[int, int, str, str], mask: list[bool]) -> bool:
+    start = match[0]
+    return start > 0 and text[start - 1] in SURNAMES and not mask[start - 1]
+
+
+def _surnamed_people(text: str, matches: list, mask: list[bool]) -> list[str]:
+    """王阿姨 and 张教授 keep their surname in the details (the canonical 长辈/老师 loses it)."""
+    people = []
+    for m in matches:
+        if _surname_before(text, m, mask) and m[3]:
+            people.append(text[m[0] - 1] + m[2])
+            _claim(mask, m[0] - 1, m[0])
+    return people
+
+
+def _is_speaker_or_description(text: str, match: tuple[int, int, str, str]) -> bool:
+    start, end, word, _c = match
+    before = text[max(0, start - 7):start]
+    if _SPEAKER_BEFORE_RE.search(before):
+        return True
+    if before.endswith(("当", "做")) and text[end:end + 1] == "的":
+        return True  # 给当护士的老婆: the 护士 describes the wife
+    # 李姐, 王哥: a single kin character after a surname is a colleague or acquaintance, not a sibling.
+    return len(word) == 1 and start > 0 and text[start - 1] in SURNAMES
+
+
+def _is_marked(text: str, match: tuple[int, int, str, str]) -> bool:
+    start, end = match[0], match[1]
+    before = text[max(0, start - 10):start]
+    if _OBJECT_BEFORE_RE.search(before):
+        return True
+    if match[3] == "自己":  # 给自己过儿童节, 祝自己考试顺利: for oneself whatever follows
+        return bool(_SELF_BEFORE_RE.search(before))
+    return bool(_TO_BEFORE_RE.search(before) and _TO_AFTER_RE.match(text, end))
+
+
+def _in_apposition(text: str, first: tuple, second: tuple) -> bool:
+    gap = text[first[1]:second[0]]
+    return gap == "" or (len(gap) == 1 and gap in SURNAMES)  # 护士妹妹们, 邻居王阿姨
+
+
+def _marked_people(text: str, people: list) -> list:
+    """The marked matches; in 给邻居王阿姨的 the marked 阿姨 stands in apposition to 邻居, which comes first."""
+    marked = {i for i, m in enumerate(people) if _is_marked(text, m)}
+    for i in sorted(marked, reverse=True):
+        j = i
+        while j > 0 and _in_apposition(text, people[j - 1], people[j]):
+            j -= 1
+            marked.add(j)
+    return [m for i, m in enumerate(people) if i in marked]
+
+
+def _parent_pair(text: str, matches: list) -> tuple[int, int, str, str] | None:
+    """妈妈和爸爸, mom和dad -> one 父母 match."""
+    for a, b in zip(matches, matches[1:]):
+        if {a[3], b[3]} == {"妈妈", "爸爸"} and text[a[1]:b[0]].strip() in _PARENT_PAIR_GLUE:
+            return (a[0], b[1], text[a[0]:b[1]], "父母")
+    return None
+
+
+def _pick_addressee(text: str, matches: list) -> tuple[int, int, str, str] | None:
+    people = [m for m in matches if not _is_speaker_or_description(text, m)]
+    # 自己 is the addressee when marked (给自己, 祝自己); 带自己包的包子 only says who made them.
+    people = [m for m in people if m[3] != "自己" or _is_marked(text, m)]
+    pair = _parent_pair(text, people)
+    if pair:
+        return pair
+    named = [m for m in people if m[3]] or people  # 亲爱的妈妈 -> 妈妈
+    marked = _marked_people(text, named)
+    return (marked or named or [None])[0]
+
+
+_NEGATION_BEFORE_RE = re.compile(r"(不要太|不用太|别太|不太|不要|不用|不必|别|不)$")
+_TONE_AND_LENGTH_WORDS = ("致辞",)  # a speech is both formal and long
+
+
+def _parse_tone(text: str, mask: list[bool]) -> str | None:
+    tone_mask = list(mask)
+    for word in _TONE_AND_LENGTH_WORDS:
+        for m in re.finditer(word, text):
+            if all(mask[m.start():m.end()]):
+                tone_mask[m.start():m.end()] = [False] * (m.end() - m.start())
+    matches = _find(text, _TONE_INDEX, tone_mask)
+    for i, claimed in enumerate(tone_mask):
+        mask[i] = mask[i] or claimed
+    # 不要太肉麻 asks for less of that tone, not for it.
+    wanted = [m for m in matches if not _NEGATION_BEFORE_RE.search(text[max(0, m[0] - 3):m[0]])]
+    # 致辞 says 正式 only when no tone word is asked for (伴郎致辞，要好笑 -> 幽默).
+    explicit = [m for m in wanted if m[2] not in _TONE_AND_LENGTH_WORDS]
+    return (explicit or wanted or [(0, 0, "", None)])[0][3]
+
+
+# Words whose characters are fillers elsewhere (他 in 吉他, 和 in 温和): kept whole in the details.
+PROTECTED_WORDS: tuple[str, ...] = (
+    "吉他", "其他", "点心", "甜点", "温和", "暖和", "和平", "现在", "实在", "自在", "正在", "好吃", "好看",
+    "好玩", "爱好", "发展", "发言", "回来", "出来", "起来", "过来", "原来", "未来", "后来", "将来", "聚会",
+    "年会", "晚会", "学会", "机会", "一起住", "个性",
+)
+
+
+def _remove_fillers(rest: str) -> str:
+    keep = [False] * len(rest)
+    for word in PROTECTED_WORDS:
+        for m in re.finditer(word, rest):
+            keep[m.start():m.end()] = [True] * len(word)
+    for word in _FILLERS:
+        start = rest.find(word)
+        while start != -1:
+            end = start + len(word)
+            if not any(keep[start:end]):
+                rest = rest[:start] + "\x00" * len(word) + rest[end:]
+            start = rest.find(word, start + 1)
+    return rest
+
+
 def _details(text: str, mask: list[bool]) -> str:
     """The unclaimed rest of the request minus filler words, as '，'-joined segments."""
     rest = "".join("\x00" if claimed else ch for ch, claimed in zip(text, mask))
-    for word in _FILLERS:
-        rest = rest.replace(word, "\x00")
+    rest = _remove_fillers(rest)
     segments = [s.strip() for s in _SPLIT_RE.split(rest.replace("\x00", " "))]
     return "，".join(s for s in segments if len(s) >= 2 or (s and not s.isascii() and s not in "之在是与及"))
 
@@ -505,27 +758,34 @@ def parse_request(text: str, *, occasion: str | None = None, addressee: str | No
     length_spec = _parse_length(text, mask)  # before counts: 12个字 is a length, not a count
     age = _parse_age(text, mask)
     count = _parse_count(text, mask)
-    occasion_matches = _find(text, _OCCASION_INDEX, mask)
-    text_occasion = _pick_occasion(occasion_matches)
+    occasion_matches = _find(text, _OCCASION_INDEX, mask) + _opened_shops(text, mask)
+    text_occasion = _pick_occasion(text, occasion_matches)
     for start, end, word, canonical in occasion_matches:
-        if WORD_KEEPS_DETAIL(word, canonical):
-            kept.append(word)
+        if WORD_KEEPS_DETAIL(word, canonical) or _another_occasion(canonical, text_occasion):
+            kept.append(word)  # 重阳节给退休的老同事: 退休 is a detail of the 重阳 request
 
-    addressee_matches = _find(text, _ADDRESSEE_INDEX, mask)
+    addressee_mask = list(mask)
+    _claim_words(text, addressee_mask, NOT_ADDRESSEE_WORDS)  # 朋友圈 stays a detail, but names no 朋友
+    addressee_matches = _find(text, _ADDRESSEE_INDEX, addressee_mask)
+    for start, end, _w, _c in addressee_matches:
+        _claim(mask, start, end)
+    kept += _surnamed_people(text, addressee_matches, mask)  # 王阿姨, 张教授, 李姐
     text_addressee, relationship = None, None
-    if addressee_matches:
-        named = [m for m in addressee_matches if m[3]] or addressee_matches  # 亲爱的妈妈 -> 妈妈
-        _s, _e, word, canonical = named[0]
+    chosen = _pick_addressee(text, addressee_matches)
+    if chosen:
+        _s, _e, word, canonical = chosen
         text_addressee = canonical or None
         relationship = RELATIONSHIP_OF[canonical] if canonical else "伴侣"
         # 婆婆 -> 长辈 loses the word; other people named (她老公, 一只猫) are details too.
-        kept += [w for _s, _e, w, c in addressee_matches if w in KEEP_IN_DETAILS or (w, c) != (word, canonical)]
-    if text_addressee is None and relationship is None and text_occasion in DEFAULT_ADDRESSEE:
-        text_addressee = DEFAULT_ADDRESSEE[text_occasion]
-        relationship = RELATIONSHIP_OF[text_addressee]
+        others = [m for m in addressee_matches if not chosen[0] <= m[0] < chosen[1]]  # 妈妈和爸爸 is one 父母
+        kept += [w for _s, _e, w, c in others if w in KEEP_IN_DETAILS or (w, c) != (word, canonical)]
+        kept += [word] if word in KEEP_IN_DETAILS else []
+    if text_addressee is None and relationship is None:
+        implied = [OCCASION_WORD_ADDRESSEE[w] for _s, _e, w, _c in occasion_matches if w in OCCASION_WORD_ADDRESSEE]
+        text_addressee = implied[0] if implied else DEFAULT_ADDRESSEE.get(text_occasion)
+        relationship = RELATIONSHIP_OF.get(text_addressee)
 
-    tone_matches = _find(text, _TONE_INDEX, mask)
-    text_tone = tone_matches[0][3] if tone_matches else None
+    text_tone = _parse_tone(text, mask)
 
     details = "，".join(filter(None, [_details(text, mask)] + kept))
     if age == 1 and text_occasion in ("生日", "周岁", None) and re.search(r"(一|1)\s*(周)?岁", text):
@@ -560,7 +820,12 @@ def WORD_KEEPS_DETAIL(word: str, canonical: str) -> bool:
     """Year animals (蛇年) and exam kinds (考公, 四六级) say more than the canonical occasion."""
     return (canonical == "春节" and word.endswith("年") and len(word) == 2 and word not in ("新年", "过年", "开年")) or \
         (canonical in ("考试", "出行", "录取") and word != canonical and len(word) >= 2 and word not in (
-            "期末考", "一路平安", "一路顺风", "考上", "被录", "上岸", "题名", "金榜题名"))
+            "期末考", "一路平安", "一路顺风", "考上", "被录", "上岸", "题名", "金榜题名")) or \
+        (canonical == "宝宝出生" and word in _BIRTH_DETAIL_WORDS)
+
+
+# Birth words that say more than 宝宝出生 (not born yet, twins, a second child).
+_BIRTH_DETAIL_WORDS = frozenset({"怀孕", "预产期", "双胞胎", "龙凤胎", "二胎", "三胎", "剖腹产", "顺产"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -615,16 +880,54 @@ def _length_from_form(value: str) -> LengthSpec:
 
 
 def occasions_named(greeting: str) -> set[str]:
-    """Canonical occasions a greeting text names (新年 names both 春节 and 元旦)."""
+    """Canonical occasions a greeting text names (新年 names both 春节 and 元旦).
+
+    Cues come in tiers: a plain cue of a festival or event, then a cue shared with other occasions
+    (GREETING_WEAK_CUES), then the everyday occasions (GREETING_WEAK_OCCASIONS), then 感谢 (thanks
+    are in every kind of greeting). Only the first tier with a cue names occasions, so a 元宵
+    greeting's 月儿圆 and a 春节 greeting's 谢谢 name no other occasion."""
     text = greeting or ""
-    named = set()
     mask = [False] * len(text)
-    matches = _find(text, _GREETING_OCCASION_INDEX, mask)
-    # A word may belong to several occasions: _find claims a span once, so add the others here.
-    words = {w for _s, _e, w, _c in matches}
-    for word in words:
-        named |= {c for w, c in _GREETING_OCCASION_INDEX if w == word}
-    return named
+    tiers: list[set[str]] = [set(), set(), set(), set()]
+    for pattern, occasion in GREETING_OCCASION_PATTERNS:
+        for m in pattern.finditer(text):
+            if not any(mask[m.start():m.end()]):
+                _claim(mask, m.start(), m.end())
+                tiers[0].add(occasion)
+    _claim_words(text, mask, GREETING_NEUTRAL_PHRASES)
+    for match in _find(text, _GREETING_OCCASION_INDEX, mask):
+        if match[2] == "周年" and any(w in text for w in _COMPANY_WORDS):
+            tiers[1].add("开业")
+            continue
+        if _cue_is_figurative_or_time(text, match):
+            continue
+        # A word may belong to several occasions: _find claims a span once, so add the others here.
+        for occasion in _GREETING_OCCASIONS_OF[match[2]]:
+            tiers[_cue_tier(match[2], occasion)].add(occasion)
+    if any(w in text for w in _FESTIVAL_WORDS):
+        tiers[3].clear()
+    named = next((tier for tier in tiers if tier), set())
+    return {o for o in named if not any(o in GREETING_DOMINATES.get(d, ()) for d in named)}
+
+
+def _cue_tier(word: str, occasion: str) -> int:
+    if occasion == "感谢":
+        return 3
+    if occasion in GREETING_WEAK_OCCASIONS:
+        return 2
+    return 1 if word in GREETING_WEAK_CUES else 0
+
+
+def _cue_is_figurative_or_time(text: str, match: tuple[int, int, str, str]) -> bool:
+    start, end, word, _c = match
+    if word in GREETING_CUE_CONTEXT and not any(w in text for w in GREETING_CUE_CONTEXT[word]):
+        return True
+    if any(w in text for w in GREETING_CUE_EXCLUDED_BY.get(word, ())):
+        return True
+    if start > 0 and text[start - 1] in _OPENING_QUOTES:
+        return True
+    return bool(_GREETING_DURATION_RE.match(text, end) or _FIGURE_AFTER_RE.match(text, end)
+                or _NEGATED_BEFORE_RE.search(text[max(0, start - 6):start]))
 
 
 def occasions_compatible(a: str, b: str) -> bool:

@@ -140,3 +140,65 @@ def test_longest_repeat_run():
     assert longest_repeat_run("香香香香") == 4
     assert longest_repeat_run("哈哈，好") == 2
     assert longest_repeat_run("") == 0
+
+
+@pytest.mark.parametrize("greeting, expected", [
+    ("谢谢你们一年的照顾，新春快乐", {"春节"}),  # thanks inside a festival greeting name no 感谢
+    ("过年啦，饺子包好了，新春快乐", {"春节"}),  # 饺子 is no 冬至
+    ("祝二老新春大吉", {"春节"}),  # 大吉 is no 开业
+    ("端午安康，愿家人无病无忧", {"端午"}),  # 无病 is no 康复
+    ("正月十五月儿圆，愿你团团圆圆", {"元宵"}),  # 月儿圆 at 元宵 is no 中秋
+    ("圣诞快乐，新年安康", {"圣诞"}),
+    ("国庆假期愉快，出行平安", {"国庆"}),
+    ("老公，结婚十周年快乐", {"结婚纪念日"}),
+    ("恭喜订婚，愿你们早日迎来圆满的婚礼", {"订婚"}),
+    ("生日快乐，新的一岁开心多一点", {"生日"}),  # 一岁 of 新的一岁 is no 周岁
+    ("婚姻不是一场比赛，新婚快乐", {"结婚"}),
+    ("欣闻您六十华诞，恭祝康乐永年", {"生日"}),
+    ("祖国华诞，普天同庆", {"国庆"}),
+    ("热烈祝贺贵公司成立十周年", {"开业"}),
+    ("结婚这些年，谢谢你一直在，情人节快乐", {"情人节"}),
+    ("谢谢你一直在", {"感谢"}),  # thanks alone still name 感谢, so a 感谢 request can pass
+    ("一路顺风，到了报个平安", {"出行"}),
+    ("病房窗外的树绿了，你也会一天天好起来", {"康复"}),
+])
+def test_occasions_named_ignores_weak_and_shared_cues(greeting, expected):
+    assert occasions_named(greeting) == expected
+
+
+def test_figurative_and_time_cues_name_no_occasion():
+    assert "毕业" not in occasions_named("恭喜你从老东家成功“毕业”，新公司记得内推我")
+    assert "毕业" not in occasions_named("老师新年好！毕业这么多年，还常想起您的课")
+    assert occasions_named("从“我喜欢你”到“我们订婚了”，这一路都算数") == {"订婚"}
+
+
+@pytest.mark.parametrize("text, occasion, addressee, tone, length, count", [
+    ("新春贺词 老板在年会上对全体员工说的", "春节", "员工", None, None, None),
+    ("护士节给当护士的老婆", "护士节", "老婆", None, None, None),
+    ("我是幼儿园老师，六一要给小朋友写祝福", "儿童节", "孩子", None, None, None),
+    ("写3条春节朋友圈文案", "春节", None, None, None, 3),
+    ("母亲节给老婆 她是两个孩子的妈", "母亲节", "老婆", None, None, None),
+    ("我闺蜜怀孕八个月了，帮我写几句暖心的话", "宝宝出生", "闺蜜", "温馨", None, None),
+    ("结婚十周年 给老公", "结婚纪念日", "老公", None, None, None),
+    ("女朋友考研二战终于上岸了，写几句祝贺", "录取", "女朋友", None, None, None),
+    ("我们班同学毕业十年聚会，我要发言", None, "同学", None, None, None),
+    ("他入职才一年就拿了最佳新人奖，夸夸他", "获奖", None, None, None, None),
+    ("情人节给女朋友 不要太肉麻 简短", "情人节", "女朋友", None, "简短", None),
+    ("给老公写一段话", None, "老公", None, None, None),
+    ("中秋给mom和dad", "中秋", "父母", None, None, None),
+    ("伴郎致辞，要好笑又感人", None, None, "幽默", "长", None),
+    ("婚礼致辞", "结婚", None, "正式", "长", None),
+    ("元宵节给客户 两三句就好", "元宵", "客户", None, "简短", None),
+])
+def test_parse_request_fixed_cases(text, occasion, addressee, tone, length, count):
+    slots = parse_request(text)
+    assert (slots.occasion, slots.addressee, slots.tone) == (occasion, addressee, tone)
+    assert (slots.length.render() if slots.length else None) == length
+    assert slots.count == count
+
+
+def test_people_named_with_a_surname_keep_it_in_details():
+    slots = parse_request("新年给邻居王阿姨的祝福")
+    assert slots.addressee == "邻居" and "王阿姨" in slots.details
+    slots = parse_request("我们部门的李姐下周退休了")
+    assert slots.addressee != "姐姐" and "李姐" in slots.details
