@@ -863,8 +863,11 @@ def normalise_slot(kind: str, value: str) -> str:
 
 
 def _length_from_form(value: str) -> LengthSpec:
-    if value in ("chars", "short", "sentence", "four_char", "long"):
+    if value == "chars":
         raise UnknownSlotValue(f"长度（length）的值 {value!r} 缺字数 / length {value!r} needs a form like 12字")
+    named = {rendered: kind for kind, rendered in LENGTH_KINDS.items()} | {kind: kind for kind in LENGTH_KINDS}
+    if value in named:  # the values the refusal below lists, and the kinds' own names
+        return LengthSpec(named[value])
     spec = _parse_length(value, [False] * len(value)) if value else None
     if spec is None and value.isdigit():
         spec = LengthSpec("four_char") if int(value) == 4 else LengthSpec("chars", int(value))

@@ -202,3 +202,10 @@ def test_people_named_with_a_surname_keep_it_in_details():
     assert slots.addressee == "邻居" and "王阿姨" in slots.details
     slots = parse_request("我们部门的李姐下周退休了")
     assert slots.addressee != "姐姐" and "李姐" in slots.details
+
+
+def test_every_length_the_refusal_lists_is_accepted():
+    from generation.requests import LENGTH_KINDS, normalise_slot
+
+    assert [normalise_slot("length", v) for v in ("简短", "一句", "四字", "长", "12字")] == ["简短", "一句", "四字", "长", "12字"]
+    assert {normalise_slot("length", kind) for kind in LENGTH_KINDS} == set(LENGTH_KINDS.values())
