@@ -14,7 +14,7 @@ alike), so the card, the stored candidate, the corpus greeting and the API answe
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -184,14 +184,15 @@ class Draft:
 
 
 def stream_greetings(backend, query: str, n: int, *, guards: Guards | None = None, budget: Budget = Budget(),
-                     max_tokens: int = DEFAULT_MAX_TOKENS, seed: int | None = None,
+                     taken: Sequence[str] = (), max_tokens: int = DEFAULT_MAX_TOKENS, seed: int | None = None,
                      temperature: float = TEMPERATURE, top_p: float = TOP_P) -> Iterator[Draft]:
     """``n`` greetings for the model query `query`, as drafts that change piece by piece.
 
     Without guards every place keeps its first text. With guards, a finished text that fails one
     is written again (its draft starts over) for at most ``budget.rounds`` more rounds; then each
     place still failing takes the least bad distinct text drawn. The last draft yielded for a place
-    is its final one, with ``checked`` set. Raises RequestTooLong before any sampling when the
+    is its final one, with ``checked`` set. ``taken``: texts already on the page (the other cards of
+    a rewrite), which no place may repeat. Raises RequestTooLong before any sampling when the
     prompt fills the context."""
     prompt = backend.greeting_prompt(query)
     max_tokens = token_budget(backend, prompt, max_tokens)
@@ -204,8 +205,8 @@ def stream_greetings(backend, query: str, n: int, *, guards: Guards | None = Non
         written = yield from _one_round(backend, prompt, params, places, attempts)
         for place in places:  # in place order, so "distinct" prefers the earlier place
             draft = written[place]
-            taken = [c.text for c in chosen.values()]
-            checked = guards.check(draft.text, taken, draft.finish_reason) if guards else Checked(
+            others = [*taken, *(c.text for c in chosen.values())]
+            checked = guards.check(draft.text, others, draft.finish_reason) if guards else Checked(
                 draft.text, {}, finish_reason=draft.finish_reason)
             pool.append(checked)
             if checked.passed:
@@ -214,7 +215,7 @@ def stream_greetings(backend, query: str, n: int, *, guards: Guards | None = Non
         if not places:
             break
     for place in places:
-        chosen[place] = best_of(pool, [c.text for c in chosen.values()], guards)
+        chosen[place] = best_of(pool, [*taken, *(c.text for c in chosen.values())], guards)
     for place in range(n):
         checked = chosen[place]
         checked.attempts = attempts[place]

@@ -142,3 +142,22 @@ def test_model_not_ready_refuses_a_rewrite_with_503_and_keeps_the_text(writer, m
     assert api.status_code == 503 and "not ready" in api.json()["error"]
     candidate.refresh_from_db()
     assert candidate.text == "妈妈生日快乐！" and enqueued == [] and GenerationRequest.objects.get().status == "done"
+
+
+def test_a_rewrite_never_returns_a_text_already_on_the_page(writer, monkeypatch, enqueued):
+    """The model first writes another card's text again: the guards send it back, the next one is kept."""
+    req = finished_request(writer, monkeypatch)
+    services.regenerate_candidate(req, 1, user=writer, ip="1.2.3.4")
+    backend = use_fake_backend(monkeypatch, ["妈妈生日快乐！"])
+    drafts = iter(["妈妈生日快乐！", "岁岁平安。", "妈妈，生日快乐，天天开心！"])
+    real_stream = type(backend).stream
+
+    def next_text_each_round(self, prompt, params):
+        self.texts = [next(drafts)]
+        yield from real_stream(self, prompt, params)
+
+    monkeypatch.setattr(type(backend), "stream", next_text_each_round)
+    assert run_request.run(req.pk) == "done"
+    rewritten = req.candidates.get(index=1)
+    assert rewritten.text == "妈妈，生日快乐，天天开心！"
+    assert rewritten.checks["attempts"] == 3 and rewritten.checks["failed"] == []

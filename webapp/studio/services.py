@@ -295,7 +295,9 @@ def run_generation(request_id: int, task_id: str | None = None) -> str:
     run.flush(force=True)
     try:
         query, guards = request_query(req, backend), request_guards(req, backend)
-        for draft in stream_greetings(backend, query, len(run.targets), guards=guards, seed=settings.GENERATION_SEED,
+        on_page = [c.text for c in run.candidates if c not in run.targets and c.text]  # a rewrite's other cards
+        for draft in stream_greetings(backend, query, len(run.targets), guards=guards, taken=on_page,
+                                      seed=settings.GENERATION_SEED,
                                       max_tokens=MAX_TOKENS_BY_LENGTH.get(req.length, MAX_TOKENS_BY_LENGTH[""])):
             candidate = run.targets[draft.index]
             candidate.text, candidate.finished, candidate.finish_reason = draft.text, draft.finished, draft.finish_reason
