@@ -426,12 +426,19 @@ def test_the_real_starter_corpus_imports_cleanly(settings):
     lines = [json.loads(line) for line in (folder / "greetings.jsonl").read_text(encoding="utf-8").splitlines()
              if line.strip()]
     pairs = json.loads((folder / "pairs.json").read_text(encoding="utf-8"))
-    greetings, pair_summary = import_starter_corpus()
+    greetings, pair_summary, *parts = import_starter_corpus()
+    assert [summary.skipped for summary in parts] == [[] for _ in parts]
+    assert len(parts) == len(list(folder.glob("greetings_*.jsonl")) + list(folder.glob("pairs_*.jsonl")))
     assert (greetings.fmt, greetings.records, greetings.skipped) == ("labeled", len(lines), [])
     assert (pair_summary.fmt, pair_summary.records, pair_summary.skipped) == ("pairwise", len(pairs), [])
-    assert Label.objects.count() == len({(r["query"].strip(), r["response"].strip()) for r in lines})
+    grown = [json.loads(line) for path in folder.glob("greetings_*.jsonl")
+             for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert Label.objects.count() == len({(r["query"].strip(), r["response"].strip()) for r in lines + grown})
     extra_keys = set().union(*(set(r) - {"query", "response", "label"} for r in lines))
     assert extra_keys <= set().union(*(set(g.meta) for g in Greeting.objects.all()))
     triples = {(p["conversations"][-1]["value"].strip(), p["chosen"]["value"].strip(), p["rejected"]["value"].strip())
                for p in pairs}
+    flawed = [json.loads(line) for path in folder.glob("pairs_*.jsonl")
+              for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    triples |= {(p["query"].strip(), p["chosen"].strip(), p["rejected"].strip()) for p in flawed}
     assert PreferencePair.objects.count() == len({t for t in triples if t[1] != t[2]})

@@ -128,6 +128,63 @@ def test_queries_file(lines):
     assert set(queries) - in_corpus, "queries.txt should hold queries that greetings.jsonl lacks"
 
 
+# --- The grown corpus: greetings_<part>.jsonl (slot-labelled greetings) and pairs_<part>.jsonl (flawed pairs).
+FLAWS = ("wrong_occasion", "wrong_addressee", "spliced", "repetition", "garbled", "cliche", "ignores_constraint")
+
+
+def load_jsonl(pattern):
+    rows = []
+    for path in sorted(STARTER.glob(pattern)):
+        for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if raw.strip():
+                rows.append(json.loads(raw))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def grown():
+    return load_jsonl("greetings_*.jsonl")
+
+
+@pytest.fixture(scope="module")
+def flawed():
+    return load_jsonl("pairs_*.jsonl")
+
+
+def test_grown_greetings_use_the_request_slot_vocabulary(grown):
+    from generation.requests import ADDRESSEES, OCCASIONS, TONES as SLOT_TONES
+
+    assert grown
+    for row in grown:
+        assert row["label"] == 1 and row["query"].strip() and row["response"].strip(), row
+        assert row["occasion"] in OCCASIONS and row["tone"] in SLOT_TONES, row
+        assert row["recipient"] == "" or row["recipient"] in ADDRESSEES, row
+
+
+def test_the_team_corpus_is_big_and_varied_enough(good, grown):
+    rows = [dict(line, length=line.get("length", "")) for line in good] + grown
+    assert len(rows) >= 3000
+    assert len({(r["occasion"], r["recipient"]) for r in rows}) >= 150
+    assert len({r["query"] for r in rows}) >= 1500
+    lengths = Counter(r.get("length", "") for r in grown)
+    assert all(lengths[kind] >= 20 for kind in ("四字", "一句", "简短", "长")), lengths
+    assert sum(bool(r.get("details")) for r in grown) >= 0.2 * len(grown)
+
+
+def test_no_greeting_is_written_twice_across_the_files(lines, grown):
+    counts = Counter(line["response"] for line in lines + grown)
+    assert not [text for text, count in counts.items() if count > 1]
+
+
+def test_flawed_pairs_cover_every_flaw_and_do_not_reward_length(flawed):
+    assert len(flawed) >= 600
+    kinds = Counter(pair["flaw"] for pair in flawed)
+    assert set(kinds) <= set(FLAWS) and all(kinds[k] >= 60 for k in FLAWS), kinds
+    assert all(pair["chosen"] != pair["rejected"] for pair in flawed)
+    longer = sum(len(p["rejected"]) >= len(p["chosen"]) for p in flawed)
+    assert longer >= 0.35 * len(flawed), (longer, len(flawed))
+
+
 def _public_texts(folder: Path):
     """Every response text in the public files (SFT outputs, pairwise chosen/rejected, evaluation responses)."""
     texts = []
@@ -147,15 +204,17 @@ def _public_texts(folder: Path):
 
 
 @pytest.mark.shared_data
-def test_no_leakage_from_public_data(lines, pairs):
+def test_no_leakage_from_public_data(lines, pairs, grown, flawed):
     public_dir = require_shared_data()
     public = _public_texts(public_dir)
     assert public, f"no public texts found under {public_dir}"
 
-    ours = {line["response"] for line in lines}
+    ours = {line["response"] for line in lines + grown}
     for pair in pairs:
         ours.add(pair["chosen"]["value"])
         ours.add(pair["rejected"]["value"])
+    for pair in flawed:
+        ours |= {pair["chosen"], pair["rejected"]}
 
     # Verbatim: none of our texts is one of the public texts.
     public_set = {text.strip() for text in public}

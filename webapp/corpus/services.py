@@ -28,7 +28,6 @@ from django.conf import settings
 from django.db import transaction
 from tqdm import tqdm
 
-from training.data.examples import STARTER_FILES as TEAM_FILES
 from training.data.formats import (
     FORMATS,
     FormatError,
@@ -44,7 +43,8 @@ KINDS = ("queries", "greetings", "pairs", "labels")
 BATCH_RECORDS = 2000  # records written per round of bulk queries
 LOOKUP_CHUNK = 500  # hashes per IN (...) lookup, below every backend's parameter limit
 DOWNLOAD_TIMEOUT = (10, 60)  # seconds: connect, between bytes
-STARTER_FILES = tuple(path.name for path in TEAM_FILES)  # looked up in settings.STARTER_CORPUS_DIR
+STARTER_FILES = ("greetings.jsonl", "pairs.json")  # required in settings.STARTER_CORPUS_DIR
+STARTER_PARTS = ("greetings_*.jsonl", "pairs_*.jsonl")  # the grown corpus, imported when present
 
 # The field a query comes from in each format, to name it in errors.
 _QUERY_FIELD = {"alpaca": "instruction", "pairwise": "conversations", "labeled": "query", "queries": None, "verl": "prompt"}
@@ -144,12 +144,14 @@ def import_file(
 
 
 def import_starter_corpus(progress: bool = False) -> list[ImportSummary]:
-    """Import the team's starter corpus (training/data/starter/): greetings, then pairs."""
+    """Import the team's starter corpus (training/data/starter/): greetings, then pairs, then the
+    grown parts (greetings_<part>.jsonl, pairs_<part>.jsonl), one summary per file."""
     folder = Path(settings.STARTER_CORPUS_DIR)
     missing = [name for name in STARTER_FILES if not (folder / name).is_file()]
     if missing:
         raise CorpusImportError(f"the starter corpus is incomplete: {', '.join(missing)} missing in {folder}")
-    return [import_file(folder / name, progress=progress, origin=f"starter/{name}") for name in STARTER_FILES]
+    names = list(STARTER_FILES) + sorted(p.name for pattern in STARTER_PARTS for p in folder.glob(pattern))
+    return [import_file(folder / name, progress=progress, origin=f"starter/{name}") for name in names]
 
 
 def url_file_name(url: str) -> str:
