@@ -1,15 +1,9 @@
-"""Where a request becomes a greeting: the prompt's sampling settings, the stop string, the token
-budget and the one text normalisation of model output (no Django here).
+"""Where a request becomes a greeting (no Django here): the sampling settings, the stop string,
+the token budget, the rounds of the serve-time guards, and the one normalisation of model output.
 
-The studio, the studio's JSON API, annotation builds and checkpoint comparisons all write
-greetings through `stream_greetings` / `write_greetings`; the OpenAI-compatible API keeps its
-caller's sampling parameters but takes its default budget and its text from here too.
-
-The final text of a candidate is `final_text(raw model output)`: control characters (other than
-newline and tab), lone surrogates and U+FFFD dropped, then Unicode NFC, newlines unified and the
-ends stripped. NFC and not NFKC: compatibility folding would turn Chinese full-width punctuation
-(，。！) into ASCII, while NFC only merges canonically equal spellings (U+0374 and U+02B9 print
-alike), so the card, the stored candidate, the corpus greeting and the API answer are one string.
+Every writer of greetings calls `stream_greetings` or `write_greetings`: the studio, annotation
+builds, checkpoint comparisons, bench.greetings. The OpenAI-compatible API keeps its caller's
+sampling parameters but takes its default budget and its text (`FinalText`) from here.
 """
 from __future__ import annotations
 
@@ -47,7 +41,11 @@ class RequestTooLong(ValueError):
 # --- Text.
 def normalise_text(text: str) -> str:
     """NFC, one newline convention, no surrounding blanks: how the corpus stores every text."""
-    return unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n").strip()
+    return _nfc_lines(text).strip()
+
+
+def _nfc_lines(text: str) -> str:
+    return unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
 
 
 def control_characters(text: str) -> list[str]:
@@ -58,8 +56,16 @@ def control_characters(text: str) -> list[str]:
 
 
 def final_text(raw: str) -> str:
-    """The one normalisation of model output (see the module docstring)."""
-    return normalise_text("".join(c for c in raw if not _dropped(c)))
+    """The one normalisation of model output: controls (but newline and tab), lone surrogates and
+    U+FFFD dropped, then NFC, newlines unified, ends stripped. NFC and not NFKC: compatibility
+    folding would turn Chinese full-width punctuation (，。！) into ASCII, while NFC only merges
+    canonically equal spellings (U+0374 and U+02B9 print alike), so the card, the stored
+    candidate, the corpus greeting and the API answer are one string."""
+    return normalise_text(_printable(raw))
+
+
+def _printable(raw: str) -> str:
+    return "".join(c for c in raw if not _dropped(c))
 
 
 def _dropped(c: str) -> bool:
@@ -85,7 +91,7 @@ class FinalText:
 
     def feed(self, delta: str) -> str:
         self.raw += delta
-        stable = _stable_prefix(final_text_unstripped_end(self.raw))
+        stable = _stable_prefix(_nfc_lines(_printable(self.raw)).lstrip())  # final_text but for the end
         return self._send(stable)
 
     def finish(self) -> str:
@@ -96,12 +102,6 @@ class FinalText:
             return ""
         piece, self.sent = upto[len(self.sent):], upto
         return piece
-
-
-def final_text_unstripped_end(raw: str) -> str:
-    """`final_text` without the trailing strip (the end of a stream may still be followed by text)."""
-    cleaned = unicodedata.normalize("NFC", "".join(c for c in raw if not _dropped(c)))
-    return cleaned.replace("\r\n", "\n").replace("\r", "\n").lstrip()
 
 
 def _stable_prefix(text: str) -> str:
