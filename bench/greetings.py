@@ -101,10 +101,11 @@ def samples_of(groups, count: int, seed: int) -> list[dict]:
     return random.Random(seed).sample(rows, min(count, len(rows)))
 
 
-def run(model: Path, baseline: Path | None, shared_count: int, seed: int, sample_count: int) -> dict:
+def run(model: Path, baseline: Path | None, team_count: int, shared_count: int, seed: int, sample_count: int) -> dict:
     started = time.perf_counter()
     shipped = Writer(model)
     team_requests, human = team_heldout(model)
+    team_requests = random.Random(seed).sample(team_requests, min(team_count, len(team_requests)))
     sets = {"team_heldout": team_requests, "grpo_prompts": shared_prompts(shared_count, seed)}
     systems = {"shipped": lambda r, s: shipped.write(r, s, guarded=True),
                "shipped_unguarded": lambda r, s: shipped.write(r, s, guarded=False)}
@@ -130,12 +131,13 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=REPO / "models" / "zhufu-small")
     parser.add_argument("--baseline", type=Path, default=None, help="a checkpoint folder to compare with")
-    parser.add_argument("--shared", type=int, default=100, help="how many grpo_train prompts")
+    parser.add_argument("--team", type=int, default=150, help="how many team held-out requests (a seeded sample)")
+    parser.add_argument("--shared", type=int, default=60, help="how many grpo_train prompts")
     parser.add_argument("--samples", type=int, default=20, help="seeded random samples per system")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    summary = run(args.model, args.baseline, args.shared, args.seed, args.samples)
+    summary = run(args.model, args.baseline, args.team, args.shared, args.seed, args.samples)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
     emit(summary, format_table(summary["rows"], COLUMNS), args.json)
