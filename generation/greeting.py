@@ -30,8 +30,11 @@ PROMPT_OVERHEAD_TOKENS = 32
 
 
 def request_limit(context_tokens: int, ceiling: int) -> int:
-    """The longest request (characters) that leaves a default answer's room in the context."""
-    return max(1, min(ceiling, context_tokens - DEFAULT_MAX_TOKENS - PROMPT_OVERHEAD_TOKENS))
+    """The longest request (characters) that leaves a default answer's room in the context (a
+    small test model's context keeps half for the answer and a quarter for the prompt's frame)."""
+    answer = min(DEFAULT_MAX_TOKENS, context_tokens // 2)
+    frame = min(PROMPT_OVERHEAD_TOKENS, context_tokens // 4)
+    return max(1, min(ceiling, context_tokens - answer - frame))
 
 
 class RequestTooLong(ValueError):

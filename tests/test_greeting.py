@@ -100,5 +100,11 @@ def test_the_budget_is_what_was_asked_or_what_the_context_leaves():
         write_greetings(ScriptedBackend(["x"], max_len=4), "long", 1)
 
 
+def test_the_request_limit_leaves_an_answers_room():
+    from generation.greeting import request_limit
+
+    assert request_limit(256, 500) == 128 and request_limit(1024, 500) == 500 and request_limit(64, 500) == 16
+
+
 def test_control_characters_names_what_typed_input_may_not_hold():
     assert control_characters("祝\x00福\u200b\t\n") == ["U+0000", "U+200B"]
