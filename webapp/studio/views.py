@@ -8,13 +8,12 @@ from functools import wraps
 
 from django.contrib.auth import login
 from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from webapp.core.roles import ADMIN, ANNOTATOR, WRITER, create_user_with_role, has_role
+from webapp.core.roles import ADMIN, ANNOTATOR, WRITER, RoleRequired, create_user_with_role, may_write
 from webapp.core.security import client_ip
 from webapp.core.streaming import event_stream_response
 from webapp.studio import services
@@ -28,17 +27,13 @@ STREAM_DATABASE_POLL_SECONDS = 1.0
 STREAM_MAX_SECONDS = 300
 
 
-def may_write(user) -> bool:
-    return any(has_role(user, role) for role in (WRITER, ANNOTATOR, ADMIN))
-
-
 def writer_required(view):
     @wraps(view)
     def wrapper(request, *args, **kwargs):
         if not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path())
         if not may_write(request.user):
-            raise PermissionDenied("Your account has no writer role.")
+            raise RoleRequired((WRITER, ANNOTATOR, ADMIN), "Your account has no writer role.")
         return view(request, *args, **kwargs)
     return wrapper
 
