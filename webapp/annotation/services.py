@@ -282,8 +282,8 @@ def checked_rubric(rubric: dict | None) -> dict:
         return {}
     if missing:
         raise AnnotationError(f"评分表只填了一部分：请填完五项，或清空评分表（Delete）只交好/不好。 The rubric is "
-                              f"half filled: rate all five parts or clear it (Delete) to give Good/Bad alone; "
-                              f"{', '.join(missing)} missing.", field=missing[0])
+                              f"half filled: rate all five parts or clear it (Delete) to give Good/Bad alone ("
+                              f"{'; '.join(f'{key}: 未评 not rated' for key in missing)}).", field=missing[0])
     try:
         weighted_score(rubric)
     except ValueError as error:

@@ -74,7 +74,7 @@ def submit(request, assignment_id):
     form = form_class(request.POST)
     if not form.is_valid():
         field, errors = next(iter(form.errors.items()))
-        return _error(request, services.AnnotationError(" ".join(errors), field=field))  # the messages name the field
+        return _error(request, services.AnnotationError(f"{field}: {' '.join(errors)}", field=field))
     data = form.cleaned_data
     try:
         result = services.submit_rating(
