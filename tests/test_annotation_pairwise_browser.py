@@ -1,6 +1,7 @@
-"""Two annotators vote on blind A/B comparisons in a real Chromium, keyboard only (A, B, T, X,
-U). Each sees the sides in their own order and never the model names; both mean the same
-greeting, so the stored choices (in the item's order) agree, and the votes become human pairs."""
+"""Two annotators vote on blind A/B comparisons in a real Chromium, keyboard only (L/R for the
+left/right side, T, X, U: one key map with the pointwise page, where B means Bad). Each sees
+the sides in their own order and never the model names; both mean the same greeting, so the
+stored choices (in the item's order) agree, and the votes become human pairs."""
 import os
 
 import pytest
@@ -31,7 +32,7 @@ def comparison_batch() -> tuple[Batch, list[Item]]:
 
 
 def vote_by_keyboard(page, item_texts, wanted):
-    """Press the key for `wanted[position]` ('long', 'short', 't', 'x'): which letter means the
+    """Press the key for `wanted[position]` ('long', 'short', 't', 'x'): which key (L or R) means the
     long greeting depends on the side this annotator was shown it on. Returns what was seen."""
     seen = []
     while page.locator("#rate-form").count():
@@ -41,8 +42,8 @@ def vote_by_keyboard(page, item_texts, wanted):
         position = next(p for p, (a, b) in item_texts.items() if {a, b} == {left, right})
         seen.append((int(assignment), position, left))
         want = wanted[position]
-        long_side = "a" if left == item_texts[position][0] else "b"
-        key = {"long": long_side, "short": "b" if long_side == "a" else "a"}.get(want, want)
+        long_side = "l" if left == item_texts[position][0] else "r"
+        key = {"long": long_side, "short": "r" if long_side == "l" else "l"}.get(want, want)
         page.keyboard.press(key)
         page.wait_for_function(
             "id => !document.querySelector('#rate-form') || document.querySelector('#rate-form').dataset.assignment !== id",

@@ -32,6 +32,8 @@ ACCESS = {
     "": ("GET", EVERYONE),
     "status/parts/": ("GET", EVERYONE),
     "healthz": ("GET", EVERYONE),
+    "home/": ("GET", SIGNED_IN),  # each role's landing page (a redirect)
+    "favicon.ico": ("GET", EVERYONE),
     "accounts/login/": ("GET", EVERYONE),
     "accounts/logout/": ("POST", EVERYONE),
     "accounts/password_change/": ("GET", SIGNED_IN),

@@ -7,6 +7,8 @@ urlpatterns = [
     path("", core_views.status_page, name="status"),
     path("status/parts/", core_views.status_parts, name="status-parts"),
     path("healthz", core_views.healthz, name="healthz"),
+    path("home/", core_views.landing, name="landing"),
+    path("favicon.ico", core_views.favicon, name="favicon"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("annotate/", include("webapp.annotation.urls")),
@@ -15,3 +17,5 @@ urlpatterns = [
     path("train/", include("webapp.jobs.urls")),
     path("train/checkpoints/", include("webapp.checkpoints.urls")),
 ]
+
+handler403 = "webapp.core.views.permission_denied"

@@ -22,17 +22,33 @@
     all[i].focus();
   }
 
+  // The weighted score is a suggestion only: it never gives a grade label of its own,
+  // it says which way the rubric leans, and the Good/Bad button pressed is the verdict.
   function updateWeighted() {
     var out = document.getElementById("weighted");
     if (!form() || !out) return;
-    var total = 0, complete = true;
+    var total = 0, filled = 0;
     rows().forEach(function (row) {
       var checked = row.querySelector("input:checked");
       var weight = parseFloat(row.querySelector(".weight").textContent);
-      if (checked) { total += weight * parseInt(checked.value, 10); } else { complete = false; }
+      if (checked) { total += weight * parseInt(checked.value, 10); filled += 1; }
     });
-    out.textContent = complete ? total.toFixed(2) : "—";
-    document.getElementById("excellent").textContent = complete && total >= 2 ? "优秀 excellent" : "";
+    var complete = filled === rows().length;
+    out.textContent = complete ? total.toFixed(2) : (filled ? "…" : "—");
+    var hint = document.getElementById("rubric-suggests");
+    if (hint) {
+      hint.textContent = complete
+        ? "评分倾向" + (total >= 2 ? "「好」" : "「不好」") + "，仅供参考 the rubric leans " + (total >= 2 ? "Good" : "Bad") +
+          "; your Good/Bad decides"
+        : (filled ? "填完五项才有加权分 rate all five parts for a score, or clear them" : "");
+    }
+  }
+
+  function clearRubric() {
+    rows().forEach(function (row) {
+      row.querySelectorAll("input:checked").forEach(function (input) { input.checked = false; });
+    });
+    updateWeighted(); focusRow(0);
   }
 
   function say(text) {
@@ -50,8 +66,13 @@
     if (!button) return;
     var owner = button.form;
     if (owner && owner.id === "rate-form") {
+      // The rubric is optional, but a begun one must be finished (or cleared) to give a score.
       var missing = rows().findIndex(function (r) { return !r.querySelector("input:checked"); });
-      if (button.name === "verdict" && missing !== -1) { say("Rate all five rubric parts first (1–3)."); focusRow(missing); return; }
+      var filled = rows().some(function (r) { return r.querySelector("input:checked"); });
+      if (button.name === "verdict" && filled && missing !== -1) {
+        say("评分表只填了一部分：填完五项，或按 Delete 清空后只交好/不好。 The rubric is half filled: rate all five parts (1–3), or press Delete to clear it and give Good/Bad alone.");
+        focusRow(missing); return;
+      }
       owner.querySelector("input[name=seconds]").value = secondsSpent().toFixed(1);
     }
     button.click();  // a click (not requestSubmit) lets htmx see which button submitted
@@ -82,12 +103,11 @@
         if (event.key === "Tab" && (next < 0 || next >= rows().length)) return;
         event.preventDefault(); focusRow(next); return;
       }
-      if (key === "g") { event.preventDefault(); press("#rate-form button[value=good]"); return; }
-      if (key === "b") { event.preventDefault(); press("#rate-form button[value=bad]"); return; }
-    } else if (kind === "pairwise") {
-      var map = { a: "a", b: "b", t: "tie", x: "both_bad" };
-      if (map[key]) { event.preventDefault(); press("#rate-form button[value=" + map[key] + "]"); return; }
+      if (key === "delete") { event.preventDefault(); clearRubric(); return; }
     }
+    // Verdict and choice buttons carry their keys (annotation/keys.py: one map for every page).
+    var action = /^[a-z0-9]+$/.test(key) && f.querySelector('button[data-key="' + key + '"], button[data-alt-key="' + key + '"]');
+    if (action) { event.preventDefault(); press('#rate-form button[value="' + action.value + '"]'); return; }
     if (key === "s") { event.preventDefault(); press("#skip-form button"); return; }
     if (key === "c") { event.preventDefault(); var c = f.querySelector("textarea"); if (c) c.focus(); }
   });
@@ -99,6 +119,7 @@
     rows().forEach(function (r) { r.classList.toggle("focused", r === row); });
   });
   document.addEventListener("click", function (event) {
+    if (event.target.closest && event.target.closest("#clear-rubric")) { clearRubric(); return; }
     var row = event.target.closest && event.target.closest(".rubric-row");
     if (row) rows().forEach(function (r) { r.classList.toggle("focused", r === row); });
   });

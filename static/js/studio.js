@@ -25,7 +25,8 @@
         var card = document.getElementById("card-" + c.index);
         if (!card) return;
         card.querySelector("[data-text]").textContent = c.text;
-        card.classList.toggle("writing", !c.finished);
+        // a failed request's cards stop blinking: nothing more is coming
+        card.classList.toggle("writing", !c.finished && state.status !== "failed" && state.status !== "done");
       });
     });
     source.addEventListener("end", function () {

@@ -48,8 +48,10 @@ class HumanItem:
         return self.settled or metrics.majority(self.verdicts)
 
     @property
-    def mean_score(self) -> float:
-        return sum(self.scores) / len(self.scores)
+    def mean_score(self) -> float | None:
+        """The mean weighted rubric score; None when nobody filled the (optional) rubric."""
+        scored = [score for score in self.scores if score is not None]
+        return sum(scored) / len(scored) if scored else None
 
 
 def pointwise_items(batch: Batch | None) -> dict[int, HumanItem]:
@@ -85,7 +87,7 @@ def judge_alignment(judge: JudgeVersion, items: dict[int, HumanItem], full: bool
         return result
     result["kappa"] = estimate(lambda a, b: metrics.cohen_kappa(a, b, LABELS), human, judged)
     result["confusion"] = metrics.confusion_matrix(human, judged, LABELS)
-    scored = [(h.mean_score, l.score) for h, l in rows if l.score is not None]
+    scored = [(h.mean_score, l.score) for h, l in rows if l.score is not None and h.mean_score is not None]
     xs, ys = [s for s, _ in scored], [j for _, j in scored]
     result["spearman"] = estimate(metrics.spearman, xs, ys)
     result["kendall"] = estimate(metrics.kendall_tau, xs, ys)

@@ -8,20 +8,34 @@ from webapp.corpus.models import Greeting, PreferencePair
 from webapp.judges.models import JudgeVersion
 
 
+VERDICT_ERROR = "请选择好或不好。 Choose Good or Bad."
+CHOICE_ERROR = "请选择左边更好、右边更好、一样或都不好。 Choose left better, right better, tie or both bad."
+COMMENT_ERRORS = {"max_length": "备注最多 %(limit_value)d 个字。 A comment may have at most %(limit_value)d characters."}
+
+
+def rubric_errors(part) -> dict:
+    message = f"{part.title}：请打 {RUBRIC_MIN} 到 {RUBRIC_MAX} 分。 {part.key} must be {RUBRIC_MIN} to {RUBRIC_MAX}."
+    return dict.fromkeys(("min_value", "max_value", "invalid", "step_size"), message)
+
+
 class PointwiseRatingForm(forms.Form):
-    verdict = forms.ChoiceField(choices=Verdict.choices)
-    comment = forms.CharField(required=False, max_length=2000)
+    verdict = forms.ChoiceField(choices=Verdict.choices,
+                                error_messages=dict.fromkeys(("required", "invalid_choice"), VERDICT_ERROR))
+    comment = forms.CharField(required=False, max_length=2000, error_messages=COMMENT_ERRORS)
     seconds = forms.FloatField(required=False, min_value=0)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         for part in RUBRIC:
-            self.fields[part.key] = forms.IntegerField(min_value=RUBRIC_MIN, max_value=RUBRIC_MAX, label=part.title)
+            # optional: Good/Bad stands alone; services.checked_rubric takes all five parts or none
+            self.fields[part.key] = forms.IntegerField(min_value=RUBRIC_MIN, max_value=RUBRIC_MAX, label=part.title,
+                                                       required=False, error_messages=rubric_errors(part))
 
 
 class PairwiseRatingForm(forms.Form):
-    choice = forms.ChoiceField(choices=Choice.choices)
-    comment = forms.CharField(required=False, max_length=2000)
+    choice = forms.ChoiceField(choices=Choice.choices,
+                               error_messages=dict.fromkeys(("required", "invalid_choice"), CHOICE_ERROR))
+    comment = forms.CharField(required=False, max_length=2000, error_messages=COMMENT_ERRORS)
     seconds = forms.FloatField(required=False, min_value=0)
 
 

@@ -2,7 +2,7 @@
 the ratings people give, an admin's settlement of a disagreement, and the guidelines.
 
 Invariants the tables keep themselves: one assignment per (item, annotator); one rating per
-assignment; rubric parts within 1..3; a pointwise item names a greeting; a pairwise item names
+assignment; rubric parts within 1..3 (all five or none: the rubric is optional); a pointwise item names a greeting; a pairwise item names
 either a preference pair (A = its chosen, B = its rejected) or two greetings compared blind
 (A = ``greeting``, B = ``greeting_b``, e.g. two checkpoints' outputs: no preference is implied
 before people vote)."""
@@ -160,12 +160,14 @@ class Rating(models.Model):
         ordering = ["id"]
         constraints = [
             models.UniqueConstraint(fields=["item", "annotator"], name="annotation_rating_once_per_annotator"),
-            # A rating is either pointwise (verdict + full rubric) or pairwise (a choice), never both.
+            # A rating is either pointwise (a verdict, with the full rubric or none of it) or pairwise
+            # (a choice), never both. The rubric is optional: Good/Bad stands on its own.
             models.CheckConstraint(
                 condition=(
                     ~Q(verdict="") & Q(choice="")
-                    & Q(**{f"{key}__gte": RUBRIC_MIN for key in RUBRIC_KEYS})
-                    & Q(**{f"{key}__lte": RUBRIC_MAX for key in RUBRIC_KEYS})
+                    & (Q(**{f"{key}__gte": RUBRIC_MIN for key in RUBRIC_KEYS})
+                       & Q(**{f"{key}__lte": RUBRIC_MAX for key in RUBRIC_KEYS})
+                       | Q(**{f"{key}__isnull": True for key in RUBRIC_KEYS}))
                 )
                 | (Q(verdict="") & ~Q(choice="") & Q(**{f"{key}__isnull": True for key in RUBRIC_KEYS})),
                 name="annotation_rating_pointwise_xor_pairwise",
@@ -180,8 +182,12 @@ class Rating(models.Model):
     def rubric(self) -> dict[str, int]:
         return {key: getattr(self, key) for key in RUBRIC_KEYS}
 
+    @property
+    def has_rubric(self) -> bool:
+        return any(value is not None for value in self.rubric.values())
+
     def clean(self):
-        if self.choice:
+        if self.choice or not self.has_rubric:
             return
         try:
             weighted_score(self.rubric)
@@ -189,7 +195,7 @@ class Rating(models.Model):
             raise ValidationError(str(error)) from None
 
     def save(self, *args, **kwargs):
-        self.weighted_score = None if self.choice else weighted_score(self.rubric)
+        self.weighted_score = weighted_score(self.rubric) if not self.choice and self.has_rubric else None
         super().save(*args, **kwargs)
 
 

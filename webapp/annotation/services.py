@@ -142,6 +142,20 @@ def current_assignment(batch: Batch, user, now=None) -> Assignment | None:
             .order_by("-leased_at", "-id").first())
 
 
+def has_work(batch: Batch, user, now=None) -> bool:
+    """Would next_assignment give `user` an item here? Read only: the batch list leases nothing."""
+    now = now or timezone.now()
+    if not batch.is_open:
+        return False
+    if current_assignment(batch, user, now) is not None:
+        return True
+    taken = (Assignment.objects.filter(item=OuterRef("pk")).filter(_live(now)).order_by()
+             .values("item").annotate(n=Count("pk")).values("n"))
+    return (Item.objects.filter(batch=batch).exclude(assignments__annotator=user)
+            .annotate(taken=Coalesce(Subquery(taken, output_field=IntegerField()), Value(0)))
+            .filter(taken__lt=batch.k).exists())
+
+
 def next_assignment(batch: Batch, user, now=None) -> Assignment | None:
     """The annotator's live lease in this batch, else a new lease on an item that has room."""
     now = now or timezone.now()
@@ -238,19 +252,12 @@ def submit_rating(*, assignment_id: int, user, verdict: str = "", rubric: dict |
         fields: dict = {}
         if batch.kind == Kind.POINTWISE:
             if verdict not in Verdict.values:
-                raise AnnotationError("Choose Good or Bad.", field="verdict")
-            rubric = rubric or {}
-            for key in RUBRIC_KEYS:
-                if rubric.get(key) is None:
-                    raise AnnotationError(f"Rate every rubric part; {key} is missing.", field=key)
-            try:
-                weighted_score(rubric)
-            except ValueError as error:
-                raise AnnotationError(str(error), field=str(error).split()[0]) from None
-            fields = {"verdict": verdict, **{key: rubric[key] for key in RUBRIC_KEYS}}
+                raise AnnotationError("请选择好或不好。 Choose Good or Bad.", field="verdict")
+            fields = {"verdict": verdict, **checked_rubric(rubric)}
         else:
             if shown_choice not in Choice.values:
-                raise AnnotationError("Choose A better, B better, tie or both bad.", field="choice")
+                raise AnnotationError("请选择左边更好、右边更好、一样或都不好。 Choose left better, right better, tie or both "
+                                  "bad.", field="choice")
             flip = {Choice.A: Choice.B, Choice.B: Choice.A}
             fields = {"choice": flip.get(shown_choice, shown_choice) if assignment.swapped else shown_choice}
         elapsed = max((now - assignment.leased_at).total_seconds(), 0.0)
@@ -266,12 +273,32 @@ def submit_rating(*, assignment_id: int, user, verdict: str = "", rubric: dict |
         return Submitted(rating, created=True)
 
 
+def checked_rubric(rubric: dict | None) -> dict:
+    """The rubric's five parts, or none of them: Good/Bad stands without the rubric, but a
+    weighted score needs every part, so a rubric begun must be finished (or cleared)."""
+    rubric = {key: (rubric or {}).get(key) for key in RUBRIC_KEYS}
+    missing = [key for key, value in rubric.items() if value is None]
+    if len(missing) == len(RUBRIC_KEYS):
+        return {}
+    if missing:
+        raise AnnotationError(f"评分表只填了一部分：请填完五项，或清空评分表（Delete）只交好/不好。 The rubric is "
+                              f"half filled: rate all five parts or clear it (Delete) to give Good/Bad alone ("
+                              f"{'; '.join(f'{key}: 未评 not rated' for key in missing)}).", field=missing[0])
+    try:
+        weighted_score(rubric)
+    except ValueError as error:
+        raise AnnotationError(str(error), field=str(error).split()[0]) from None
+    return rubric
+
+
 def _write_human_label(rating: Rating, batch: Batch) -> None:
-    """The rest of the app reads human verdicts as corpus Labels (source_kind=human)."""
+    """The rest of the app reads human verdicts as corpus Labels (source_kind=human); without a
+    rubric the label has no score."""
+    score = None if rating.weighted_score is None else round((rating.weighted_score - 1.0) / 2.0, 4)
     Label.objects.update_or_create(
         greeting_id=rating.item.greeting_id, source_kind=Label.SourceKind.HUMAN,
         source_name=rating.annotator.get_username(),
-        defaults={"value": rating.verdict, "score": round((rating.weighted_score - 1.0) / 2.0, 4),
+        defaults={"value": rating.verdict, "score": score,
                   "detail": {"rubric": rating.rubric, "weighted_score": rating.weighted_score,
                              "comment": rating.comment, "batch_id": batch.pk, "batch": batch.name}},
     )
@@ -563,13 +590,14 @@ def _parse_line(number: int, line: str, users: dict) -> dict:
         if row.get("verdict") not in Verdict.values:
             raise bad("verdict must be good or bad")
         rubric = row.get("rubric")
+        if rubric is None:
+            rubric = {}
         if not isinstance(rubric, dict):
             raise bad("rubric must be an object")
         try:
-            weighted_score({key: rubric.get(key) for key in RUBRIC_KEYS})
-        except (ValueError, TypeError) as error:
+            fields = {"verdict": row["verdict"], **checked_rubric(rubric)}
+        except (AnnotationError, TypeError) as error:
             raise bad(f"rubric: {error}") from None
-        fields = {"verdict": row["verdict"], **{key: rubric[key] for key in RUBRIC_KEYS}}
     elif source.get("type") == "comparison":
         sides = [Greeting.objects.filter(content_hash=(source.get(side) or {}).get("content_hash") or "").first()
                  for side in ("a", "b")]

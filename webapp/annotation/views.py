@@ -8,6 +8,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from webapp.annotation import alignment as alignment_service
 from webapp.annotation import services
+from webapp.annotation.keys import KEY_MAP, button_keys
 from webapp.annotation.forms import (AlignmentForm, BatchForm, CheckpointBatchForm, GuidelinesForm, ImportForm,
                                      PairwiseRatingForm, PointwiseRatingForm)
 from webapp.annotation.models import Batch, BatchBuild, Kind
@@ -34,7 +35,8 @@ def _item_context(request, batch: Batch, notice: str = "") -> dict:
         a, b = assignment.item.sides
         left, right = (b, a) if assignment.swapped else (a, b)
     return {"batch": batch, "assignment": assignment, "left": left, "right": right, "rubric": RUBRIC,
-            "progress": services.progress(batch, request.user), "notice": notice}
+            "progress": services.progress(batch, request.user), "notice": notice, "keys": button_keys(),
+            "is_admin": has_role(request.user, ADMIN)}
 
 
 @require_GET
@@ -42,7 +44,11 @@ def _item_context(request, batch: Batch, notice: str = "") -> dict:
 def home(request):
     batches = Batch.objects.filter(is_open=True) if not has_role(request.user, ADMIN) else Batch.objects.all()
     rows = [(batch, services.progress(batch, request.user)) for batch in batches]
-    return render(request, "annotation/home.html", {"rows": rows, "is_admin": has_role(request.user, ADMIN)})
+    has_work = any(batch.is_open and services.has_work(batch, request.user) for batch, _ in rows)
+    shared = services.guidelines_for(None)
+    return render(request, "annotation/home.html", {
+        "rows": rows, "is_admin": has_role(request.user, ADMIN), "has_work": has_work,
+        "default_guidelines": shared.text if shared else services.DEFAULT_GUIDELINES})
 
 
 @require_GET
@@ -52,7 +58,7 @@ def annotate(request, batch_id):
     context = _item_context(request, batch)
     context["guidelines"] = services.guidelines_for(batch)
     context["default_guidelines"] = services.DEFAULT_GUIDELINES
-    context["is_admin"] = has_role(request.user, ADMIN)
+    context["key_map"] = KEY_MAP
     return render(request, "annotation/annotate.html", context)
 
 

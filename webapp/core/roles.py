@@ -9,6 +9,15 @@ from django.core.exceptions import PermissionDenied
 
 WRITER, ANNOTATOR, ADMIN = "writer", "annotator", "admin"
 ROLES = (WRITER, ANNOTATOR, ADMIN)
+ROLE_TITLES = {WRITER: "写手 writer", ANNOTATOR: "标注员 annotator", ADMIN: "管理员 admin"}
+
+
+class RoleRequired(PermissionDenied):
+    """A page refused to the user's role; `roles` are the roles that may open it (the 403 page names them)."""
+
+    def __init__(self, roles, message: str = "Your role does not allow this page."):
+        super().__init__(message)
+        self.roles = tuple(roles)
 
 
 def ensure_roles() -> None:
@@ -32,7 +41,7 @@ def role_required(*roles):
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
             if not any(has_role(request.user, role) for role in roles):
-                raise PermissionDenied("Your role does not allow this page.")
+                raise RoleRequired(roles)
             return view(request, *args, **kwargs)
         return wrapper
     return decorator
@@ -66,3 +75,25 @@ def create_user_with_role(username: str, role: str, password: str | None = None)
     user.groups.add(Group.objects.get(name=role))
     user.__dict__.pop("_role_names", None)
     return user, password
+
+
+# Where each role starts after signing in, most powerful role first (a `next` parameter wins over this).
+LANDING_BY_ROLE = ((ADMIN, "jobs:list"), (ANNOTATOR, "annotation:home"), (WRITER, "studio:write"))
+NO_ROLE_LANDING = "status"
+
+
+def may_write(user) -> bool:
+    return any(has_role(user, role) for role in (WRITER, ANNOTATOR, ADMIN))
+
+
+def may_annotate(user) -> bool:
+    return has_role(user, ANNOTATOR) or has_role(user, ADMIN)
+
+
+def landing_url_name(user) -> str:
+    """The URL name of the page `user` lands on: admins train, annotators rate, writers write;
+    staff without a role see the status page."""
+    for role, url_name in LANDING_BY_ROLE:
+        if has_role(user, role):
+            return url_name
+    return NO_ROLE_LANDING

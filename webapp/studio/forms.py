@@ -11,17 +11,39 @@ from generation.requests import UnknownSlotValue, normalise_slot
 TEXT_FIELDS = ("query", "occasion", "recipient", "details", "avoid")
 
 
+def text_errors(name_zh: str, name_en: str) -> dict:
+    """Bilingual messages for a text field (the app's convention; Django's own are Chinese only)."""
+    return {"max_length": f"{name_zh}最多 %(limit_value)d 个字（现在 %(show_value)d 个）。 "
+                          f"{name_en} may have at most %(limit_value)d characters (it has %(show_value)d).",
+            "required": f"请填写{name_zh}。 {name_en} is required."}
+
+
+def choice_errors(name_zh: str, name_en: str) -> dict:
+    return {"invalid_choice": f"「%(value)s」不是可选的{name_zh}。 %(value)s is not one of the {name_en} choices."}
+
+
+N_RANGE_MESSAGE = f"条数必须在 {N_MIN} 到 {N_MAX} 之间 n must be between {N_MIN} and {N_MAX}"
+N_ERRORS = {key: N_RANGE_MESSAGE for key in ("min_value", "max_value", "invalid", "step_size")}
+
+
 class RequestForm(forms.Form):
     query = forms.CharField(label="想要什么祝福 Request", max_length=QUERY_MAX_LENGTH, strip=True,
                             widget=forms.Textarea(attrs={"rows": 2, "placeholder": "例如：给妈妈的生日祝福", "maxlength": QUERY_MAX_LENGTH}),
                             error_messages={"required": "请写下想要的祝福。 The request cannot be empty."})
-    occasion = forms.CharField(label="场合 Occasion", max_length=100, required=False)
-    recipient = forms.CharField(label="对象/关系 Recipient", max_length=100, required=False)
-    tone = forms.ChoiceField(label="风格 Tone", choices=[("", "—")] + list(Tone.choices), required=False)
-    length = forms.ChoiceField(label="篇幅 Length", choices=[("", "—")] + list(Length.choices), required=False)
-    details = forms.CharField(label="要写进的细节 Details", max_length=300, required=False)
-    avoid = forms.CharField(label="避免 Avoid", max_length=300, required=False)
-    n = forms.IntegerField(label="条数 How many", min_value=N_MIN, max_value=N_MAX, initial=N_DEFAULT, required=False)
+    occasion = forms.CharField(label="场合 Occasion", max_length=100, required=False,
+                               error_messages=text_errors("场合", "The occasion"))
+    recipient = forms.CharField(label="对象/关系 Recipient", max_length=100, required=False,
+                                error_messages=text_errors("对象", "The recipient"))
+    tone = forms.ChoiceField(label="风格 Tone", choices=[("", "—")] + list(Tone.choices), required=False,
+                             error_messages=choice_errors("风格", "tone"))
+    length = forms.ChoiceField(label="篇幅 Length", choices=[("", "—")] + list(Length.choices), required=False,
+                               error_messages=choice_errors("篇幅", "length"))
+    details = forms.CharField(label="要写进的细节 Details", max_length=300, required=False,
+                              error_messages=text_errors("细节", "Details"))
+    avoid = forms.CharField(label="避免 Avoid", max_length=300, required=False,
+                            error_messages=text_errors("避免", "Avoid"))
+    n = forms.IntegerField(label="条数 How many", min_value=N_MIN, max_value=N_MAX, initial=N_DEFAULT, required=False,
+                           error_messages=N_ERRORS)
 
     def __init__(self, *args, limit: tuple[int, int | None] = (QUERY_MAX_LENGTH, None), **kwargs):
         """`limit`: (longest request in characters, the model's context in tokens or None)."""

@@ -8,13 +8,13 @@ from functools import wraps
 
 from django.contrib.auth import login
 from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from webapp.core.roles import ADMIN, ANNOTATOR, WRITER, create_user_with_role, has_role
+from webapp.core.roles import ADMIN, ANNOTATOR, WRITER, RoleRequired, create_user_with_role, may_write
 from webapp.core.security import client_ip
 from webapp.core.streaming import event_stream_response
 from webapp.studio import services
@@ -28,17 +28,13 @@ STREAM_DATABASE_POLL_SECONDS = 1.0
 STREAM_MAX_SECONDS = 300
 
 
-def may_write(user) -> bool:
-    return any(has_role(user, role) for role in (WRITER, ANNOTATOR, ADMIN))
-
-
 def writer_required(view):
     @wraps(view)
     def wrapper(request, *args, **kwargs):
         if not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path())
         if not may_write(request.user):
-            raise PermissionDenied("Your account has no writer role.")
+            raise RoleRequired((WRITER, ANNOTATOR, ADMIN), "Your account has no writer role.")
         return view(request, *args, **kwargs)
     return wrapper
 
@@ -107,12 +103,21 @@ def request_cards(request, pk):
 @require_POST
 @writer_required
 def regenerate(request, pk):
+    """Write the request again as a new one (the old stays in the history). With htmx the new
+    request's cards replace the old ones in place and the address moves to it; without, a redirect."""
     req = own_request(request, pk)
     try:
         new = services.regenerate(req, user=request.user, ip=client_ip(request))
     except services.StudioError as exc:
+        if request.htmx:
+            return render(request, "studio/_cards.html", {**_cards_context(request, req), "cards_error": str(exc)},
+                          status=exc.status)
         return render(request, "studio/request.html", {**_cards_context(request, req), "error": str(exc)},
                       status=exc.status)
+    if request.htmx:
+        response = render(request, "studio/_cards.html", _cards_context(request, new))
+        response["HX-Push-Url"] = reverse("studio:request", args=[new.pk])
+        return response
     return redirect("studio:request", pk=new.pk)
 
 
