@@ -6,6 +6,7 @@ import re
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils.html import escape
 
 from webapp.annotation.models import Batch
 from webapp.checkpoints.models import Checkpoint
@@ -13,7 +14,7 @@ from webapp.checkpoints.services import promote_checkpoint, register_checkpoint
 from webapp.checkpoints.training import train_and_register
 from webapp.core.roles import ADMIN, ANNOTATOR, WRITER, create_user_with_role
 from webapp.corpus.models import Greeting
-from webapp.jobs.kinds import all_kinds
+from webapp.jobs.kinds import all_kinds, one_line
 from webapp.jobs.models import TRAIN_SLOT, LogLine, MetricPoint, TrainingJob
 
 GET_PAGES = ["jobs:list", "jobs:start", "checkpoints:list", "checkpoints:compare"]
@@ -77,25 +78,40 @@ def test_posts_need_the_csrf_token(fast_passwords):
 
 
 @pytest.mark.django_db
-def test_start_page_lists_every_kind_and_names_the_bad_field(fast_passwords):
+def test_start_index_lists_every_kind_on_one_line_linking_its_own_page(fast_passwords):
     client = client_for(ADMIN)
-    page = client.get(reverse("jobs:start")).content.decode()
-    assert 'name="sft-preset"' in page
-    assert all(f'id="kind-{kind.name}"' in page for kind in all_kinds())
-    # a picker at the top links every form, in pipeline order: SFT first, the research MARL job last
-    picker = page[page.index('class="kind-picker"'):page.index("</nav>", page.index('class="kind-picker"'))]
-    linked = [kind.name for kind in all_kinds() if f'href="#kind-{kind.name}"' in picker]
-    assert sorted(linked) == sorted(kind.name for kind in all_kinds())
-    assert picker.index("#kind-sft") < picker.index("#kind-reward_model") < picker.index("#kind-grpo") < picker.index("#kind-marl")
-    response = client.post(reverse("jobs:start"), {"kind": "sft", "sft-preset": "tiny", "sft-data_source": "file",
-                                                   "sft-data_path": "/etc/passwd", "sft-seed": "0"})
+    index = client.get(reverse("jobs:start")).content.decode()
+    assert 'class="job-form"' not in index  # no parameter forms on the index
+    links = [reverse("jobs:start-kind", args=[kind.name]) for kind in all_kinds()]
+    assert all(f'href="{link}"' in index for link in links)
+    # in pipeline order: SFT first, the research MARL job last
+    assert index.index("/train/start/sft/") < index.index("/train/start/reward_model/") \
+        < index.index("/train/start/grpo/") < index.index("/train/start/marl/")
+    for kind in all_kinds():
+        if kind.name.startswith("test_"):  # kinds other tests register without a description
+            continue
+        assert one_line(kind) and "\n" not in one_line(kind) and escape(one_line(kind)) in index
+    page = client.get(reverse("jobs:start-kind", args=["sft"])).content.decode()
+    assert 'name="sft-preset"' in page and 'id="start-sft"' in page
+    assert 'name="evaluate-' not in page and page.count('class="job-form"') == 1  # one kind per page
+    assert client.get(reverse("jobs:start-kind", args=["nope"])).status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_kind_page_names_the_bad_field_beside_it(fast_passwords):
+    client = client_for(ADMIN)
+    response = client.post(reverse("jobs:start-kind", args=["sft"]), {
+        "sft-preset": "tiny", "sft-data_source": "file", "sft-data_path": "/etc/passwd", "sft-seed": "0"})
     assert response.status_code == 400
     body = response.content.decode()
     assert 'data-field="data_path"' in body and "data_path" in body
-    # the error at the top leads to the form that has it, which stands out
-    assert '<a href="#kind-sft">See the sft form.</a>' in body and 'class="kind-card chosen" id="kind-sft"' in body
+    assert 'class="kind-card chosen" id="kind-sft"' in body
+    # the former single page's POST (kind in the body) still reaches the kind's form
+    old = client.post(reverse("jobs:start"), {"kind": "sft", "sft-preset": "tiny", "sft-data_source": "file",
+                                              "sft-data_path": "/etc/passwd", "sft-seed": "0"})
+    assert old.status_code == 400 and 'data-field="data_path"' in old.content.decode()
     unknown = client.post(reverse("jobs:start"), {"kind": "nope"})
-    assert unknown.status_code == 400 and 'href="#kind-nope"' not in unknown.content.decode()
+    assert unknown.status_code == 400 and "unknown job kind" in unknown.content.decode()
     assert not TrainingJob.objects.exists()
 
 

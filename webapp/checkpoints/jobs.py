@@ -83,5 +83,6 @@ SFT = register(JobKind(
     name="sft", label="SFT: train a generator", params_form=SFTParams, run=run_sft, resumable=True,
     description="Supervised fine-tuning of a preset on the starter corpus or a corpus file; the result is "
                 "registered as a checkpoint (and promoted when asked).",
+    summary="训练生成模型 Train a generator on the starter corpus or a corpus file; it is registered as a checkpoint.",
     tags=("generator",),
 ))

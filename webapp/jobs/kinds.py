@@ -42,8 +42,17 @@ class JobKind:
     params_form: Any  # a django.forms.Form class
     run: Callable[[dict, JobHandle], dict]
     description: str = ""
+    summary: str = ""  # one line for the index of kinds on /train/start/; empty: the description's first sentence
     resumable: bool = False  # True: a job whose worker died is restarted (job.resumed), else marked failed
     tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+def one_line(kind: JobKind) -> str:
+    """The kind's one-line summary: its own, else its description up to the first full stop."""
+    if kind.summary:
+        return kind.summary
+    first, dot, _ = kind.description.partition(". ")
+    return first + ("." if dot else "")
 
 
 _KINDS: dict[str, JobKind] = {}

@@ -8,7 +8,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from webapp.core.roles import admin_required
 from webapp.jobs import services
 from webapp.jobs.charts import line_chart
-from webapp.jobs.kinds import UnknownJobKind, all_kinds, get_kind
+from webapp.jobs.kinds import UnknownJobKind, all_kinds, get_kind, one_line
 from webapp.jobs.models import TrainingJob
 
 LOG_TAIL = 200
@@ -24,40 +24,59 @@ def job_list(request):
 @require_http_methods(["GET", "POST"])
 @admin_required
 def start(request):
-    """Every registered kind with its parameter form; POST starts the chosen one."""
-    forms_by_kind = {kind.name: kind.params_form(prefix=kind.name) for kind in all_kinds()}
-    error, status = "", 200
+    """The index of job kinds, one line each, in pipeline order; each links its own page.
+
+    A POST naming a kind (the page's former single form, scripts) is handled as that kind's page."""
     if request.method == "POST":
         name = request.POST.get("kind", "")
         try:
-            kind = get_kind(name)
+            get_kind(name)
         except UnknownJobKind as exc:
-            error, status = str(exc.args[0]), 400
+            return render(request, "jobs/start.html", {"kinds": ordered_kinds(), "error": str(exc.args[0]),
+                                                       "active": services.active_job()}, status=400)
+        return start_kind(request, name)
+    return render(request, "jobs/start.html", {"kinds": ordered_kinds(), "active": services.active_job()})
+
+
+@require_http_methods(["GET", "POST"])
+@admin_required
+def start_kind(request, kind):
+    """One kind's parameter form; POST starts it. GET values (?prompts_file=...) preselect fields."""
+    try:
+        job_kind = get_kind(kind)
+    except UnknownJobKind as exc:
+        return render(request, "jobs/start.html", {"kinds": ordered_kinds(), "error": str(exc.args[0]),
+                                                   "active": services.active_job()}, status=404)
+    error, status = "", 200
+    if request.method == "POST":
+        form = job_kind.params_form(request.POST, prefix=job_kind.name)
+        try:
+            job = services.start_job(job_kind.name, _unprefixed(request.POST, job_kind.name), request.user)
+        except services.JobBusy as exc:
+            error, status = exc.message, 409
+        except services.JobError as exc:
+            form.is_valid()  # shows the field errors beside the fields
+            error, status = exc.message, 400
         else:
-            bound = kind.params_form(request.POST, prefix=kind.name)
-            forms_by_kind[kind.name] = bound
-            params = _unprefixed(request.POST, kind.name)
-            try:
-                job = services.start_job(kind.name, params, request.user)
-            except services.JobBusy as exc:
-                error, status = exc.message, 409
-            except services.JobError as exc:
-                bound.is_valid()  # shows the field errors beside the fields
-                error, status = exc.message, 400
-            else:
-                return redirect("jobs:detail", pk=job.pk)
-    kinds = [(kind, forms_by_kind[kind.name]) for kind in sorted(all_kinds(), key=pipeline_position)]
-    return render(request, "jobs/start.html", {"kinds": kinds, "error": error, "active": services.active_job(),
-                                               "chosen": chosen_kind(request, forms_by_kind)}, status=status)
+            return redirect("jobs:detail", pk=job.pk)
+    else:
+        form = job_kind.params_form(initial=_preselected(request.GET, job_kind), prefix=job_kind.name)
+    return render(request, "jobs/start_kind.html", {"kind": job_kind, "form": form, "error": error,
+                                                    "active": services.active_job()}, status=status)
 
 
-def chosen_kind(request, forms_by_kind) -> str:
-    """The kind a refused POST was for, when it is one the page shows (its form gets the error link)."""
-    name = request.POST.get("kind", "")
-    return name if name in forms_by_kind else ""
+def _preselected(query: QueryDict, kind) -> dict:
+    """Initial values from the query string, for the kind's own fields only (links from other pages)."""
+    fields = kind.params_form.base_fields
+    return {name: (query.getlist(name) if getattr(fields[name].widget, "allow_multiple_selected", False)
+                   else query.get(name)) for name in query if name in fields}
 
 
-# The start page lists kinds in the order a training pipeline runs them; kinds not named here follow.
+def ordered_kinds() -> list:
+    return [(kind, one_line(kind)) for kind in sorted(all_kinds(), key=pipeline_position)]
+
+
+# The index lists kinds in the order a training pipeline runs them; kinds not named here follow.
 PIPELINE_ORDER = ("sft", "reward_model", "curate_pairs", "adversarial_judge", "evaluate", "grpo", "rlaif_round", "marl")
 
 

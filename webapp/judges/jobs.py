@@ -242,14 +242,17 @@ CURATE_PAIRS = register(JobKind(
                 "pairs with a clear margin are kept; method debate: retrieved few-shot examples, positive and "
                 "negative agents, a 0/1 judge and a reflect agent that overturns only with quoted evidence. "
                 "Length-balanced, evaluation queries excluded.",
+    summary="整理偏好对 Generator agents write, judges pick: preference pairs for a judge or reward model.",
     resumable=True, tags=("judges", "data")))
 ADVERSARIAL_JUDGE = register(JobKind(
     name="adversarial_judge", label="Adversarial judge optimisation", params_form=AdversarialJudgeParams,
     run=run_adversarial_judge,
     description="Attack the LLM judge's principles with flawed greetings, reflect, keep a revised set only when "
                 "its held-out agreement holds and its attack success rate falls.",
+    summary="加固评审原则 Attack the LLM judge's principles with flawed greetings and keep a set that holds.",
     tags=("judges",)))
 REWARD_MODEL = register(JobKind(
     name="reward_model", label="Reward model", params_form=RewardModelParams, run=run_reward_model,
     description="Bradley-Terry reward model on the MoE backbone, held-out metrics beside TF-IDF and length.",
+    summary="训练奖励模型 A reward model (a judge) from preference pairs, with held-out metrics.",
     tags=("judges", "training")))

@@ -67,5 +67,6 @@ MARL = register(JobKind(
     description="Multi-agent RL on an mpe2 scenario (simple_spread, simple_adversary, simple_tag): MADDPG or "
                 "HRTMADDPG (GRU over windows + transformer over windows). Registered as a MARL checkpoint, "
                 "never the active generator.",
+    summary="研究 Research: multi-agent RL (MADDPG / HRTMADDPG) on an mpe2 scenario.",
     tags=("research", "marl"),
 ))

@@ -126,9 +126,14 @@ def run_round(params: dict, job: JobHandle) -> dict:
 
 register(JobKind(name="evaluate", label="Evaluate a generator", params_form=EvaluateParams, run=run_evaluate,
                  description="Judge pass rate with a bootstrap interval, KL to SFT, distinct-n, novelty, lengths.",
+                 summary="评估生成模型 Measure a checkpoint: judge pass rate, novelty, diversity, KL to SFT, lengths.",
                  tags=("rlaif",)))
 register(JobKind(name="grpo", label="GRPO", params_form=GRPOParams, run=run_grpo, resumable=True,
                  description="GRPO (group of 4, k3 KL 0.001 to the SFT model) with the judge's reward; "
-                             "registers a candidate checkpoint.", tags=("rlaif",)))
+                             "registers a candidate checkpoint.",
+                 summary="强化学习 Reinforce a checkpoint with a judge's reward; registers a candidate, never promotes.",
+                 tags=("rlaif",)))
 register(JobKind(name="rlaif_round", label="RLAIF round", params_form=RoundParams, run=run_round, resumable=True,
-                 description="New requests and labels -> GRPO -> evaluation -> gate -> promotion.", tags=("rlaif",)))
+                 description="New requests and labels -> GRPO -> evaluation -> gate -> promotion.",
+                 summary="完整一轮 The whole round: gather requests and labels, GRPO, evaluate, gate, promote.",
+                 tags=("rlaif",)))
