@@ -93,7 +93,7 @@ def test_start_index_lists_every_kind_on_one_line_linking_its_own_page(fast_pass
         assert one_line(kind) and "\n" not in one_line(kind) and escape(one_line(kind)) in index
     page = client.get(reverse("jobs:start-kind", args=["sft"])).content.decode()
     assert 'name="sft-preset"' in page and 'id="start-sft"' in page
-    assert 'name="evaluate-' not in page and page.count('class="job-form"') == 1  # one kind per page
+    assert 'name="evaluate-' not in page and page.count('id="start-') == 1  # one kind per page
     assert client.get(reverse("jobs:start-kind", args=["nope"])).status_code == 404
 
 

@@ -14,4 +14,5 @@ urlpatterns = [
     path("v1/", include("webapp.api.urls")),
     path("train/", include("webapp.jobs.urls")),
     path("train/checkpoints/", include("webapp.checkpoints.urls")),
+    path("train/judges/", include("webapp.judges.urls")),
 ]

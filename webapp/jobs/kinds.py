@@ -55,6 +55,15 @@ def one_line(kind: JobKind) -> str:
     return first + ("." if dot else "")
 
 
+class FieldError(ValueError):
+    """A job parameter at fault, raised by a kind's `run` (or what it calls): `field` names the form field,
+    `fix` is (url, label) of the page that fixes it when there is one. The job page shows both."""
+
+    def __init__(self, field: str, message: str, fix: tuple[str, str] | None = None):
+        self.field, self.fix, self.message = field, fix, message
+        super().__init__(f"{field}: {message}")
+
+
 _KINDS: dict[str, JobKind] = {}
 
 

@@ -1,12 +1,15 @@
 """Admin pages of the training platform (/train/): thin views over services.py."""
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import QueryDict
+from urllib.parse import urlencode
+
+from django.http import Http404, QueryDict
+from django.urls import reverse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.core.roles import admin_required
-from webapp.jobs import services
+from webapp.jobs import datafiles, services
 from webapp.jobs.charts import line_chart
 from webapp.jobs.kinds import UnknownJobKind, all_kinds, get_kind, one_line
 from webapp.jobs.models import TrainingJob
@@ -61,8 +64,40 @@ def start_kind(request, kind):
             return redirect("jobs:detail", pk=job.pk)
     else:
         form = job_kind.params_form(initial=_preselected(request.GET, job_kind), prefix=job_kind.name)
-    return render(request, "jobs/start_kind.html", {"kind": job_kind, "form": form, "error": error,
-                                                    "active": services.active_job()}, status=status)
+    return render(request, "jobs/start_kind.html", {
+        "kind": job_kind, "form": form, "error": error, "active": services.active_job(),
+        "file_fields": file_fields(form), "upload_dir": datafiles.upload_dir(), "suffixes": datafiles.DATA_SUFFIXES,
+        "max_upload_mb": datafiles.MAX_UPLOAD_BYTES // 2**20}, status=status)
+
+
+def file_fields(form) -> list[tuple[str, str]]:
+    return [(name, field.label or name) for name, field in form.fields.items()
+            if isinstance(field, (datafiles.DataFileField, datafiles.MultipleDataFileField))]
+
+
+@require_POST
+@admin_required
+def upload(request, kind):
+    """A file into the uploads folder; back to the kind's page with it chosen in the field it was for."""
+    job_kind = get_kind_or_404(kind)
+    target = reverse("jobs:start-kind", args=[job_kind.name])
+    try:
+        saved = datafiles.save_upload(request.FILES.get("file"))
+    except datafiles.DataFileError as exc:
+        messages.error(request, exc.message)
+        return redirect(target + "#upload")
+    messages.info(request, f"已上传 Uploaded {saved.name}: it is in the file lists now.")
+    field = request.POST.get("for_field", "")
+    if field in dict(file_fields(job_kind.params_form())):
+        target += "?" + urlencode({field: str(saved)})
+    return redirect(target)
+
+
+def get_kind_or_404(name: str):
+    try:
+        return get_kind(name)
+    except UnknownJobKind:
+        raise Http404(f"unknown job kind {name!r}") from None
 
 
 def _preselected(query: QueryDict, kind) -> dict:
@@ -77,7 +112,8 @@ def ordered_kinds() -> list:
 
 
 # The index lists kinds in the order a training pipeline runs them; kinds not named here follow.
-PIPELINE_ORDER = ("sft", "reward_model", "curate_pairs", "adversarial_judge", "evaluate", "grpo", "rlaif_round", "marl")
+PIPELINE_ORDER = ("sft", "reward_model", "curate_pairs", "adversarial_judge", "judge_rated", "evaluate", "grpo",
+                  "rlaif_round", "marl")
 
 
 def pipeline_position(kind) -> tuple[int, str]:
@@ -107,7 +143,19 @@ def _curves(job: TrainingJob) -> list:
 
 def _live_context(job: TrainingJob) -> dict:
     lines = list(job.log_lines.order_by("-id")[:LOG_TAIL])[::-1]
-    return {"job": job, "curves": _curves(job), "log_lines": lines}
+    return {"job": job, "curves": _curves(job), "log_lines": lines, "retry_query": retry_query(job)}
+
+
+def retry_query(job: TrainingJob) -> str:
+    """The job's parameters as a query string for its kind's page, the field at fault left out."""
+    failed = (job.result or {}).get("failed_field")
+    pairs = []
+    for key, value in (job.params or {}).items():
+        if key == failed or value in (None, ""):
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            pairs.append((key, str(item).lower() if isinstance(item, bool) else str(item)))
+    return urlencode(pairs)
 
 
 @require_GET
