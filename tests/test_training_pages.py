@@ -156,10 +156,65 @@ def test_job_result_is_shown_as_readable_rows(fast_passwords):
                                                                                  "tokens_per_s": 17184.49},
                                              "note": "<b>x</b>"})
     page = client_for(ADMIN).get(reverse("jobs:detail", args=[job.pk])).content.decode()
-    assert "<dt>metrics.heldout_loss</dt><dd>5.624</dd>" in page  # 4 significant digits, not a dict dump
-    assert "<dt>checkpoint</dt><dd>tiny-1</dd>" in page and "<dd>17,184</dd>" in page
-    assert "[[0.25, 0.5], [0.25, 0.5]" in page and "…</dd>" in page  # long lists are cut
+    assert row(page, "metrics.heldout_loss") == "5.624"  # 4 significant digits, not a dict dump
+    assert row(page, "checkpoint") == "tiny-1" and row(page, "metrics.tokens_per_s") == "17,184"
+    assert row(page, "metrics.expert_load").startswith("[[0.25, 0.5], [0.25, 0.5]") and row(page, "metrics.expert_load").endswith("…")
     assert "&lt;b&gt;x&lt;/b&gt;" in page and "{'heldout_loss'" not in page
+    assert 'id="result-problems"' not in page  # nothing to flag in an SFT result
+
+
+def row(page: str, metric: str) -> str:
+    """The value cell of a metric's row in the job page's result table."""
+    match = re.search(rf'<tr data-metric="{re.escape(metric)}"[^>]*><td>[^<]*</td><td class="value">([^<]*)</td>', page)
+    assert match, f"no row for {metric}"
+    return match.group(1)
+
+
+def evaluation_report(**figures) -> dict:
+    """What the evaluate job returns (training.rl.evaluation), with the given figures."""
+    report = {"checkpoint_name": "gen-a", "judge_name": "len10", "prompts": 2, "samples_per_prompt": 2, "greetings": 4,
+              "pass_rate": 0.75, "pass_rate_ci95": [0.5, 1.0], "mean_reward": 0.61, "distinct_1": 0.4,
+              "distinct_2": 0.7, "novelty": 1.0, "copies": 0, "truncated": 0.0, "empty": 0.0,
+              "lengths": {"mean": 21.5, "median": 21, "p10": 12, "p90": 30}, "kl_to_reference": {"kl_per_token": 0.01},
+              "samples": [{"query": "给妈妈的生日祝福", "greeting": "妈妈，生日快乐！愿您<b>永远</b>年轻。" * 3},
+                          {"query": "同事升职祝福", "greeting": "恭喜高升，前程似锦！"}]}
+    return {**report, **figures}
+
+
+@pytest.mark.django_db
+def test_an_evaluation_result_is_a_table_with_readable_samples_and_flagged_problems(fast_passwords):
+    client = client_for(ADMIN)
+    good = TrainingJob.objects.create(kind="evaluate", status="succeeded", progress=1.0, result=evaluation_report())
+    page = client.get(reverse("jobs:detail", args=[good.pk])).content.decode()
+    assert row(page, "pass_rate") == "0.75" and row(page, "lengths.mean") == "21.5" and row(page, "novelty") == "1"
+    assert 'id="result-problems"' not in page and 'class="flagged"' not in page
+    samples = page[page.index('id="result-samples"'):page.index("</table>", page.index('id="result-samples"'))]
+    assert "<td>给妈妈的生日祝福</td>" in samples and "&lt;b&gt;永远&lt;/b&gt;" in samples  # whole, escaped
+    assert samples.count("永远") == 3 and "{'query'" not in page  # not cut, not a Python repr
+    copied = TrainingJob.objects.create(kind="evaluate", status="succeeded", progress=1.0,
+                                        result=evaluation_report(novelty=0.0, copies=4, pass_rate=0.25, truncated=0.5))
+    page = client.get(reverse("jobs:detail", args=[copied.pk])).content.decode()
+    problems = page[page.index('id="result-problems"'):page.index("</div>", page.index('id="result-problems"'))]
+    assert "novelty" in problems and "promotion gate" in problems and "≥ 0.95" in problems  # the gate's own bar
+    assert "4 of 4 greetings copy a training greeting" in problems
+    assert "pass_rate" in problems and "truncated" in problems
+    assert '<tr data-metric="novelty" class="flagged">' in page  # red in the table as well
+    assert '<tr data-metric="distinct_2">' in page  # unflagged figures stay plain
+
+
+@pytest.mark.django_db
+def test_a_round_result_shows_the_gate_reasons_and_the_candidate_samples(fast_passwords):
+    decision = {"promote": False, "reasons": ["pass rate 0.500 vs 0.400: +0.100, 95% CI [-0.1, +0.3] includes 0",
+                                              "novelty 0.500 below the floor 0.95 (copies training greetings)",
+                                              "distinct-2 0.700 vs 0.700: ok"],
+                "checks": {"pass_rate": False, "novelty": False, "diversity": True}}
+    job = TrainingJob.objects.create(kind="rlaif_round", status="succeeded", progress=1.0, result={
+        "promoted": False, "decision": decision, "before": evaluation_report(), "after": evaluation_report(novelty=0.5)})
+    page = client_for(ADMIN).get(reverse("jobs:detail", args=[job.pk])).content.decode()
+    reasons = page[page.index('id="gate-reasons"'):page.index("</ul>", page.index('id="gate-reasons"'))]
+    assert reasons.count('class="flag"') == 2 and reasons.count('class="ok"') == 1
+    assert '<tr data-metric="after.novelty" class="flagged">' in page and '<tr data-metric="before.novelty">' in page
+    assert 'id="result-samples"' in page and "同事升职祝福" in page
 
 
 @pytest.mark.django_db
