@@ -27,4 +27,4 @@ def activate(request, pk):
         messages.error(request, str(exc))
     else:
         messages.info(request, f"{version.name} 已启用 is now the active judge: jobs that leave the judge blank use it.")
-    return redirect(request.POST.get("next") or "judges:list")
+    return redirect("judges:list")
