@@ -54,6 +54,8 @@ def subprocess_env(**extra) -> dict:
         ZHUFU_VAR_DIR=str(settings.VAR_DIR),
         PYTHONUNBUFFERED="1",
     )
+    if getattr(settings, "TRAINING_DATA_DIRS", None) is not None:  # a worker reads only the folders the test gave
+        env["ZHUFU_TRAINING_DATA_DIRS"] = os.pathsep.join(str(p) for p in settings.TRAINING_DATA_DIRS)
     env.update(extra)
     return env
 

@@ -247,6 +247,7 @@ def test_the_job_kind_runs_the_debate_stops_and_resumes(tmp_path, settings):
     from webapp.judges import jobs
 
     settings.VAR_DIR = tmp_path / "var"
+    settings.TRAINING_DATA_DIRS = [tmp_path]  # the prompt file below is the test's data folder
     well_and_badly_rated_corpus()
     prompts = tmp_path / "queries.txt"
     prompts.write_text("七十寿宴\n新年贺词\n", encoding="utf-8")
@@ -279,6 +280,7 @@ def test_the_command_names_the_missing_or_dead_endpoint_and_writes_nothing(tmp_p
     from django.core.management import CommandError, call_command
 
     settings.VAR_DIR = tmp_path / "var"
+    settings.TRAINING_DATA_DIRS = [tmp_path]  # the prompt file below is the test's data folder
     prompts = tmp_path / "queries.txt"
     prompts.write_text("七十寿宴\n", encoding="utf-8")
     with socket.socket() as sock:

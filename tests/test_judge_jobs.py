@@ -23,6 +23,7 @@ pytestmark = pytest.mark.django_db
 def _private_dirs(one_thread, settings, tmp_path):
     settings.JUDGES_DIR = tmp_path / "judges"
     settings.VAR_DIR = tmp_path / "var"
+    settings.TRAINING_DATA_DIRS = [tmp_path]  # the test's files are its data folder (jobs read only data folders)
 
 
 class TinyJob:

@@ -58,6 +58,7 @@ def setup(db, one_thread, runs_dir, tiny_sft, tmp_path, settings):
     """The tiny SFT checkpoint registered and active, an active length judge, and prompt files."""
     settings.JUDGES_DIR = tmp_path / "judges"
     settings.VAR_DIR = tmp_path / "var"
+    settings.TRAINING_DATA_DIRS = [tmp_path]  # the prompt files below are the test's data folder
     folder = Path(tiny_sft.checkpoint_dir)
     active = promote_checkpoint(register_checkpoint(
         name="tiny-sft", run_name="tiny-sft", path=str(folder), preset="tiny",

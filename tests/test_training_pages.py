@@ -6,6 +6,7 @@ import re
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils.html import escape
 
 from webapp.annotation.models import Batch
 from webapp.checkpoints.models import Checkpoint
@@ -13,7 +14,7 @@ from webapp.checkpoints.services import promote_checkpoint, register_checkpoint
 from webapp.checkpoints.training import train_and_register
 from webapp.core.roles import ADMIN, ANNOTATOR, WRITER, create_user_with_role
 from webapp.corpus.models import Greeting
-from webapp.jobs.kinds import all_kinds
+from webapp.jobs.kinds import all_kinds, one_line
 from webapp.jobs.models import TRAIN_SLOT, LogLine, MetricPoint, TrainingJob
 
 GET_PAGES = ["jobs:list", "jobs:start", "checkpoints:list", "checkpoints:compare"]
@@ -77,25 +78,40 @@ def test_posts_need_the_csrf_token(fast_passwords):
 
 
 @pytest.mark.django_db
-def test_start_page_lists_every_kind_and_names_the_bad_field(fast_passwords):
+def test_start_index_lists_every_kind_on_one_line_linking_its_own_page(fast_passwords):
     client = client_for(ADMIN)
-    page = client.get(reverse("jobs:start")).content.decode()
-    assert 'name="sft-preset"' in page
-    assert all(f'id="kind-{kind.name}"' in page for kind in all_kinds())
-    # a picker at the top links every form, in pipeline order: SFT first, the research MARL job last
-    picker = page[page.index('class="kind-picker"'):page.index("</nav>", page.index('class="kind-picker"'))]
-    linked = [kind.name for kind in all_kinds() if f'href="#kind-{kind.name}"' in picker]
-    assert sorted(linked) == sorted(kind.name for kind in all_kinds())
-    assert picker.index("#kind-sft") < picker.index("#kind-reward_model") < picker.index("#kind-grpo") < picker.index("#kind-marl")
-    response = client.post(reverse("jobs:start"), {"kind": "sft", "sft-preset": "tiny", "sft-data_source": "file",
-                                                   "sft-data_path": "/etc/passwd", "sft-seed": "0"})
+    index = client.get(reverse("jobs:start")).content.decode()
+    assert 'class="job-form"' not in index  # no parameter forms on the index
+    links = [reverse("jobs:start-kind", args=[kind.name]) for kind in all_kinds()]
+    assert all(f'href="{link}"' in index for link in links)
+    # in pipeline order: SFT first, the research MARL job last
+    assert index.index("/train/start/sft/") < index.index("/train/start/reward_model/") \
+        < index.index("/train/start/grpo/") < index.index("/train/start/marl/")
+    for kind in all_kinds():
+        if kind.name.startswith("test_"):  # kinds other tests register without a description
+            continue
+        assert one_line(kind) and "\n" not in one_line(kind) and escape(one_line(kind)) in index
+    page = client.get(reverse("jobs:start-kind", args=["sft"])).content.decode()
+    assert 'name="sft-preset"' in page and 'id="start-sft"' in page
+    assert 'name="evaluate-' not in page and page.count('id="start-') == 1  # one kind per page
+    assert client.get(reverse("jobs:start-kind", args=["nope"])).status_code == 404
+
+
+@pytest.mark.django_db
+def test_a_kind_page_names_the_bad_field_beside_it(fast_passwords):
+    client = client_for(ADMIN)
+    response = client.post(reverse("jobs:start-kind", args=["sft"]), {
+        "sft-preset": "tiny", "sft-data_source": "file", "sft-data_path": "/etc/passwd", "sft-seed": "0"})
     assert response.status_code == 400
     body = response.content.decode()
     assert 'data-field="data_path"' in body and "data_path" in body
-    # the error at the top leads to the form that has it, which stands out
-    assert '<a href="#kind-sft">See the sft form.</a>' in body and 'class="kind-card chosen" id="kind-sft"' in body
+    assert 'class="kind-card chosen" id="kind-sft"' in body
+    # the former single page's POST (kind in the body) still reaches the kind's form
+    old = client.post(reverse("jobs:start"), {"kind": "sft", "sft-preset": "tiny", "sft-data_source": "file",
+                                              "sft-data_path": "/etc/passwd", "sft-seed": "0"})
+    assert old.status_code == 400 and 'data-field="data_path"' in old.content.decode()
     unknown = client.post(reverse("jobs:start"), {"kind": "nope"})
-    assert unknown.status_code == 400 and 'href="#kind-nope"' not in unknown.content.decode()
+    assert unknown.status_code == 400 and "unknown job kind" in unknown.content.decode()
     assert not TrainingJob.objects.exists()
 
 
@@ -140,10 +156,65 @@ def test_job_result_is_shown_as_readable_rows(fast_passwords):
                                                                                  "tokens_per_s": 17184.49},
                                              "note": "<b>x</b>"})
     page = client_for(ADMIN).get(reverse("jobs:detail", args=[job.pk])).content.decode()
-    assert "<dt>metrics.heldout_loss</dt><dd>5.624</dd>" in page  # 4 significant digits, not a dict dump
-    assert "<dt>checkpoint</dt><dd>tiny-1</dd>" in page and "<dd>17,184</dd>" in page
-    assert "[[0.25, 0.5], [0.25, 0.5]" in page and "…</dd>" in page  # long lists are cut
+    assert row(page, "metrics.heldout_loss") == "5.624"  # 4 significant digits, not a dict dump
+    assert row(page, "checkpoint") == "tiny-1" and row(page, "metrics.tokens_per_s") == "17,184"
+    assert row(page, "metrics.expert_load").startswith("[[0.25, 0.5], [0.25, 0.5]") and row(page, "metrics.expert_load").endswith("…")
     assert "&lt;b&gt;x&lt;/b&gt;" in page and "{'heldout_loss'" not in page
+    assert 'id="result-problems"' not in page  # nothing to flag in an SFT result
+
+
+def row(page: str, metric: str) -> str:
+    """The value cell of a metric's row in the job page's result table."""
+    match = re.search(rf'<tr data-metric="{re.escape(metric)}"[^>]*><td>[^<]*</td><td class="value">([^<]*)</td>', page)
+    assert match, f"no row for {metric}"
+    return match.group(1)
+
+
+def evaluation_report(**figures) -> dict:
+    """What the evaluate job returns (training.rl.evaluation), with the given figures."""
+    report = {"checkpoint_name": "gen-a", "judge_name": "len10", "prompts": 2, "samples_per_prompt": 2, "greetings": 4,
+              "pass_rate": 0.75, "pass_rate_ci95": [0.5, 1.0], "mean_reward": 0.61, "distinct_1": 0.4,
+              "distinct_2": 0.7, "novelty": 1.0, "copies": 0, "truncated": 0.0, "empty": 0.0,
+              "lengths": {"mean": 21.5, "median": 21, "p10": 12, "p90": 30}, "kl_to_reference": {"kl_per_token": 0.01},
+              "samples": [{"query": "给妈妈的生日祝福", "greeting": "妈妈，生日快乐！愿您<b>永远</b>年轻。" * 3},
+                          {"query": "同事升职祝福", "greeting": "恭喜高升，前程似锦！"}]}
+    return {**report, **figures}
+
+
+@pytest.mark.django_db
+def test_an_evaluation_result_is_a_table_with_readable_samples_and_flagged_problems(fast_passwords):
+    client = client_for(ADMIN)
+    good = TrainingJob.objects.create(kind="evaluate", status="succeeded", progress=1.0, result=evaluation_report())
+    page = client.get(reverse("jobs:detail", args=[good.pk])).content.decode()
+    assert row(page, "pass_rate") == "0.75" and row(page, "lengths.mean") == "21.5" and row(page, "novelty") == "1"
+    assert 'id="result-problems"' not in page and 'class="flagged"' not in page
+    samples = page[page.index('id="result-samples"'):page.index("</table>", page.index('id="result-samples"'))]
+    assert "<td>给妈妈的生日祝福</td>" in samples and "&lt;b&gt;永远&lt;/b&gt;" in samples  # whole, escaped
+    assert samples.count("永远") == 3 and "{'query'" not in page  # not cut, not a Python repr
+    copied = TrainingJob.objects.create(kind="evaluate", status="succeeded", progress=1.0,
+                                        result=evaluation_report(novelty=0.0, copies=4, pass_rate=0.25, truncated=0.5))
+    page = client.get(reverse("jobs:detail", args=[copied.pk])).content.decode()
+    problems = page[page.index('id="result-problems"'):page.index("</div>", page.index('id="result-problems"'))]
+    assert "novelty" in problems and "promotion gate" in problems and "≥ 0.95" in problems  # the gate's own bar
+    assert "4 of 4 greetings copy a training greeting" in problems
+    assert "pass_rate" in problems and "truncated" in problems
+    assert '<tr data-metric="novelty" class="flagged">' in page  # red in the table as well
+    assert '<tr data-metric="distinct_2">' in page  # unflagged figures stay plain
+
+
+@pytest.mark.django_db
+def test_a_round_result_shows_the_gate_reasons_and_the_candidate_samples(fast_passwords):
+    decision = {"promote": False, "reasons": ["pass rate 0.500 vs 0.400: +0.100, 95% CI [-0.1, +0.3] includes 0",
+                                              "novelty 0.500 below the floor 0.95 (copies training greetings)",
+                                              "distinct-2 0.700 vs 0.700: ok"],
+                "checks": {"pass_rate": False, "novelty": False, "diversity": True}}
+    job = TrainingJob.objects.create(kind="rlaif_round", status="succeeded", progress=1.0, result={
+        "promoted": False, "decision": decision, "before": evaluation_report(), "after": evaluation_report(novelty=0.5)})
+    page = client_for(ADMIN).get(reverse("jobs:detail", args=[job.pk])).content.decode()
+    reasons = page[page.index('id="gate-reasons"'):page.index("</ul>", page.index('id="gate-reasons"'))]
+    assert reasons.count('class="flag"') == 2 and reasons.count('class="ok"') == 1
+    assert '<tr data-metric="after.novelty" class="flagged">' in page and '<tr data-metric="before.novelty">' in page
+    assert 'id="result-samples"' in page and "同事升职祝福" in page
 
 
 @pytest.mark.django_db

@@ -20,10 +20,10 @@ SCREENSHOTS = REPO / "var" / "screenshots"
 
 
 def start_sft_from_page(page, live_server, data_path, max_steps: int) -> int:
-    page.goto(f"{live_server.url}/train/start/")
+    page.goto(f"{live_server.url}/train/start/sft/")
     page.select_option("#id_sft-preset", "tiny")
     page.select_option("#id_sft-data_source", "file")
-    page.fill("#id_sft-data_path", str(data_path))
+    page.select_option("#id_sft-data_path", str(data_path.resolve()))  # a dropdown of the data folders' files
     page.fill("#id_sft-max_steps", str(max_steps))
     page.check("#id_sft-promote")
     page.click("#start-sft")

@@ -20,6 +20,10 @@ RUNS_DIR = VAR_DIR / "runs"
 # The one committed generator (training/ship.py writes it); make demo serves it instead of training.
 SHIPPED_MODEL_DIR = Path(os.environ.get("ZHUFU_SHIPPED_MODEL", BASE_DIR / "models" / "zhufu-small"))
 STARTER_CORPUS_DIR = BASE_DIR / "training" / "data" / "starter"
+# The folders a training job may read besides the starter corpus and VAR_DIR/uploads (webapp/jobs/datafiles.py).
+# Unset: VAR_DIR's imports, jobs, rlaif and curation folders and ../shared/data.
+if os.environ.get("ZHUFU_TRAINING_DATA_DIRS"):
+    TRAINING_DATA_DIRS = [Path(p) for p in os.environ["ZHUFU_TRAINING_DATA_DIRS"].split(os.pathsep) if p]
 
 
 def env_flag(name: str, default: bool = False) -> bool:

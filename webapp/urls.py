@@ -16,6 +16,7 @@ urlpatterns = [
     path("v1/", include("webapp.api.urls")),
     path("train/", include("webapp.jobs.urls")),
     path("train/checkpoints/", include("webapp.checkpoints.urls")),
+    path("train/judges/", include("webapp.judges.urls")),
 ]
 
 handler403 = "webapp.core.views.permission_denied"

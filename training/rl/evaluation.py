@@ -41,7 +41,7 @@ class EvaluationError(ValueError):
     """Bad evaluation input; ``field`` names the offending parameter."""
 
     def __init__(self, field: str, message: str):
-        self.field = field
+        self.field, self.message = field, message
         super().__init__(f"{field}: {message}")
 
 

@@ -44,7 +44,11 @@ ROLLOUT_BACKENDS = ("engine", "generate")
 
 
 class GRPOError(Exception):
-    """A run that cannot start or resume; the message names the field or the problem."""
+    """A run that cannot start or resume; ``field`` names the GRPOConfig field at fault, when one is."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass
@@ -89,9 +93,9 @@ class GRPOConfig:
         ]
         for name, ok, wanted in checks:
             if not ok:
-                raise GRPOError(f"{name} must be {wanted}, got {getattr(self, name)!r}")
+                raise GRPOError(f"{name} must be {wanted}, got {getattr(self, name)!r}", field=name)
         if not self.prompts:
-            raise GRPOError("prompts: the prompt set is empty")
+            raise GRPOError("prompts: the prompt set is empty", field="prompts")
 
 
 @dataclass

@@ -8,26 +8,19 @@ from django import forms
 from django.conf import settings
 
 from generation.presets import PRESETS
+from webapp.jobs.datafiles import DataFileField, check_data_file
 from webapp.jobs.kinds import JobHandle, JobKind, register
 
 RUN_NAME_FILE = "sft_run_name"
 
 
-def training_data_dirs() -> list[Path]:
-    """Folders a job may read a corpus file from: the shared paper data and imported files."""
-    configured = getattr(settings, "TRAINING_DATA_DIRS", None)
-    if configured is not None:
-        return [Path(p).resolve() for p in configured]
-    return [(Path(settings.BASE_DIR).parent / "shared" / "data").resolve(), (Path(settings.VAR_DIR) / "imports").resolve()]
-
-
 class SFTParams(forms.Form):
     preset = forms.ChoiceField(choices=[(name, name) for name in PRESETS], initial="small",
                                help_text="tiny (seconds), small (demo, minutes on CPU), base (GPU)")
-    data_source = forms.ChoiceField(choices=[("starter", "the starter corpus"), ("file", "a file (path below)")],
+    data_source = forms.ChoiceField(choices=[("starter", "the starter corpus"), ("file", "a corpus file (below)")],
                                     initial="starter")
-    data_path = forms.CharField(required=False, max_length=500,
-                                help_text="A corpus file under the shared data or imported files folder.")
+    data_path = DataFileField(required=False, label="Corpus file 语料文件", suffixes=(".json", ".jsonl", ".parquet", ".txt"),
+                              help_text="A corpus file from the app's data folders or an upload.")
     max_steps = forms.IntegerField(required=False, min_value=1, max_value=1_000_000,
                                    help_text="Empty: the preset's number of steps.")
     seed = forms.IntegerField(initial=0, min_value=0, max_value=2**31 - 1)
@@ -38,23 +31,12 @@ class SFTParams(forms.Form):
 
     def clean(self):
         cleaned = super().clean()
-        if cleaned.get("data_source") == "file":
-            cleaned["data_path"] = self._allowed_file(cleaned.get("data_path", ""))
-        else:
+        if cleaned.get("data_source") != "file":
             cleaned["data_path"] = ""
+        elif "data_path" in cleaned and not cleaned["data_path"]:
+            self.add_error("data_path", "语料文件：数据来源是文件时请选择一个文件 / Corpus file (data_path): choose a corpus "
+                                        "file when the data source is a file.")
         return cleaned
-
-    def _allowed_file(self, raw: str) -> str:
-        if not raw.strip():
-            self.add_error("data_path", "Name a corpus file when the data source is a file.")
-            return ""
-        path = Path(raw.strip()).expanduser().resolve()
-        roots = training_data_dirs()
-        if not any(path.is_relative_to(root) for root in roots):
-            self.add_error("data_path", f"Only files under {', '.join(map(str, roots))} can be used.")
-        elif not path.is_file():
-            self.add_error("data_path", f"No file at {path}.")
-        return str(path)
 
 
 def run_sft(params: dict, job: JobHandle) -> dict:
@@ -67,10 +49,11 @@ def run_sft(params: dict, job: JobHandle) -> dict:
         run_name = f"{new_run_name(params['preset'])}-job{job.id}"
         name_file.write_text(run_name)
     resume_run = run_name if (job.resumed and state_saved) else None
+    data_paths = [check_data_file(params["data_path"], "data_path")] if params.get("data_path") else []
     job.log(f"{'resuming' if resume_run else 'starting'} run {run_name}")
     job.on_progress({"event": "stage", "stage": "training"})
     checkpoint = train_and_register(
-        preset=params["preset"], data_paths=[Path(params["data_path"])] if params.get("data_path") else [],
+        preset=params["preset"], data_paths=data_paths,
         resume_run=resume_run, run_name=run_name, seed=params.get("seed") or 0, max_steps=params.get("max_steps"),
         promote=bool(params.get("promote")), on_progress=job.on_progress,
     )
@@ -83,5 +66,6 @@ SFT = register(JobKind(
     name="sft", label="SFT: train a generator", params_form=SFTParams, run=run_sft, resumable=True,
     description="Supervised fine-tuning of a preset on the starter corpus or a corpus file; the result is "
                 "registered as a checkpoint (and promoted when asked).",
+    summary="训练生成模型 Train a generator on the starter corpus or a corpus file; it is registered as a checkpoint.",
     tags=("generator",),
 ))

@@ -42,8 +42,26 @@ class JobKind:
     params_form: Any  # a django.forms.Form class
     run: Callable[[dict, JobHandle], dict]
     description: str = ""
+    summary: str = ""  # one line for the index of kinds on /train/start/; empty: the description's first sentence
     resumable: bool = False  # True: a job whose worker died is restarted (job.resumed), else marked failed
     tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+def one_line(kind: JobKind) -> str:
+    """The kind's one-line summary: its own, else its description up to the first full stop."""
+    if kind.summary:
+        return kind.summary
+    first, dot, _ = kind.description.partition(". ")
+    return first + ("." if dot else "")
+
+
+class FieldError(ValueError):
+    """A job parameter at fault, raised by a kind's `run` (or what it calls): `field` names the form field,
+    `fix` is (url, label) of the page that fixes it when there is one. The job page shows both."""
+
+    def __init__(self, field: str, message: str, fix: tuple[str, str] | None = None):
+        self.field, self.fix, self.message = field, fix, message
+        super().__init__(f"{field}: {message}")
 
 
 _KINDS: dict[str, JobKind] = {}

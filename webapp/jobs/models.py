@@ -104,8 +104,9 @@ class TrainingJob(models.Model):
     def mark_succeeded(self, result: dict) -> None:
         self._finish(self.Status.SUCCEEDED, result=result, progress=1.0, eta_seconds=0.0)
 
-    def mark_failed(self, reason: str) -> None:
-        self._finish(self.Status.FAILED, error=reason)
+    def mark_failed(self, reason: str, details: dict | None = None) -> None:
+        """details: what the job page shows beside the reason (the field at fault and the page that fixes it)."""
+        self._finish(self.Status.FAILED, error=reason, **({"result": details} if details else {}))
 
     def mark_cancelled(self, reason: str = "cancelled by an admin") -> None:
         self._finish(self.Status.CANCELLED, error=reason)

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from webapp.jobs.kinds import JobKind, UnknownJobKind, get_kind
+from webapp.jobs.kinds import FieldError, JobKind, UnknownJobKind, get_kind
 from webapp.jobs.models import TRAIN_SLOT, InvalidTransition, LogLine, TrainingJob
 from webapp.jobs.runner import DatabaseJobHandle, Heartbeat, worker_identity
 
@@ -148,6 +148,8 @@ def execute(job: TrainingJob, resumed: bool) -> str:
             if handle.cancelled:
                 return _finish(job, "cancel", handle, f"cancelled: stopped at {type(exc).__name__}: {exc}")
             logger.exception("job #%s failed", job.pk)
+            if isinstance(exc, FieldError):  # the reason names the field; the page links what fixes it
+                return _finish(job, "fail", handle, str(exc), details=failure_details(job, exc))
             return _finish(job, "fail", handle, f"{type(exc).__name__}: {exc}")
     handle.flush(force=True)
     if handle.cancelled:
@@ -155,7 +157,20 @@ def execute(job: TrainingJob, resumed: bool) -> str:
     return _finish(job, "succeed", handle, result if isinstance(result, dict) else {"result": result})
 
 
-def _finish(job: TrainingJob, how: str, handle: DatabaseJobHandle, detail) -> str:
+def failure_details(job: TrainingJob, exc: FieldError) -> dict:
+    """The field at fault and the page that fixes it; a fix within the start page (#upload) gets its URL."""
+    from django.urls import reverse
+
+    details = {"failed_field": exc.field}
+    if exc.fix:
+        url, label = exc.fix
+        if url.startswith("#"):
+            url = reverse("jobs:start-kind", args=[job.kind]) + url
+        details.update(fix_url=url, fix_label=label)
+    return details
+
+
+def _finish(job: TrainingJob, how: str, handle: DatabaseJobHandle, detail, details: dict | None = None) -> str:
     try:
         if how == "succeed":
             job.mark_succeeded(detail)
@@ -164,7 +179,7 @@ def _finish(job: TrainingJob, how: str, handle: DatabaseJobHandle, detail) -> st
             job.mark_cancelled(detail)
             handle.log(detail)
         else:
-            job.mark_failed(detail)
+            job.mark_failed(detail, details)
             handle.log(f"failed: {detail}")
     except InvalidTransition as exc:  # the reaper decided first (e.g. our heartbeat went stale)
         handle.log(f"finished as {how} but {exc}")

@@ -1,14 +1,17 @@
 """Admin pages of the training platform (/train/): thin views over services.py."""
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import QueryDict
+from urllib.parse import urlencode
+
+from django.http import Http404, QueryDict
+from django.urls import reverse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.core.roles import admin_required
-from webapp.jobs import services
+from webapp.jobs import datafiles, services
 from webapp.jobs.charts import line_chart
-from webapp.jobs.kinds import UnknownJobKind, all_kinds, get_kind
+from webapp.jobs.kinds import UnknownJobKind, all_kinds, get_kind, one_line
 from webapp.jobs.models import TrainingJob
 
 LOG_TAIL = 200
@@ -24,41 +27,93 @@ def job_list(request):
 @require_http_methods(["GET", "POST"])
 @admin_required
 def start(request):
-    """Every registered kind with its parameter form; POST starts the chosen one."""
-    forms_by_kind = {kind.name: kind.params_form(prefix=kind.name) for kind in all_kinds()}
-    error, status = "", 200
+    """The index of job kinds, one line each, in pipeline order; each links its own page.
+
+    A POST naming a kind (the page's former single form, scripts) is handled as that kind's page."""
     if request.method == "POST":
         name = request.POST.get("kind", "")
         try:
-            kind = get_kind(name)
+            get_kind(name)
         except UnknownJobKind as exc:
-            error, status = str(exc.args[0]), 400
+            return render(request, "jobs/start.html", {"kinds": ordered_kinds(), "error": str(exc.args[0]),
+                                                       "active": services.active_job()}, status=400)
+        return start_kind(request, name)
+    return render(request, "jobs/start.html", {"kinds": ordered_kinds(), "active": services.active_job()})
+
+
+@require_http_methods(["GET", "POST"])
+@admin_required
+def start_kind(request, kind):
+    """One kind's parameter form; POST starts it. GET values (?prompts_file=...) preselect fields."""
+    try:
+        job_kind = get_kind(kind)
+    except UnknownJobKind as exc:
+        return render(request, "jobs/start.html", {"kinds": ordered_kinds(), "error": str(exc.args[0]),
+                                                   "active": services.active_job()}, status=404)
+    error, status = "", 200
+    if request.method == "POST":
+        form = job_kind.params_form(request.POST, prefix=job_kind.name)
+        try:
+            job = services.start_job(job_kind.name, _unprefixed(request.POST, job_kind.name), request.user)
+        except services.JobBusy as exc:
+            error, status = exc.message, 409
+        except services.JobError as exc:
+            form.is_valid()  # shows the field errors beside the fields
+            error, status = exc.message, 400
         else:
-            bound = kind.params_form(request.POST, prefix=kind.name)
-            forms_by_kind[kind.name] = bound
-            params = _unprefixed(request.POST, kind.name)
-            try:
-                job = services.start_job(kind.name, params, request.user)
-            except services.JobBusy as exc:
-                error, status = exc.message, 409
-            except services.JobError as exc:
-                bound.is_valid()  # shows the field errors beside the fields
-                error, status = exc.message, 400
-            else:
-                return redirect("jobs:detail", pk=job.pk)
-    kinds = [(kind, forms_by_kind[kind.name]) for kind in sorted(all_kinds(), key=pipeline_position)]
-    return render(request, "jobs/start.html", {"kinds": kinds, "error": error, "active": services.active_job(),
-                                               "chosen": chosen_kind(request, forms_by_kind)}, status=status)
+            return redirect("jobs:detail", pk=job.pk)
+    else:
+        form = job_kind.params_form(initial=_preselected(request.GET, job_kind), prefix=job_kind.name)
+    return render(request, "jobs/start_kind.html", {
+        "kind": job_kind, "form": form, "error": error, "active": services.active_job(),
+        "file_fields": file_fields(form), "upload_dir": datafiles.upload_dir(), "suffixes": datafiles.DATA_SUFFIXES,
+        "max_upload_mb": datafiles.MAX_UPLOAD_BYTES // 2**20}, status=status)
 
 
-def chosen_kind(request, forms_by_kind) -> str:
-    """The kind a refused POST was for, when it is one the page shows (its form gets the error link)."""
-    name = request.POST.get("kind", "")
-    return name if name in forms_by_kind else ""
+def file_fields(form) -> list[tuple[str, str]]:
+    return [(name, field.label or name) for name, field in form.fields.items()
+            if isinstance(field, (datafiles.DataFileField, datafiles.MultipleDataFileField))]
 
 
-# The start page lists kinds in the order a training pipeline runs them; kinds not named here follow.
-PIPELINE_ORDER = ("sft", "reward_model", "curate_pairs", "adversarial_judge", "evaluate", "grpo", "rlaif_round", "marl")
+@require_POST
+@admin_required
+def upload(request, kind):
+    """A file into the uploads folder; back to the kind's page with it chosen in the field it was for."""
+    job_kind = get_kind_or_404(kind)
+    target = reverse("jobs:start-kind", args=[job_kind.name])
+    try:
+        saved = datafiles.save_upload(request.FILES.get("file"))
+    except datafiles.DataFileError as exc:
+        messages.error(request, exc.message)
+        return redirect(target + "#upload")
+    messages.info(request, f"已上传 Uploaded {saved.name}: it is in the file lists now.")
+    field = request.POST.get("for_field", "")
+    if field in dict(file_fields(job_kind.params_form())):
+        target += "?" + urlencode({field: str(saved)})
+    return redirect(target)
+
+
+def get_kind_or_404(name: str):
+    try:
+        return get_kind(name)
+    except UnknownJobKind:
+        raise Http404(f"unknown job kind {name!r}") from None
+
+
+def _preselected(query: QueryDict, kind) -> dict:
+    """Initial values from the query string, for the kind's own fields only (links from other pages)."""
+    fields = kind.params_form.base_fields
+    return {name: (query.getlist(name) if getattr(fields[name].widget, "allow_multiple_selected", False)
+                   else query.get(name)) for name in query if name in fields}
+
+
+def ordered_kinds() -> list:
+    return [(kind, one_line(kind)) for kind in sorted(all_kinds(), key=pipeline_position)]
+
+
+# The index lists kinds in the order a training pipeline runs them; kinds not named here follow.
+PIPELINE_ORDER = ("sft", "reward_model", "curate_pairs", "adversarial_judge", "judge_rated", "evaluate", "grpo",
+                  "rlaif_round", "marl")
 
 
 def pipeline_position(kind) -> tuple[int, str]:
@@ -88,7 +143,19 @@ def _curves(job: TrainingJob) -> list:
 
 def _live_context(job: TrainingJob) -> dict:
     lines = list(job.log_lines.order_by("-id")[:LOG_TAIL])[::-1]
-    return {"job": job, "curves": _curves(job), "log_lines": lines}
+    return {"job": job, "curves": _curves(job), "log_lines": lines, "retry_query": retry_query(job)}
+
+
+def retry_query(job: TrainingJob) -> str:
+    """The job's parameters as a query string for its kind's page, the field at fault left out."""
+    failed = (job.result or {}).get("failed_field")
+    pairs = []
+    for key, value in (job.params or {}).items():
+        if key == failed or value in (None, ""):
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            pairs.append((key, str(item).lower() if isinstance(item, bool) else str(item)))
+    return urlencode(pairs)
 
 
 @require_GET

@@ -11,14 +11,20 @@ from pathlib import Path
 
 from django import forms
 
-from webapp.jobs.kinds import JobHandle, JobKind, register
+from webapp.jobs.choices import CheckpointChoiceField, JudgeChoiceField, MultipleRegistryChoiceField, RegistryChoiceField
+from webapp.jobs.datafiles import DataFileField, MultipleDataFileField
+from webapp.jobs.kinds import FieldError, JobHandle, JobKind, register
 from webapp.judges import services
 
 _LIST_SPLIT = re.compile(r"[,，\n]+")
 
 
-class JobParamsError(ValueError):
-    """Parameters a job cannot run with; the message names the field."""
+class JobParamsError(FieldError):
+    """Parameters a job cannot run with; the message names every bad field, `field` the first of them."""
+
+    def __init__(self, message: str, field: str = "", fix: tuple[str, str] | None = None):
+        ValueError.__init__(self, message)
+        self.field, self.fix = field, fix
 
 
 def split_list(text: str) -> list[str]:
@@ -29,19 +35,42 @@ def clean_params(form_class, params: dict) -> dict:
     """The form's cleaned data (fields left out take their initial value), or JobParamsError naming every bad field."""
     data = {name: field.initial for name, field in form_class.base_fields.items() if field.initial is not None}
     # the job system stores cleaned data: lists (temperatures, files) come back as lists; bind them as text again
-    data.update({key: ",".join(map(str, value)) if isinstance(value, (list, tuple)) else value
-                 for key, value in params.items() if value is not None})
+    data.update({key: _bindable(form_class, key, value) for key, value in params.items() if value is not None})
     form = form_class(data=data)
     if not form.is_valid():
         problems = "; ".join(f"{field}: {' '.join(errors)}" for field, errors in form.errors.items())
-        raise JobParamsError(problems)
+        first = next(iter(form.errors))
+        raise JobParamsError(problems, field=first, fix=getattr(form.fields.get(first), "fix", None))
     return form.cleaned_data
 
 
-def existing_file(value: str) -> str:
-    if value and not Path(value).is_file():
-        raise forms.ValidationError(f"{value} does not exist", code="missing")
+def _bindable(form_class, key: str, value):
+    """A stored value as form data: lists stay lists for multiple-choice fields, else comma-joined text."""
+    field = form_class.base_fields.get(key)
+    if isinstance(value, (list, tuple)) and not isinstance(field, forms.MultipleChoiceField):
+        return ",".join(map(str, value))
     return value
+
+
+class PrincipleSetChoiceField(RegistryChoiceField):
+    """A principle set as NAME:VERSION; blank: the active judge's, else the newest 'default'."""
+
+    what = ("原则集", "principle set")
+
+    def rows(self):
+        from webapp.judges.models import PrincipleSet
+
+        return PrincipleSet.objects.order_by("name", "-version")
+
+    def row_choices(self):
+        return [("", "当前评审的原则集 the active judge's, else the newest 'default'")] + [
+            (f"{row.name}:{row.version}", f"{row.name} v{row.version}") for row in self.rows()]
+
+    def to_python(self, value):
+        return forms.Field.to_python(self, value).strip() if value not in (None, "") else ""
+
+    def validate(self, value):
+        forms.Field.validate(self, value)  # resolve_principle_set names a missing one, with the known ones
 
 
 class CommandJob:
@@ -70,30 +99,30 @@ class CuratePairsParams(forms.Form):
     method = forms.ChoiceField(choices=[("score", "score: judges score, clear margins kept"),
                                         ("debate", "debate: retrieve, positive/negative agents, judge, reflect")],
                                initial="score", help_text="debate uses the LLM judge's endpoint (JUDGE_LLM_*).")
-    prompts_file = forms.CharField(help_text="Queries: any importable file (queries, alpaca, pairwise, labeled, verl).")
+    prompts_file = DataFileField(label="Prompt file 请求文件",
+                                 help_text="Queries: any importable file (queries, alpaca, pairwise, labeled, verl).")
     max_prompts = forms.IntegerField(min_value=1, max_value=100_000, initial=50)
-    checkpoints = forms.CharField(required=False, help_text="Generator checkpoints (names or ids, comma-separated); "
-                                                            "blank: the active one (unless a remote server is given).")
+    checkpoints = MultipleRegistryChoiceField(CheckpointChoiceField(), label="Checkpoints 检查点",
+                                              help_text="Generator checkpoints as agents; none chosen: the active one "
+                                                        "(unless a remote server is given).")
     remote_url = forms.URLField(required=False, assume_scheme="http", help_text="An OpenAI-compatible server (its /v1/completions) as another agent.")
     remote_model = forms.CharField(required=False)
     temperatures = forms.CharField(initial="0.7,1.1", help_text="One agent per source and temperature.")
     personas = forms.CharField(required=False, help_text="Style hints taken in turn by the agents, e.g. 古风,幽默.")
     candidates_per_agent = forms.IntegerField(min_value=1, max_value=16, initial=2)
     max_new_tokens = forms.IntegerField(min_value=8, max_value=512, initial=96)
-    judges = forms.CharField(required=False, help_text="Judge versions (names, comma-separated); blank: the active "
-                                                       "judge. Method score only.")
+    judges = MultipleRegistryChoiceField(JudgeChoiceField(), label="Judges 评审",
+                                         help_text="Judge versions; none chosen: the active judge. Method score only.")
     retrieve_k = forms.IntegerField(min_value=0, max_value=8, initial=3,
                                     help_text="Method debate: similar well-rated corpus greetings as few-shot examples.")
     min_margin = forms.FloatField(min_value=0.01, max_value=1.0, initial=0.3)
     max_longer_share = forms.FloatField(min_value=0.0, max_value=1.0, initial=0.5,
                                         help_text="At most this share of pairs whose chosen text is longer.")
-    exclude_files = forms.CharField(required=False, help_text="Evaluation files whose queries are never used (leakage guard).")
+    exclude_files = MultipleDataFileField(required=False, label="Exclude files 排除文件",
+                                          help_text="Evaluation files whose queries are never used (leakage guard).")
     name = forms.SlugField(required=False, max_length=80)
     import_to_corpus = forms.BooleanField(required=False)
     seed = forms.IntegerField(initial=0)
-
-    def clean_prompts_file(self):
-        return existing_file(self.cleaned_data["prompts_file"])
 
     def clean_temperatures(self):
         try:
@@ -103,12 +132,6 @@ class CuratePairsParams(forms.Form):
         if not values or any(not 0.0 <= t <= 2.0 for t in values):
             raise forms.ValidationError("give one to several temperatures in [0, 2]")
         return values
-
-    def clean_exclude_files(self):
-        paths = split_list(self.cleaned_data.get("exclude_files", ""))
-        for path in paths:
-            existing_file(path)
-        return paths
 
     def clean(self):
         data = super().clean()
@@ -127,7 +150,7 @@ def run_curate_pairs(params: dict, job: JobHandle) -> dict:
     except CurationError as exc:
         raise JobParamsError(str(exc)) from exc
     agents = services.build_generator_agents(
-        checkpoints=split_list(p["checkpoints"]), temperatures=p["temperatures"], personas=split_list(p["personas"]),
+        checkpoints=p["checkpoints"], temperatures=p["temperatures"], personas=split_list(p["personas"]),
         n=p["candidates_per_agent"], max_new_tokens=p["max_new_tokens"], remote_url=p["remote_url"],
         remote_model=p["remote_model"])
     name = p["name"] or f"pairs-job{job.id}"
@@ -140,7 +163,7 @@ def run_curate_pairs(params: dict, job: JobHandle) -> dict:
                 k=p["retrieve_k"] if p["retrieve_k"] is not None else 3, on_progress=job.on_progress,
                 progress_bar=True)
         return services.curate_preference_pairs(
-            prompts_file=Path(p["prompts_file"]), agents=agents, judge_names=split_list(p["judges"]),
+            prompts_file=Path(p["prompts_file"]), agents=agents, judge_names=p["judges"],
             exclude_files=[Path(f) for f in p["exclude_files"]], config=config, max_prompts=p["max_prompts"],
             workdir=Path(job.workdir), name=name, import_to_corpus=p["import_to_corpus"],
             on_progress=job.on_progress, progress_bar=True)
@@ -153,9 +176,9 @@ def run_curate_pairs(params: dict, job: JobHandle) -> dict:
 
 
 class AdversarialJudgeParams(forms.Form):
-    principle_set = forms.CharField(required=False, help_text="id, NAME or NAME:VERSION; blank: the active judge's, "
-                                                              "else the newest 'default'.")
-    labelled_file = forms.CharField(help_text="{query, response, label} JSON Lines: half for reflection, half held out.")
+    principle_set = PrincipleSetChoiceField(label="Principle set 原则集")
+    labelled_file = DataFileField(label="Labelled file 标注文件", suffixes=(".jsonl", ".json"),
+                                  help_text="{query, response, label} JSON Lines: half for reflection, half held out.")
     rounds = forms.IntegerField(min_value=1, max_value=20, initial=3)
     attacks_per_round = forms.IntegerField(min_value=1, max_value=500, initial=24)
     llm_attacks_per_round = forms.IntegerField(min_value=0, max_value=100, initial=0)
@@ -167,9 +190,6 @@ class AdversarialJudgeParams(forms.Form):
     max_retries = forms.IntegerField(required=False, min_value=0, max_value=10)
     register_llm_judge = forms.BooleanField(required=False, help_text="Also register an LLM judge with the new set.")
     seed = forms.IntegerField(initial=0)
-
-    def clean_labelled_file(self):
-        return existing_file(self.cleaned_data["labelled_file"])
 
     def clean_strategies(self):
         from training.judges.adversarial import PERTURBATIONS
@@ -207,21 +227,20 @@ def run_adversarial_judge(params: dict, job: JobHandle) -> dict:
 
 
 class RewardModelParams(forms.Form):
-    pair_files = forms.CharField(help_text="Pairwise files (LlamaFactory JSON or any pair format), comma-separated.")
+    pair_files = MultipleDataFileField(label="Pair files 偏好对文件", suffixes=(".json", ".jsonl"),
+                                       help_text="Pairwise files (LlamaFactory JSON or any pair format).")
     preset = forms.ChoiceField(choices=[("tiny", "tiny"), ("small", "small"), ("base", "base")], initial="small")
     steps = forms.IntegerField(required=False, min_value=1, max_value=1_000_000)
     seed = forms.IntegerField(initial=0)
-    init_checkpoint = forms.CharField(required=False, help_text="Start from this generator checkpoint (name or id).")
+    init_checkpoint = CheckpointChoiceField(blank_means_active=False, label="Start from 初始检查点",
+                                            help_text="Start from this generator checkpoint; none: from scratch.")
     name = forms.SlugField(required=False, max_length=80)
     activate = forms.BooleanField(required=False)
 
     def clean_pair_files(self):
-        paths = split_list(self.cleaned_data["pair_files"])
-        if not paths:
-            raise forms.ValidationError("give at least one pairs file")
-        for path in paths:
-            existing_file(path)
-        return paths
+        if not self.cleaned_data["pair_files"]:
+            raise forms.ValidationError("至少选择一个偏好对文件 / give at least one pairs file")
+        return self.cleaned_data["pair_files"]
 
 
 def run_reward_model(params: dict, job: JobHandle) -> dict:
@@ -236,20 +255,58 @@ def run_reward_model(params: dict, job: JobHandle) -> dict:
     return {"judge": version.name, "path": version.path, "active": version.is_active, "metrics": version.metrics}
 
 
+# --------------------------------------------------------------------------------------------
+# judge_rated: the judge's verdicts on the greetings people rated (what the alignment page compares)
+
+
+class JudgeRatedParams(forms.Form):
+    judge = JudgeChoiceField(require_active=True, label="Judge 评审")
+    overwrite = forms.BooleanField(required=False, help_text="Judge again the greetings this version already judged.")
+
+
+def run_judge_rated(params: dict, job: JobHandle) -> dict:
+    from django.urls import reverse
+
+    p = clean_params(JudgeRatedParams, params)
+    try:
+        version = services.resolve_judge(p["judge"] or None)
+    except services.JudgeServiceError as exc:
+        raise JobParamsError(f"judge: {exc}", field="judge", fix=JudgeRatedParams.base_fields["judge"].fix) from exc
+    greetings = list(services.rated_greetings())
+    alignment = f"{reverse('annotation:alignment')}?judge={version.pk}"
+    if not greetings:
+        job.log("no greeting rated by people yet: nothing to judge")
+        return {"judge": version.name, "judged": 0, "note": "还没有人评分的祝福 no greeting is rated by people yet: "
+                                                            "ratings come from annotation batches"}
+    job.on_progress({"event": "stage", "stage": f"judging {len(greetings)} rated greetings"})
+    counts = services.judge_greetings(version, greetings, overwrite=p["overwrite"])
+    job.log(f"{version.name} judged {counts['judged']} rated greetings ({counts['skipped']} already judged)")
+    return {"judge": version.name, **counts, "alignment": alignment}
+
+
+JUDGE_RATED = register(JobKind(
+    name="judge_rated", label="Judge the rated greetings", params_form=JudgeRatedParams, run=run_judge_rated,
+    description="The judge gives its verdict on every greeting people rated in annotation batches (verdicts stored "
+                "as judge labels; already judged ones are skipped), so the alignment page can compare it with people.",
+    summary="评审已评分的祝福 The judge judges the greetings people rated, for the alignment page.",
+    tags=("judges",)))
 CURATE_PAIRS = register(JobKind(
     name="curate_pairs", label="Curate preference pairs", params_form=CuratePairsParams, run=run_curate_pairs,
     description="Multi-agent rejection sampling: several generator agents write; method score: the judges score, "
                 "pairs with a clear margin are kept; method debate: retrieved few-shot examples, positive and "
                 "negative agents, a 0/1 judge and a reflect agent that overturns only with quoted evidence. "
                 "Length-balanced, evaluation queries excluded.",
+    summary="整理偏好对 Generator agents write, judges pick: preference pairs for a judge or reward model.",
     resumable=True, tags=("judges", "data")))
 ADVERSARIAL_JUDGE = register(JobKind(
     name="adversarial_judge", label="Adversarial judge optimisation", params_form=AdversarialJudgeParams,
     run=run_adversarial_judge,
     description="Attack the LLM judge's principles with flawed greetings, reflect, keep a revised set only when "
                 "its held-out agreement holds and its attack success rate falls.",
+    summary="加固评审原则 Attack the LLM judge's principles with flawed greetings and keep a set that holds.",
     tags=("judges",)))
 REWARD_MODEL = register(JobKind(
     name="reward_model", label="Reward model", params_form=RewardModelParams, run=run_reward_model,
     description="Bradley-Terry reward model on the MoE backbone, held-out metrics beside TF-IDF and length.",
+    summary="训练奖励模型 A reward model (a judge) from preference pairs, with held-out metrics.",
     tags=("judges", "training")))

@@ -4,6 +4,7 @@ The result is registered as a family="marl" checkpoint, which is never the activ
 from django import forms
 
 from training.marl.options import ACTION_TYPES, ALGOS, ENCODER_KINDS, ENV_MODULES, MAX_STEPS, MIN_STEPS, PLACEMENTS
+from webapp.jobs.choices import CheckpointChoiceField
 from webapp.jobs.kinds import JobHandle, JobKind, register
 
 
@@ -25,8 +26,8 @@ class MARLParams(forms.Form):
                                   help_text="hrtmaddpg only: which networks see the history encoding")
     window = forms.IntegerField(required=False, initial=4, min_value=1, max_value=32, help_text="steps per window (w)")
     windows = forms.IntegerField(required=False, initial=4, min_value=1, max_value=32, help_text="windows the transformer sees (m)")
-    init_from = forms.CharField(required=False, max_length=100,
-                                help_text="Optional: start from a MARL checkpoint (id or name) of the same env.")
+    init_from = CheckpointChoiceField(family="marl", blank_means_active=False, label="Start from 初始检查点",
+                                      help_text="Optional: start from a MARL checkpoint of the same env.")
 
     def clean_seed(self):
         return self.cleaned_data["seed"] or 0
@@ -67,5 +68,6 @@ MARL = register(JobKind(
     description="Multi-agent RL on an mpe2 scenario (simple_spread, simple_adversary, simple_tag): MADDPG or "
                 "HRTMADDPG (GRU over windows + transformer over windows). Registered as a MARL checkpoint, "
                 "never the active generator.",
+    summary="研究 Research: multi-agent RL (MADDPG / HRTMADDPG) on an mpe2 scenario.",
     tags=("research", "marl"),
 ))

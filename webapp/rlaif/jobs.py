@@ -6,35 +6,34 @@ from pathlib import Path
 
 from django import forms
 
+from webapp.jobs.choices import CheckpointChoiceField, JudgeChoiceField
+from webapp.jobs.datafiles import DataFileField
 from webapp.jobs.kinds import JobHandle, JobKind, register
 from webapp.rlaif import services
 from webapp.rlaif.services import RlaifError
 
+PROMPT_SUFFIXES = (".txt", ".parquet", ".jsonl", ".json")
 
-def _path_field(label: str, required: bool = False) -> forms.CharField:
-    return forms.CharField(required=required, max_length=500, label=label,
-                           help_text="A verl parquet file or one query a line, on the worker's disk.")
+
+def _prompt_set(label: str, required: bool = False, blank: str = "---------") -> DataFileField:
+    return DataFileField(required=required, label=label, suffixes=PROMPT_SUFFIXES, blank_label=blank,
+                         help_text="A verl parquet file or one query a line, from the app's data folders or an upload.")
 
 
 class EvaluateParams(forms.Form):
-    prompts_file = _path_field("Prompt file", required=True)
-    checkpoint = forms.CharField(required=False, max_length=100, help_text="Name or id; empty: the active one.")
-    judge = forms.CharField(required=False, max_length=100, help_text="Name or id; empty: the active judge.")
+    prompts_file = _prompt_set("Prompt set 提示词集", required=True)
+    checkpoint = CheckpointChoiceField(require_active=True, label="Checkpoint 检查点")
+    judge = JudgeChoiceField(require_active=True, label="Judge 评审")
     samples = forms.IntegerField(min_value=1, max_value=16, initial=4, required=False)
     max_prompts = forms.IntegerField(min_value=1, max_value=100_000, required=False)
     seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0, required=False)
 
-    def clean_prompts_file(self):
-        path = Path(self.cleaned_data["prompts_file"])
-        if not path.is_file():
-            raise forms.ValidationError(f"file {path} does not exist")
-        return str(path)
 
 
 class GRPOParams(forms.Form):
-    checkpoint = forms.CharField(required=False, max_length=100, help_text="Start from this; empty: the active one.")
-    judge = forms.CharField(required=False, max_length=100, help_text="Reward from this judge; empty: the active one.")
-    prompts_file = _path_field("Training prompts (empty: the starter queries)")
+    checkpoint = CheckpointChoiceField(require_active=True, label="Start from 起点检查点")
+    judge = JudgeChoiceField(require_active=True, label="Reward judge 奖励评审")
+    prompts_file = _prompt_set("Training prompts 训练提示词", blank="入门请求 the starter queries")
     steps = forms.IntegerField(min_value=1, max_value=10_000, initial=50, required=False)
     prompts_per_step = forms.IntegerField(min_value=1, max_value=64, initial=8, required=False)
     lr = forms.FloatField(min_value=1e-8, max_value=1e-3, initial=2e-5, required=False)
@@ -50,15 +49,11 @@ class GRPOParams(forms.Form):
     copy_coef = forms.FloatField(min_value=0.0, max_value=10.0, initial=0.5, required=False,
                                  help_text="Reward cost of a near-copy of a training greeting (0: off).")
 
-    def clean_prompts_file(self):
-        value = self.cleaned_data.get("prompts_file") or ""
-        if value and not Path(value).is_file():
-            raise forms.ValidationError(f"file {value} does not exist")
-        return value
 
 
 class RoundParams(GRPOParams):
-    heldout_file = _path_field("Held-out prompts (empty: a stable 20% of the prompts by query)")
+    checkpoint = None  # a round starts from the active checkpoint (or trains one first): no choice to make
+    heldout_file = _prompt_set("Held-out prompts 留出提示词", blank="一部分训练提示词 a stable 20% of the prompts by query")
     heldout_fraction = forms.FloatField(min_value=0.05, max_value=0.5, initial=0.2, required=False)
     eval_prompts = forms.IntegerField(min_value=2, max_value=10_000, required=False)
     eval_samples = forms.IntegerField(min_value=1, max_value=16, initial=4, required=False)
@@ -66,19 +61,13 @@ class RoundParams(GRPOParams):
                                    required=False, help_text="Used only for the cold start (no active checkpoint).")
     sft_steps = forms.IntegerField(min_value=1, max_value=100_000, required=False)
 
-    def clean_heldout_file(self):
-        value = self.cleaned_data.get("heldout_file") or ""
-        if value and not Path(value).is_file():
-            raise forms.ValidationError(f"file {value} does not exist")
-        return value
-
 
 def cleaned(form_class, params: dict) -> dict:
     """The form's cleaned params, blanks dropped; invalid params raise RlaifError naming the field."""
     form = form_class(data=params or {})
     if not form.is_valid():
         field, errors = next(iter(form.errors.items()))
-        raise RlaifError(field, "; ".join(errors))
+        raise RlaifError(field, "; ".join(errors), fix=getattr(form.fields.get(field), "fix", None))
     return {k: v for k, v in form.cleaned_data.items() if v not in (None, "")}
 
 
@@ -126,9 +115,14 @@ def run_round(params: dict, job: JobHandle) -> dict:
 
 register(JobKind(name="evaluate", label="Evaluate a generator", params_form=EvaluateParams, run=run_evaluate,
                  description="Judge pass rate with a bootstrap interval, KL to SFT, distinct-n, novelty, lengths.",
+                 summary="评估生成模型 Measure a checkpoint: judge pass rate, novelty, diversity, KL to SFT, lengths.",
                  tags=("rlaif",)))
 register(JobKind(name="grpo", label="GRPO", params_form=GRPOParams, run=run_grpo, resumable=True,
                  description="GRPO (group of 4, k3 KL 0.001 to the SFT model) with the judge's reward; "
-                             "registers a candidate checkpoint.", tags=("rlaif",)))
+                             "registers a candidate checkpoint.",
+                 summary="强化学习 Reinforce a checkpoint with a judge's reward; registers a candidate, never promotes.",
+                 tags=("rlaif",)))
 register(JobKind(name="rlaif_round", label="RLAIF round", params_form=RoundParams, run=run_round, resumable=True,
-                 description="New requests and labels -> GRPO -> evaluation -> gate -> promotion.", tags=("rlaif",)))
+                 description="New requests and labels -> GRPO -> evaluation -> gate -> promotion.",
+                 summary="完整一轮 The whole round: gather requests and labels, GRPO, evaluate, gate, promote.",
+                 tags=("rlaif",)))

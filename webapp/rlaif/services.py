@@ -24,18 +24,17 @@ from training.rl.grpo import GRPOConfig, GRPOError, GRPOResult, train_grpo
 from training.rl.pipeline import lineage, training_greetings
 from training.rl.rewards import RewardConfig
 from webapp.checkpoints.models import Checkpoint
+from webapp.jobs.datafiles import DataFileError, check_data_file
+from webapp.jobs.kinds import FieldError
 from webapp.checkpoints.services import RegistryError, promote_checkpoint, register_checkpoint, resolve_checkpoint
 from webapp.rlaif.models import RlaifRound
 
 STARTER_QUERIES = Path(__file__).resolve().parents[2] / "training" / "data" / "starter" / "queries.txt"
 
 
-class RlaifError(Exception):
-    """Bad input or a state the round cannot run in; ``field`` names the parameter at fault."""
-
-    def __init__(self, field: str, message: str):
-        self.field = field
-        super().__init__(f"{field}: {message}")
+class RlaifError(FieldError):
+    """Bad input or a state the round cannot run in; ``field`` names the parameter at fault, ``fix`` the
+    page that fixes it (url, label) when there is one."""
 
 
 def rlaif_dir() -> Path:
@@ -46,34 +45,58 @@ def rlaif_dir() -> Path:
 # Lookups with errors that name the field
 
 
+def checkpoints_page() -> tuple[str, str]:
+    from django.urls import reverse
+
+    return (reverse("checkpoints:list"), "检查点页面 Checkpoints page")
+
+
+def judges_page() -> tuple[str, str]:
+    from django.urls import reverse
+
+    return (reverse("judges:list"), "评审页面 Judges page")
+
+
 def checkpoint_for(identifier: str | None) -> Checkpoint:
+    if not identifier and not Checkpoint.objects.filter(status=Checkpoint.Status.ACTIVE).exists():
+        raise RlaifError("checkpoint", "没有启用的检查点：请选择一个，或在检查点页面启用一个 / no checkpoint is active: "
+                                       "choose one in the Checkpoint field, or promote one on the Checkpoints page",
+                         fix=checkpoints_page())
     try:
         checkpoint = resolve_checkpoint(identifier or None)
     except RegistryError as exc:
-        raise RlaifError("checkpoint", str(exc)) from exc
+        raise RlaifError("checkpoint", str(exc), fix=checkpoints_page()) from exc
     problem = checkpoint.missing_files()
     if problem:
-        raise RlaifError("checkpoint", f"{checkpoint.name} cannot be loaded: {problem}")
+        raise RlaifError("checkpoint", f"{checkpoint.name} cannot be loaded: {problem}", fix=checkpoints_page())
     return checkpoint
 
 
 def judge_for(identifier: str | None):
     """(JudgeVersion, judge object) by name or id, or the active judge."""
-    from webapp.judges.services import JudgeServiceError, load_judge, resolve_judge
+    from webapp.judges.services import JudgeServiceError, active_judge, load_judge, resolve_judge
 
+    if not identifier and active_judge() is None:
+        raise RlaifError("judge", "没有启用的评审：请在评审字段中选择一个，或在评审页面启用一个 / no judge is active: choose "
+                                  "one in the Judge field, or activate one on the Judges page", fix=judges_page())
     try:
         version = resolve_judge(identifier or None)
         return version, load_judge(version)
     except JudgeServiceError as exc:
-        raise RlaifError("judge", str(exc)) from exc
+        raise RlaifError("judge", str(exc), fix=judges_page()) from exc
 
 
 def prompts_from(path: str | Path | None, field: str = "prompts_file") -> list[str]:
-    """A prompt file (verl parquet or one query a line), or the starter corpus's queries."""
+    """A prompt file (verl parquet or one query a line) inside the app's data folders, or the starter
+    corpus's queries. The folder check is made again here, where the job reads the file."""
     try:
-        return load_prompts(Path(path) if path else STARTER_QUERIES)
+        path = check_data_file(path, field) if path else STARTER_QUERIES
+    except DataFileError as exc:
+        raise RlaifError(field, exc.message, fix=("#upload", "上传文件 Upload a file")) from exc
+    try:
+        return load_prompts(path)
     except EvaluationError as exc:
-        raise RlaifError(field, str(exc).split(": ", 1)[-1]) from exc
+        raise RlaifError(field, exc.message) from exc
 
 
 def sft_reference(checkpoint: Checkpoint) -> Path:
@@ -156,8 +179,11 @@ def run_grpo(*, checkpoint: Checkpoint, judge, prompts: Sequence[str], run_name:
     try:
         return train_grpo(cfg, judge, resume=resume, on_progress=on_progress)
     except GRPOError as exc:
-        field = str(exc).split(" ", 1)[0]
-        raise RlaifError(field if field in GRPOConfig.__dataclass_fields__ else "grpo", str(exc)) from exc
+        raise RlaifError(FORM_FIELD_OF_GRPO.get(exc.field, exc.field or "grpo"), str(exc)) from exc
+
+
+# The job form's name for a GRPOConfig field, where the two differ.
+FORM_FIELD_OF_GRPO = {"max_steps": "steps", "max_seconds": "max_minutes", "prompts": "prompts_file"}
 
 
 def register_grpo_checkpoint(result: GRPOResult, *, parent: Checkpoint, run_name: str, judge_name: str,
@@ -182,7 +208,7 @@ def evaluate_checkpoint(checkpoint: Checkpoint, prompts: Sequence[str], judge, s
         return evaluate_generation(Path(checkpoint.path), prompts, judge, reference=sft_reference(checkpoint),
                                    training_greetings=training_greetings(Path(checkpoint.path)), settings=settings_)
     except EvaluationError as exc:
-        raise RlaifError(exc.field, str(exc).split(": ", 1)[-1]) from exc
+        raise RlaifError(exc.field, exc.message) from exc
 
 
 def promote_through_gate(candidate: Checkpoint, decision: GateDecision) -> bool:

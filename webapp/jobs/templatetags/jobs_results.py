@@ -1,32 +1,17 @@
-"""`{% load jobs_results %}{% for key, value in job.result|result_rows %}`: a job's result as rows
-people can read (nested dicts flattened one level, floats to 4 significant digits) instead of a
-Python dict dump."""
+"""`{% load jobs_results %}{% with view=job.result|result_view %}`: a job's result as tables people can
+read (webapp.jobs.results): metric rows with problems flagged, sample greetings as rows."""
 from django import template
+
+from webapp.jobs import results
 
 register = template.Library()
 
-LONGEST_VALUE = 120  # characters; per-layer lists can be long
+
+@register.filter(name="result_view")
+def result_view(result) -> dict:
+    return results.present(result)
 
 
 @register.filter(name="result_rows")
 def result_rows(result) -> list[tuple[str, str]]:
-    if not isinstance(result, dict):
-        return [("result", readable(result))]
-    rows = []
-    for key, value in result.items():
-        if isinstance(value, dict):
-            rows.extend((f"{key}.{inner}", readable(v)) for inner, v in value.items())
-        else:
-            rows.append((str(key), readable(value)))
-    return rows
-
-
-def readable(value) -> str:
-    if isinstance(value, bool) or value is None:
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:,.0f}" if 1e4 <= abs(value) < 1e12 else f"{value:.4g}"  # 17,184 tokens/s, not 1.718e+04
-    if isinstance(value, (list, tuple)):
-        text = "[" + ", ".join(readable(v) for v in value) + "]"
-        return text if len(text) <= LONGEST_VALUE else text[: LONGEST_VALUE - 1] + "…"
-    return str(value)
+    return [(row.name, row.value) for row in results.present(result)["rows"]]
