@@ -255,7 +255,7 @@ def throughput(args) -> dict:
     for backend, n in [("mpe2", 1)] + [("vmas", int(x)) for x in args.sizes.split(",")]:
         for variant in args.throughput_variants.split(","):
             algo, encoder = VARIANTS[variant]
-            steps = max(args.steps, 1000 * n) if backend == "vmas" else args.steps
+            steps = max(args.throughput_steps, 50 * n)  # at least 50 vectorised steps
             config = MARLConfig(env=args.env, algo=algo, encoder=encoder, backend=backend, num_envs=n, steps=steps,
                                 update_every=args.update_every, warmup=args.warmup, eval_episodes=1,
                                 progress_bar=False)
@@ -375,6 +375,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--env", default="simple_adversary", help="throughput: the scenario")
     parser.add_argument("--sizes", default="1,64,512", help="throughput: VMAS num_envs to measure")
     parser.add_argument("--throughput-variants", default="maddpg,hrt")
+    parser.add_argument("--throughput-steps", type=int, default=4000, help="throughput: frames per measured run")
     parser.add_argument("--warmup", type=int, default=1000, help="throughput: random-action frames first")
     parser.add_argument("--episodes", type=int, default=200, help="parity: random-policy episodes per backend")
     parser.add_argument("--benchmarl-python", default="/work/marl-venv-benchmarl/bin/python")
