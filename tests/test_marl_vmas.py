@@ -173,3 +173,41 @@ def test_acting_in_batches_matches_acting_one_environment_at_a_time():
         batch.push(obs)
         for e, h in enumerate(singles):
             h.push([o[e] for o in obs])
+
+
+def test_the_vmas_study_appends_each_run_and_resumes_where_it_stopped(tmp_path, capsys):
+    from bench import marl_vmas
+
+    args = ["study", "--envs", "simple_adversary", "--seeds", "1", "--variants", "maddpg,hrt", "--steps", "200",
+            "--num-envs", "4", "--update-every", "10", "--eval-episodes", "4", "--out", str(tmp_path / "out"),
+            "--checkpoints", str(tmp_path / "ck")]
+    marl_vmas.main(args)
+    runs = [json.loads(x) for x in (tmp_path / "out" / "runs.jsonl").read_text().splitlines()]
+    assert [(r["variant"], r["seed"]) for r in runs] == [("maddpg", 0), ("hrt", 0)]
+    assert "xp_random_adversary" in runs[0] and "xp_adversary" in runs[1] and "xp_agent" in runs[1]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["goal"]["figure"].startswith("simple_adversary xp_adversary") and summary["runs"] == 2
+    capsys.readouterr()
+    marl_vmas.main(args)  # everything done: nothing reruns
+    assert "2 runs done, 0 to go" in capsys.readouterr().out
+    assert len((tmp_path / "out" / "runs.jsonl").read_text().splitlines()) == 2
+    with pytest.raises(SystemExit, match="^steps: "):  # other settings are refused, not mixed in
+        marl_vmas.main([a if a != "200" else "300" for a in args])
+
+
+def test_secondary_intervals_are_bonferroni_corrected_and_wider():
+    from bench.marl_vmas import FIGURES, PRIMARY, comparisons, corrected_interval
+
+    diffs = [0.5, 1.0, -0.2, 0.8, 0.3]
+    _, low95, high95 = corrected_interval(diffs, 1)
+    _, low8, high8 = corrected_interval(diffs, 8)
+    assert low8 < low95 < high95 < high8
+    runs = [{"env": env, "variant": v, "seed": s, "eval_reward": s + (v == "hrt"), "xp_adversary": -s, "xp_agent": s}
+            for env in FIGURES for v in ("maddpg", "hrt", "rnn_only", "transformer_only") for s in range(3)]
+    rows = comparisons(runs)
+    assert len(rows) == 9 and sum(r["primary"] for r in rows) == 1
+    primary = next(r for r in rows if r["primary"])
+    assert (primary["env"], primary["variant"], primary["figure"]) == PRIMARY and primary["level"] == 0.95
+    assert {r["level"] for r in rows if not r["primary"]} == {1 - 0.05 / 8}
+    spread_hrt = next(r for r in rows if r["env"] == "simple_spread" and r["variant"] == "hrt")
+    assert spread_hrt["diff"] == 1.0 and spread_hrt["better_seeds"] == 3
