@@ -91,7 +91,7 @@ def test_discrete_actions_run_on_vmas():
     ({"backend": "isaac"}, "backend"), ({"backend": "vmas", "env": "simple_world"}, "env"),
     ({"backend": "vmas", "num_envs": 0}, "num_envs"), ({"backend": "vmas", "num_envs": 10**6}, "num_envs"),
     ({"num_envs": 4}, "num_envs"), ({"backend": "vmas", "steps": 10}, "steps"),
-    ({"backend": "vmas", "steps": 10**9}, "steps"), ({"backend": "vmas", "eval_episodes": 10**5}, "eval_episodes"),
+    ({"backend": "vmas", "steps": 10**9}, "steps"), ({"backend": "vmas", "num_envs": 8, "steps": 199}, "steps"), ({"backend": "vmas", "eval_episodes": 10**5}, "eval_episodes"),
 ])
 def test_bad_vmas_config_names_the_field(changes, field):
     with pytest.raises(MARLConfigError, match=f"^{field}: "):

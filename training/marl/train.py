@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from training.marl.buffer import EpisodeHistory, SequenceReplayBuffer
-from training.marl.envs import EnvError, action_dim, describe_spaces, make_env, teams
+from training.marl.envs import EPISODE_LENGTH, EnvError, action_dim, describe_spaces, make_env, teams
 from training.marl.maddpg import MADDPG, Lineup, NetConfig
 from training.marl.options import (ACTION_TYPES, ALGOS, BACKENDS, ENCODER_KINDS, MAX_NUM_ENVS, MAX_STEPS,
                                   MIN_NUM_ENVS, MIN_STEPS, PLACEMENTS, SCENARIOS)
@@ -76,6 +76,9 @@ class MARLConfig:
             raise MARLConfigError(f"num_envs: {self.num_envs} is out of range [{MIN_NUM_ENVS}, {MAX_NUM_ENVS}]")
         if self.backend == "mpe2" and self.num_envs != 1:
             raise MARLConfigError("num_envs: the mpe2 backend steps one environment; use backend 'vmas' for more")
+        if self.backend == "vmas" and self.steps < self.num_envs * EPISODE_LENGTH:
+            raise MARLConfigError(f"steps: {self.steps} do not finish one episode in each of {self.num_envs} "
+                                  f"environments (at least {self.num_envs * EPISODE_LENGTH})")
         if self.algo not in ALGOS:
             raise MARLConfigError(f"algo: unknown algorithm {self.algo!r}; choose one of {', '.join(ALGOS)}")
         if not MIN_STEPS <= self.steps <= MAX_STEPS:
