@@ -226,12 +226,44 @@ def goal(runs: list[dict], rows: list[dict]) -> dict:
             "powered": bool(primary["low"] > 0 or primary["high"] < 0 or half < gap / 4)}
 
 
+def peer_anchor(runs: list[dict], out: Path) -> list[dict]:
+    """Our MADDPG beside BenchMARL's (bench/benchmarl_maddpg.py) per scenario: mean evaluation return
+    with its 95% t-interval over seeds, and whether each mean lies inside the other's interval."""
+    path = out / "benchmarl.jsonl"
+    if not path.is_file():
+        return []
+    peers = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for env in dict.fromkeys(r["env"] for r in peers):
+        theirs = [r["eval_reward"] for r in peers if r["env"] == env]
+        ours = [r["eval_reward"] for r in runs if r["env"] == env and r["variant"] == ANCHOR]
+        if not ours:
+            continue
+        (om, olow, ohigh), (tm, tlow, thigh) = mpe2_bench.t_interval(ours), mpe2_bench.t_interval(theirs)
+        rows.append({"env": env, "ours": om, "ours_low": olow, "ours_high": ohigh, "ours_seeds": len(ours),
+                     "benchmarl": tm, "benchmarl_low": tlow, "benchmarl_high": thigh, "benchmarl_seeds": len(theirs),
+                     "benchmarl_wall_s": mean(r["wall_s"] for r in peers if r["env"] == env),
+                     "within_each_others_interval": bool(tlow <= om <= thigh and olow <= tm <= ohigh)})
+    return rows
+
+
+def markdown(summary: dict) -> str:
+    """The comparisons as a README table: difference against MADDPG with its (corrected) interval."""
+    lines = ["| scenario | variant | figure | seeds | diff vs MADDPG | interval | level | better in |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for c in summary["comparisons"]:
+        lines.append(f"| {c['env']} | {c['variant']}{' (primary)' if c['primary'] else ''} | {c['figure']} | "
+                     f"{c['seeds']} | {c['diff']:+.2f} | ({c['low']:+.2f}, {c['high']:+.2f}) | "
+                     f"{100 * c['level']:.3g}% | {c['better_seeds']}/{c['seeds']} |")
+    return "\n".join(lines)
+
+
 def write_summary(out: Path, runs: list[dict], complete: bool, started: float | None = None) -> dict:
     rows = mpe2_bench.summarise(runs)
     comps = comparisons(runs)
     summary = {"params": runs[0]["params"] if runs else {}, "seeds": sorted({r["seed"] for r in runs}),
                "runs": len(runs), "complete": complete, "goal": goal(runs, comps), "comparisons": comps,
-               "rows": rows, "study_wall_s": sum(r["wall_s"] for r in runs)}
+               "rows": rows, "peer_anchor": peer_anchor(runs, out), "study_wall_s": sum(r["wall_s"] for r in runs)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     if rows:
@@ -388,8 +420,13 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "summary":
         runs = [json.loads(x) for x in (Path(args.out) / "runs.jsonl").read_text().splitlines() if x.strip()]
         summary = write_summary(Path(args.out), runs, complete=False)
-        emit(summary, format_table(summary["comparisons"], ["env", "variant", "figure", "seeds", "level", "diff",
-                                                            "low", "high", "better_seeds"]), args.json)
+        print(markdown(summary))
+        emit(summary, format_table(summary["rows"], ["env", "variant", "seeds", "eval_reward", "xp_adversary",
+                                                     "xp_agent", "wall_s", "wall_ratio"]) + "\n"
+             + (format_table(summary["peer_anchor"], ["env", "ours", "ours_low", "ours_high", "benchmarl",
+                                                      "benchmarl_low", "benchmarl_high",
+                                                      "within_each_others_interval"]) if summary["peer_anchor"] else
+                "(no BenchMARL runs yet)"), args.json)
     elif args.command == "throughput":
         summary = throughput(args)
         emit(summary, format_table(summary["rows"] + summary["raw_env"],
