@@ -234,15 +234,16 @@ def peer_anchor(runs: list[dict], out: Path) -> list[dict]:
         return []
     peers = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     rows = []
-    for env in dict.fromkeys(r["env"] for r in peers):
-        theirs = [r["eval_reward"] for r in peers if r["env"] == env]
+    for env, config in dict.fromkeys((r["env"], r.get("config", "benchmarl")) for r in peers):
+        theirs = [r["eval_reward"] for r in peers if r["env"] == env and r.get("config", "benchmarl") == config]
         ours = [r["eval_reward"] for r in runs if r["env"] == env and r["variant"] == ANCHOR]
         if not ours:
             continue
         (om, olow, ohigh), (tm, tlow, thigh) = mpe2_bench.t_interval(ours), mpe2_bench.t_interval(theirs)
-        rows.append({"env": env, "ours": om, "ours_low": olow, "ours_high": ohigh, "ours_seeds": len(ours),
+        rows.append({"env": env, "benchmarl_config": config, "ours": om, "ours_low": olow, "ours_high": ohigh, "ours_seeds": len(ours),
                      "benchmarl": tm, "benchmarl_low": tlow, "benchmarl_high": thigh, "benchmarl_seeds": len(theirs),
-                     "benchmarl_wall_s": mean(r["wall_s"] for r in peers if r["env"] == env),
+                     "benchmarl_wall_s": mean(r["wall_s"] for r in peers if r["env"] == env
+                                              and r.get("config", "benchmarl") == config),
                      "within_each_others_interval": bool(tlow <= om <= thigh and olow <= tm <= ohigh)})
     return rows
 
@@ -375,16 +376,16 @@ def benchmarl(args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = out / "benchmarl.jsonl"
-    done = {(r["env"], r["seed"]) for r in map(json.loads, results.read_text().splitlines())} \
+    done = {(r["env"], r["seed"], r.get("config", "benchmarl")) for r in map(json.loads, results.read_text().splitlines())} \
         if results.is_file() else set()
     script = Path(__file__).resolve().parent / "benchmarl_maddpg.py"
     for env in args.envs.split(","):
         for seed in range(args.seeds):
-            if (env, seed) in done:
+            if (env, seed, args.benchmarl_config) in done:
                 continue
             cmd = [str(python), str(script), "--env", env, "--seed", str(seed), "--frames", str(args.steps),
                    "--num-envs", str(args.num_envs), "--eval-episodes", str(args.eval_episodes),
-                   "--out", str(results)]
+                   "--config", args.benchmarl_config, "--out", str(results)]
             print(" ".join(cmd), flush=True)
             subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     rows = [json.loads(line) for line in results.read_text().splitlines()] if results.is_file() else []
@@ -411,6 +412,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1000, help="throughput: random-action frames first")
     parser.add_argument("--episodes", type=int, default=200, help="parity: random-policy episodes per backend")
     parser.add_argument("--benchmarl-python", default="/work/marl-venv-benchmarl/bin/python")
+    parser.add_argument("--benchmarl-config", choices=["benchmarl", "ours"], default="benchmarl",
+                        help="benchmarl: BenchMARL's own defaults; ours: its knobs set to our MADDPG's")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "study":
@@ -423,7 +426,7 @@ def main(argv: list[str] | None = None) -> None:
         print(markdown(summary))
         emit(summary, format_table(summary["rows"], ["env", "variant", "seeds", "eval_reward", "xp_adversary",
                                                      "xp_agent", "wall_s", "wall_ratio"]) + "\n"
-             + (format_table(summary["peer_anchor"], ["env", "ours", "ours_low", "ours_high", "benchmarl",
+             + (format_table(summary["peer_anchor"], ["env", "benchmarl_config", "ours", "ours_low", "ours_high", "benchmarl",
                                                       "benchmarl_low", "benchmarl_high",
                                                       "within_each_others_interval"]) if summary["peer_anchor"] else
                 "(no BenchMARL runs yet)"), args.json)
