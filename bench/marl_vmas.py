@@ -137,6 +137,16 @@ def UniformActor(act_dim: int):  # noqa: N802 (a class made on first use, so thi
     return uniform_actor_class()(act_dim)
 
 
+def ensure_anchor(env: str, variant: str, seed: int, params: dict, checkpoints: Path) -> None:
+    """Cross-play needs the MADDPG checkpoint of the same seed; a study resumed on a machine without
+    var/ retrains it (seeded and deterministic on CPU, so the same weights) without a new result row."""
+    if env not in MIXED or variant == ANCHOR:
+        return
+    if not (mpe2_bench.checkpoint_dir(str(checkpoints), env, ANCHOR, seed) / "model.safetensors").is_file():
+        print(f"retraining the {ANCHOR} checkpoint of {env} seed {seed} for cross-play", flush=True)
+        run_one(env, ANCHOR, seed, params, checkpoints)
+
+
 def plan(envs: list[str], variants: list[str], seeds: int) -> list[tuple[str, str, int]]:
     return mpe2_bench.plan(envs, variants, seeds)
 
@@ -155,6 +165,7 @@ def study(args) -> dict:
     print(f"study: {len(done)} runs done, {len(jobs)} to go ({params})", flush=True)
     started = time.perf_counter()
     for env, variant, seed in jobs:
+        ensure_anchor(env, variant, seed, params, Path(args.checkpoints))
         row = run_one(env, variant, seed, params, Path(args.checkpoints))
         add_crossplay(row, Path(args.checkpoints), args.eval_episodes)
         with runs_path.open("a") as f:  # one line per finished run: a killed study keeps every run it finished

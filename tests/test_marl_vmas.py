@@ -191,6 +191,16 @@ def test_the_vmas_study_appends_each_run_and_resumes_where_it_stopped(tmp_path, 
     marl_vmas.main(args)  # everything done: nothing reruns
     assert "2 runs done, 0 to go" in capsys.readouterr().out
     assert len((tmp_path / "out" / "runs.jsonl").read_text().splitlines()) == 2
+    # Resumed on a machine without the checkpoints: the MADDPG partner is retrained (same seed, same
+    # weights), so a variant run later gets the same cross-play figures.
+    import shutil
+
+    shutil.rmtree(tmp_path / "ck")
+    (tmp_path / "out" / "runs.jsonl").write_text(json.dumps(runs[0]) + "\n")
+    marl_vmas.main(args)
+    rerun = [json.loads(x) for x in (tmp_path / "out" / "runs.jsonl").read_text().splitlines()]
+    assert len(rerun) == 2 and rerun[1]["xp_adversary"] == runs[1]["xp_adversary"]
+    assert "retraining the maddpg checkpoint" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="^steps: "):  # other settings are refused, not mixed in
         marl_vmas.main([a if a != "200" else "300" for a in args])
 
