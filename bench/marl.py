@@ -236,6 +236,13 @@ def chart_title(summary: dict) -> str:
 
 
 def main() -> None:
+    import sys
+
+    if "--backend" in sys.argv and sys.argv[sys.argv.index("--backend") + 1:][:1] != ["mpe2"]:
+        from bench.marl_vmas import main as vmas_main  # study, throughput, parity, benchmarl on VMAS
+
+        argv = [a for i, a in enumerate(sys.argv[1:]) if a != "--backend" and sys.argv[i] != "--backend"]
+        return vmas_main(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=25_000, help="environment steps per run")
     parser.add_argument("--seeds", type=int, default=8)
@@ -249,6 +256,8 @@ def main() -> None:
     parser.add_argument("--from-log", type=Path, default=None,
                         help="summarise the 'done ...' lines of an interrupted run's log (with its --steps)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--backend", choices=["mpe2", "vmas"], default="mpe2",
+                        help="vmas: the VMAS bench (python -m bench.marl --backend vmas --help)")
     args = parser.parse_args()
     variants = args.variants.split(",")
     if ANCHOR not in variants or not set(variants) <= set(VARIANTS):

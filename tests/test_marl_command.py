@@ -84,3 +84,15 @@ def test_marl_job_runs_on_the_job_platform_with_reward_curves(runs_dir):
     assert [p.step for p in rewards] == [100]  # report_every is 4 episodes; the run ends after 4
     assert MetricPoint.objects.filter(job=job, name="reward_adversary").exists()
     assert job.progress == 1.0 and active_checkpoint() is None
+
+
+def test_train_marl_on_vmas_registers_its_backend_and_refuses_bad_num_envs(runs_dir):
+    checkpoint = train("--algo", "maddpg", "--env", "simple_adversary", "--backend", "vmas", "--num-envs", "2")
+    assert checkpoint.model_config["backend"] == "vmas" and checkpoint.metrics["num_envs"] == 2
+    with pytest.raises(CommandError, match="^steps: 60 do not finish one episode in each of 4"):
+        call_command("train_marl", *TINY, "--backend", "vmas", "--num-envs", "4")
+    with pytest.raises(CommandError, match="^num_envs: "):
+        call_command("train_marl", *TINY, "--backend", "vmas", "--num-envs", "0")
+    with pytest.raises(CommandError, match="^backend: "):
+        call_command("train_marl", *TINY, "--algo", "maddpg", "--env", "simple_adversary", "--init-from",
+                     checkpoint.name)

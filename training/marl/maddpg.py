@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.marl.buffer import Batch, EpisodeHistory
+from training.marl.buffer import Batch, BatchHistory, EpisodeHistory
 from training.marl.encoder import HRTEncoder
 
 
@@ -135,6 +135,28 @@ class Lineup(nn.Module):
                 logits = actor(o, hist, mask)[0]
             else:
                 logits = actor(o)[0]
+            if self.action_type == "continuous":
+                a = torch.sigmoid(logits).numpy()
+                if explore:
+                    a = np.clip(a + rng.normal(0.0, self.noise, size=a.shape), 0.0, 1.0)
+                actions.append(a.astype(np.float32))
+            else:
+                a = gumbel_softmax(logits, hard=True) if explore else F.one_hot(logits.argmax(-1), logits.shape[-1])
+                actions.append(a.float().numpy())
+        return actions
+
+
+    @torch.no_grad()
+    def act_batch(self, obs: list[np.ndarray], history: BatchHistory | None, explore: bool,
+                  rng: np.random.Generator) -> list[np.ndarray]:
+        """`act` for N environments at once: per agent [N, obs_dim] in, [N, act_dim] out."""
+        actions = []
+        for i, actor in enumerate(self.actors):
+            o = torch.as_tensor(obs[i], dtype=torch.float32)
+            if actor.encoder is not None:
+                logits = actor(o, torch.as_tensor(history.rows[i]), torch.as_tensor(history.mask))
+            else:
+                logits = actor(o)
             if self.action_type == "continuous":
                 a = torch.sigmoid(logits).numpy()
                 if explore:

@@ -8,4 +8,9 @@ ENV_MODULES = {
     "simple_adversary": "mpe2.simple_adversary_v3",
     "simple_tag": "mpe2.simple_tag_v3",
 }
+# VMAS ports of the same scenarios (vmas.scenarios.mpe), stepped N environments at a time.
+VMAS_SCENARIOS = ("simple_spread", "simple_adversary", "simple_tag")
+BACKENDS = ("mpe2", "vmas")
+SCENARIOS = {"mpe2": tuple(ENV_MODULES), "vmas": VMAS_SCENARIOS}
 MIN_STEPS, MAX_STEPS = 50, 2_000_000
+MIN_NUM_ENVS, MAX_NUM_ENVS = 1, 4096

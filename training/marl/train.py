@@ -1,4 +1,7 @@
-"""Train MADDPG or HRTMADDPG on an mpe2 scenario, evaluate it, save a safetensors checkpoint.
+"""Train MADDPG or HRTMADDPG on an mpe2 or VMAS scenario, evaluate it, save a safetensors checkpoint.
+
+`backend="mpe2"` steps one environment at a time (the original loop, kept for the old figures);
+`backend="vmas"` steps `num_envs` environments at once (training/marl/vector_train.py).
 
 `train_marl(MARLConfig(...), on_progress=...)` reports {"event": "step", "step", "max_steps",
 "episode", "episode_reward", ...} after every `report_every` episodes (the reward curve) and
@@ -20,10 +23,10 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from training.marl.buffer import EpisodeHistory, SequenceReplayBuffer
-from training.marl.envs import EnvError, action_dim, describe_spaces, make_env, teams
+from training.marl.envs import EPISODE_LENGTH, EnvError, action_dim, describe_spaces, make_env, teams
 from training.marl.maddpg import MADDPG, Lineup, NetConfig
-from training.marl.options import (ACTION_TYPES, ALGOS, ENCODER_KINDS, ENV_MODULES as ENVS, MAX_STEPS, MIN_STEPS,
-                                  PLACEMENTS)
+from training.marl.options import (ACTION_TYPES, ALGOS, BACKENDS, ENCODER_KINDS, MAX_NUM_ENVS, MAX_STEPS,
+                                  MIN_NUM_ENVS, MIN_STEPS, PLACEMENTS, SCENARIOS)
 from training.trainer import determinism, jsonable, notify, write_json
 
 CHECKPOINT_FORMAT = "zhufu-marl-v1"
@@ -38,6 +41,8 @@ class MARLConfigError(ValueError):
 class MARLConfig:
     env: str = "simple_spread"
     algo: str = "hrtmaddpg"
+    backend: str = "mpe2"         # mpe2 (one environment per step) or vmas (num_envs per step)
+    num_envs: int = 1             # vmas only: environments stepped at once
     steps: int = 10_000
     seed: int = 0
     action_type: str = "continuous"
@@ -61,8 +66,19 @@ class MARLConfig:
     init_from: Path | None = None  # start from this checkpoint's weights (same env and spaces)
 
     def validate(self) -> None:
-        if self.env not in ENVS:
-            raise MARLConfigError(f"env: unknown environment {self.env!r}; choose one of {', '.join(ENVS)}")
+        if self.backend not in BACKENDS:
+            raise MARLConfigError(f"backend: unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        scenarios = SCENARIOS[self.backend]
+        if self.env not in scenarios:
+            raise MARLConfigError(f"env: unknown {self.backend} environment {self.env!r}; "
+                                  f"choose one of {', '.join(scenarios)}")
+        if not MIN_NUM_ENVS <= self.num_envs <= MAX_NUM_ENVS:
+            raise MARLConfigError(f"num_envs: {self.num_envs} is out of range [{MIN_NUM_ENVS}, {MAX_NUM_ENVS}]")
+        if self.backend == "mpe2" and self.num_envs != 1:
+            raise MARLConfigError("num_envs: the mpe2 backend steps one environment; use backend 'vmas' for more")
+        if self.backend == "vmas" and self.steps < self.num_envs * EPISODE_LENGTH:
+            raise MARLConfigError(f"steps: {self.steps} do not finish one episode in each of {self.num_envs} "
+                                  f"environments (at least {self.num_envs * EPISODE_LENGTH})")
         if self.algo not in ALGOS:
             raise MARLConfigError(f"algo: unknown algorithm {self.algo!r}; choose one of {', '.join(ALGOS)}")
         if not MIN_STEPS <= self.steps <= MAX_STEPS:
@@ -81,6 +97,8 @@ class MARLConfig:
             raise MARLConfigError("d_model: must be even (two attention heads)")
         if not 0 < self.tau <= 1:
             raise MARLConfigError("tau: must be in (0, 1]")
+        if self.backend == "vmas" and self.eval_episodes > MAX_NUM_ENVS:
+            raise MARLConfigError(f"eval_episodes: at most {MAX_NUM_ENVS} on vmas (they run as one batch)")
 
     def net_config(self) -> NetConfig:
         return NetConfig(hidden=self.hidden, encoder=self.encoder if self.algo == "hrtmaddpg" else None,
@@ -111,6 +129,16 @@ def env_action(action: np.ndarray, action_type: str):
     return action if action_type == "continuous" else int(np.argmax(action))
 
 
+def open_env(config: MARLConfig, num_envs: int | None = None, seed: int | None = None):
+    """The training environment of `config`'s backend (VMAS: num_envs copies, seeded)."""
+    if config.backend == "vmas":
+        from training.marl.vmas_env import VmasEnv
+
+        return VmasEnv(config.env, num_envs or config.num_envs, config.action_type,
+                       seed=config.seed if seed is None else seed)
+    return make_env(config.env, config.action_type)
+
+
 def build(config: MARLConfig, env) -> tuple[MADDPG, dict]:
     info = describe_spaces(env)
     obs_dims = [info["spaces"][a]["observation"]["shape"][0] for a in info["agents"]]
@@ -126,10 +154,12 @@ def train_marl(config: MARLConfig, on_progress=None) -> MARLResult:
 
 def _train(config: MARLConfig, on_progress) -> MARLResult:
     rng = seed_everything(config.seed)
-    env = make_env(config.env, config.action_type)
+    env = open_env(config)
     model, info = build(config, env)
     if config.init_from is not None:
-        load_weights(model, Path(config.init_from), config.env, info, config.action_type)
+        load_weights(model, Path(config.init_from), config.env, info, config.action_type, config.backend)
+    if config.backend == "vmas":
+        return _train_vmas(config, env, model, info, rng, on_progress)
     agents, history_len = info["agents"], model.cfg.history
     buffer = SequenceReplayBuffer(min(config.buffer_size, config.steps), model.obs_dims, model.act_dims)
     history = EpisodeHistory(history_len, model.obs_dims) if history_len else None
@@ -178,12 +208,31 @@ def _train(config: MARLConfig, on_progress) -> MARLResult:
     if cancelled:
         return MARLResult(None, {"steps": step, "episodes": episode}, curve, cancelled=True)
 
+    return _finish(config, model, info, on_progress, curve, {
+        "steps": step, "episodes": episode, "updates": len(losses), "train_seconds": train_seconds,
+        "episode_rewards": episode_rewards})
+
+
+def _train_vmas(config: MARLConfig, env, model: MADDPG, info: dict, rng, on_progress) -> MARLResult:
+    from training.marl.vector_train import train_vectorised
+
+    notify(on_progress, {"event": "stage", "stage": "training"})
+    stats, curve, cancelled = train_vectorised(config, env, model, rng, on_progress, info["agents"], curve_point)
+    if cancelled:
+        return MARLResult(None, {"steps": stats["steps"], "episodes": stats["episodes"]}, curve, cancelled=True)
+    return _finish(config, model, info, on_progress, curve, stats)
+
+
+def _finish(config: MARLConfig, model: MADDPG, info: dict, on_progress, curve: list[dict], stats: dict) -> MARLResult:
+    """Evaluate, write the checkpoint (when out_dir is set) and the metrics."""
     notify(on_progress, {"event": "stage", "stage": "evaluating"})
-    evaluation = evaluate(model, config, agents)
+    evaluation = evaluate(model, config, info["agents"])
+    episode_rewards, episode = stats["episode_rewards"], stats["episodes"]
     metrics = {
-        "env": config.env, "algo": config.algo, "encoder": model.cfg.encoder, "placement": config.placement,
-        "seed": config.seed, "steps": step, "episodes": episode, "updates": len(losses),
-        "train_seconds": round(train_seconds, 2), "parameters": count_parameters(model),
+        "env": config.env, "backend": config.backend, "num_envs": config.num_envs, "algo": config.algo,
+        "encoder": model.cfg.encoder, "placement": config.placement,
+        "seed": config.seed, "steps": stats["steps"], "episodes": episode, "updates": stats["updates"],
+        "train_seconds": round(stats["train_seconds"], 2), "parameters": count_parameters(model),
         "final_train_reward": float(np.mean([r.sum() for r in episode_rewards[-max(1, episode // 10):]])),
         **evaluation,
     }
@@ -214,6 +263,11 @@ def curve_point(step: int, episode: int, recent: list[np.ndarray], agents: list[
 
 def evaluate(model: Lineup, config: MARLConfig, agents: list[str]) -> dict:
     """Greedy policy over `eval_episodes` fixed-seed episodes: mean summed reward, per team too."""
+    if config.backend == "vmas":
+        from training.marl.vector_train import evaluate_vectorised
+
+        return summarise_returns(evaluate_vectorised(model, config, agents, EVAL_SEED_BASE), agents,
+                                 config.eval_episodes)
     env = make_env(config.env, config.action_type)
     history = EpisodeHistory(model.history, model.obs_dims) if model.history else None
     rng = np.random.default_rng(0)
@@ -233,8 +287,12 @@ def evaluate(model: Lineup, config: MARLConfig, agents: list[str]) -> dict:
             if history is not None:
                 history.push(obs)
         totals.append(returns)
-    totals = np.array(totals)
-    result = {"eval_reward": float(totals.sum(axis=1).mean()), "eval_episodes": config.eval_episodes}
+    return summarise_returns(np.array(totals), agents, config.eval_episodes)
+
+
+def summarise_returns(totals: np.ndarray, agents: list[str], episodes: int) -> dict:
+    """Mean summed return of [episodes, agents] returns, and of each team."""
+    result = {"eval_reward": float(totals.sum(axis=1).mean()), "eval_episodes": episodes}
     for team, idx in teams(agents).items():
         result[f"eval_reward_{team}"] = float(totals[:, idx].sum(axis=1).mean())
     return result
@@ -244,11 +302,11 @@ def count_parameters(model: MADDPG) -> int:
     return sum(p.numel() for m in (model.actors, model.critics) for p in m.parameters())
 
 
-def crossplay(folders: dict[str, Path], env_name: str, episodes: int) -> dict:
+def crossplay(folders: dict[str, Path], env_name: str, episodes: int, backend: str = "mpe2") -> dict:
     """Evaluate a lineup in which each team plays with the actors of its own checkpoint (all trained
     on `env_name`), e.g. {"adversary": HRTMADDPG run, "agent": MADDPG run}: a team's policies are
     compared against the same opponents, which self-play rewards of a mixed game cannot do."""
-    loaded = {team: load_policy(Path(folder), env_name) for team, folder in folders.items()}
+    loaded = {team: load_policy(Path(folder), env_name, backend) for team, folder in folders.items()}
     (model, saved), *_ = loaded.values()
     groups = teams(saved["agents"])
     if set(folders) != set(groups):
@@ -261,7 +319,7 @@ def crossplay(folders: dict[str, Path], env_name: str, episodes: int) -> dict:
         for i in indices:
             actors[i] = loaded[team][0].actors[i]
     lineup = Lineup(actors, model.obs_dims, model.action_type)
-    config = MARLConfig(env=env_name, action_type=model.action_type, eval_episodes=episodes)
+    config = MARLConfig(env=env_name, backend=backend, action_type=model.action_type, eval_episodes=episodes)
     return evaluate(lineup, config, saved["agents"])
 
 
@@ -278,7 +336,8 @@ def save_checkpoint(out_dir: Path, model: MADDPG, config: MARLConfig, info: dict
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, str(out_dir / "model.safetensors"))
     write_json(out_dir / "config.json", {
-        "format": CHECKPOINT_FORMAT, "env": config.env, "algo": config.algo, "action_type": config.action_type,
+        "format": CHECKPOINT_FORMAT, "env": config.env, "backend": config.backend, "algo": config.algo,
+        "action_type": config.action_type,
         "agents": info["agents"], "spaces": info["spaces"], "net": asdict(model.cfg),
         "hyperparameters": jsonable(config.hyperparameters()),
     })
@@ -296,7 +355,14 @@ def read_checkpoint_config(folder: Path) -> dict:
     return config
 
 
-def check_compatible(saved: dict, env_name: str, info: dict, action_type: str) -> None:
+def saved_backend(saved: dict) -> str:
+    return saved.get("backend", "mpe2")  # checkpoints from before the VMAS backend are mpe2's
+
+
+def check_compatible(saved: dict, env_name: str, info: dict, action_type: str, backend: str = "mpe2") -> None:
+    if saved_backend(saved) != backend:
+        raise MARLCheckpointError(f"backend: the checkpoint was trained on backend {saved_backend(saved)!r}, "
+                                  f"not {backend!r}")
     if saved["env"] != env_name:
         raise MARLCheckpointError(f"env: the checkpoint was trained on {saved['env']!r}, not {env_name!r}")
     if saved["action_type"] != action_type:
@@ -305,9 +371,10 @@ def check_compatible(saved: dict, env_name: str, info: dict, action_type: str) -
         raise MARLCheckpointError("env: the checkpoint's agents or observation/action spaces differ from this environment's")
 
 
-def load_weights(model: MADDPG, folder: Path, env_name: str, info: dict, action_type: str) -> None:
+def load_weights(model: MADDPG, folder: Path, env_name: str, info: dict, action_type: str,
+                 backend: str = "mpe2") -> None:
     saved = read_checkpoint_config(folder)
-    check_compatible(saved, env_name, info, action_type)
+    check_compatible(saved, env_name, info, action_type, backend)
     if asdict(model.cfg)["encoder"] != saved["net"]["encoder"]:
         raise MARLCheckpointError(f"algo: the checkpoint was trained with encoder {saved['net']['encoder']!r}")
     state = load_file(str(Path(folder) / "model.safetensors"))
@@ -317,15 +384,19 @@ def load_weights(model: MADDPG, folder: Path, env_name: str, info: dict, action_
         raise MARLCheckpointError(f"checkpoint: weights do not fit this network ({exc})") from None
 
 
-def load_policy(folder: Path, env_name: str) -> tuple[MADDPG, dict]:
-    """The saved model for evaluating on `env_name`; refuses a checkpoint from another environment."""
+def load_policy(folder: Path, env_name: str, backend: str = "mpe2") -> tuple[MADDPG, dict]:
+    """The saved model for evaluating on `env_name` of `backend`; refuses a checkpoint from another
+    environment or backend."""
     saved = read_checkpoint_config(folder)
+    if saved_backend(saved) != backend:
+        raise MARLCheckpointError(f"backend: the checkpoint was trained on backend {saved_backend(saved)!r}, "
+                                  f"not {backend!r}")
     if saved["env"] != env_name:
         raise MARLCheckpointError(f"env: the checkpoint was trained on {saved['env']!r}, not {env_name!r}")
     config = MARLConfig(**{k: v for k, v in saved["hyperparameters"].items()})
-    env = make_env(env_name, config.action_type)
+    env = open_env(config, num_envs=1)
     model, info = build(config, env)
-    load_weights(model, Path(folder), env_name, info, config.action_type)
+    load_weights(model, Path(folder), env_name, info, config.action_type, backend)
     return model, saved
 
 

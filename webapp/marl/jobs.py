@@ -1,9 +1,10 @@
-"""The "marl" job kind: train MADDPG or HRTMADDPG on an mpe2 scenario (reward curves on the job page).
+"""The "marl" job kind: train MADDPG or HRTMADDPG on an mpe2 or VMAS scenario (reward curves on the job page).
 
 The result is registered as a family="marl" checkpoint, which is never the active generator."""
 from django import forms
 
-from training.marl.options import ACTION_TYPES, ALGOS, ENCODER_KINDS, ENV_MODULES, MAX_STEPS, MIN_STEPS, PLACEMENTS
+from training.marl.options import (ACTION_TYPES, ALGOS, BACKENDS, ENCODER_KINDS, ENV_MODULES, MAX_NUM_ENVS, MAX_STEPS,
+                                  MIN_NUM_ENVS, MIN_STEPS, PLACEMENTS)
 from webapp.jobs.choices import CheckpointChoiceField
 from webapp.jobs.kinds import JobHandle, JobKind, register
 
@@ -15,6 +16,10 @@ def _choices(names) -> list[tuple[str, str]]:
 class MARLParams(forms.Form):
     algo = forms.ChoiceField(choices=_choices(ALGOS), initial="hrtmaddpg")
     env = forms.ChoiceField(choices=_choices(ENV_MODULES), initial="simple_spread")
+    backend = forms.ChoiceField(required=False, choices=_choices(BACKENDS), initial="mpe2",
+                                help_text="vmas steps num_envs environments at once")
+    num_envs = forms.IntegerField(required=False, initial=1, min_value=MIN_NUM_ENVS, max_value=MAX_NUM_ENVS,
+                                  help_text="vmas only: environments per step")
     steps = forms.IntegerField(initial=10_000, min_value=MIN_STEPS, max_value=MAX_STEPS,
                                help_text="Environment steps (25 per episode).")
     seed = forms.IntegerField(initial=0, min_value=0, max_value=2**31 - 1)
@@ -65,9 +70,9 @@ def run_marl(params: dict, job: JobHandle) -> dict:
 
 MARL = register(JobKind(
     name="marl", label="MARL: MADDPG / HRTMADDPG (research)", params_form=MARLParams, run=run_marl,
-    description="Multi-agent RL on an mpe2 scenario (simple_spread, simple_adversary, simple_tag): MADDPG or "
+    description="Multi-agent RL on an mpe2 or VMAS scenario (simple_spread, simple_adversary, simple_tag): MADDPG or "
                 "HRTMADDPG (GRU over windows + transformer over windows). Registered as a MARL checkpoint, "
                 "never the active generator.",
-    summary="研究 Research: multi-agent RL (MADDPG / HRTMADDPG) on an mpe2 scenario.",
+    summary="研究 Research: multi-agent RL (MADDPG / HRTMADDPG) on an mpe2 or VMAS scenario.",
     tags=("research", "marl"),
 ))

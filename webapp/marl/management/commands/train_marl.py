@@ -1,16 +1,19 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from training.marl.options import ACTION_TYPES, ALGOS, ENCODER_KINDS, ENV_MODULES, MAX_STEPS, MIN_STEPS, PLACEMENTS
+from training.marl.options import (ACTION_TYPES, ALGOS, BACKENDS, ENCODER_KINDS, ENV_MODULES, MAX_NUM_ENVS, MAX_STEPS,
+                                  MIN_STEPS, PLACEMENTS)
 from webapp.checkpoints.services import RegistryError
 
 
 class Command(BaseCommand):
-    help = ("Train MADDPG or HRTMADDPG on an mpe2 scenario and register the policy as a MARL checkpoint "
+    help = ("Train MADDPG or HRTMADDPG on an mpe2 or VMAS scenario and register the policy as a MARL checkpoint "
             "(never the active generator).")
 
     def add_arguments(self, parser):
         parser.add_argument("--algo", default="hrtmaddpg", help=" | ".join(ALGOS))
         parser.add_argument("--env", default="simple_spread", help=" | ".join(ENV_MODULES))
+        parser.add_argument("--backend", default="mpe2", help=" | ".join(BACKENDS))
+        parser.add_argument("--num-envs", type=int, default=1, help=f"vmas only: environments per step, 1..{MAX_NUM_ENVS}")
         parser.add_argument("--steps", type=int, default=10_000, help=f"environment steps, {MIN_STEPS}..{MAX_STEPS}")
         parser.add_argument("--seed", type=int, default=0)
         parser.add_argument("--action-type", default="continuous", help=" | ".join(ACTION_TYPES))
@@ -28,7 +31,7 @@ class Command(BaseCommand):
         from training.marl.train import MARLCheckpointError, MARLConfigError
         from webapp.marl.services import config_from_params, train_and_register_marl
 
-        params = {k: options[k] for k in ("algo", "env", "steps", "seed", "action_type", "encoder", "placement",
+        params = {k: options[k] for k in ("algo", "env", "backend", "num_envs", "steps", "seed", "action_type", "encoder", "placement",
                                           "window", "windows", "eval_episodes", "init_from")}
         try:
             config = config_from_params(params)
