@@ -121,6 +121,24 @@ class CoherenceScorer:
         return cls(tensors["weights"], float(tensors["bias"][0]), int(meta["bits"]), meta.get("info", {}))
 
 
+def train_coherence_pairs(pairs: Sequence[tuple[str, str, str, str]], *, c: float = 4.0, bits: int = HASH_BITS,
+                          sample_weight: Sequence[float] | None = None) -> CoherenceScorer:
+    """Fit on (request, better greeting, request, worse greeting) contrasts as a linear reward:
+    P(better wins) = sigmoid(w . (x_better - x_worse)), so features the two share cancel out."""
+    if not pairs:
+        raise ValueError("need contrast pairs to train the coherence scorer")
+    better = featurise([p[0] for p in pairs], [p[1] for p in pairs], bits)
+    worse = featurise([p[2] for p in pairs], [p[3] for p in pairs], bits)
+    diff = (better - worse).tocsr()
+    features = sparse.vstack([diff, -diff]).tocsr()
+    labels = np.concatenate([np.ones(len(pairs)), np.zeros(len(pairs))])
+    weights = None if sample_weight is None else np.concatenate([sample_weight, sample_weight])
+    model = LogisticRegression(C=c, max_iter=300, solver="liblinear", fit_intercept=False)
+    model.fit(features, labels, sample_weight=weights)
+    return CoherenceScorer(model.coef_.ravel().astype(np.float32), 0.0, bits,
+                           {"contrast_pairs": len(pairs), "C": c, "objective": "pairwise"})
+
+
 def train_coherence(rows: Sequence[tuple[str, str, int]], *, c: float = 4.0, bits: int = HASH_BITS,
                     sample_weight: Sequence[float] | None = None) -> CoherenceScorer:
     """Fit on (request, greeting, label 1 good / 0 flawed) rows."""

@@ -139,9 +139,9 @@ MAKERS: dict[str, Callable] = {
 }
 
 
-def make_negatives(examples: Sequence[Example], pool: OccasionPool, rng: random.Random,
-                   kinds: Sequence[str] = tuple(MAKERS), per_example: int = 2) -> list[tuple[str, str, str]]:
-    """(request, flawed greeting, kind) rows: `per_example` kinds drawn for each good example."""
+def make_contrasts(examples: Sequence[Example], pool: OccasionPool, rng: random.Random,
+                   kinds: Sequence[str] = tuple(MAKERS), per_example: int = 2) -> list[tuple[Example, str, str, str]]:
+    """(good example, request, flawed greeting, kind): `per_example` kinds drawn for each example."""
     rows = []
     for example in examples:
         for kind in rng.sample(list(kinds), min(per_example, len(kinds))):
@@ -150,5 +150,11 @@ def make_negatives(examples: Sequence[Example], pool: OccasionPool, rng: random.
                 continue
             query, text = made
             if text.strip() and (text != example.greeting or query != example.query):
-                rows.append((query, text, kind))
+                rows.append((example, query, text, kind))
     return rows
+
+
+def make_negatives(examples: Sequence[Example], pool: OccasionPool, rng: random.Random,
+                   kinds: Sequence[str] = tuple(MAKERS), per_example: int = 2) -> list[tuple[str, str, str]]:
+    """(request, flawed greeting, kind) rows: `per_example` kinds drawn for each good example."""
+    return [(q, t, kind) for _e, q, t, kind in make_contrasts(examples, pool, rng, kinds, per_example)]

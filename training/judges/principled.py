@@ -26,6 +26,7 @@ import random
 import shutil
 import time
 import uuid
+from functools import lru_cache
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,13 +35,16 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 from sklearn.linear_model import LogisticRegression
 
+from generation.requests import parse_request
 from training.judges.base import BAD, GOOD, Verdict
-from training.judges.coherence import CoherenceScorer, train_coherence
+from training.judges.coherence import CoherenceScorer, train_coherence_pairs
 from training.judges.creativity import HashedCopyDetector, cliches_in
 from training.judges.fit import HARD_CHECKS, ambiguous_words, request_fit
 from training.judges.fluency import BigramModel, train_fluency
-from training.judges.negatives import OccasionPool, make_negatives
+from training.judges.negatives import OccasionPool, make_contrasts, make_negatives
 from training.judges.registry import write_trained_queries
+from training.judges.tfidf import TfidfJudge, train_tfidf_judge
+from training.judges.topic import TopicModel, train_topic
 from training.judges.train_side import STARTER_DIR, TrainSide, collect
 
 NAME = "principled-v1"
@@ -72,6 +76,8 @@ PRINCIPLES_V1: tuple[Principle, ...] = (
     Principle("request_fit", "契合请求：场合、对象、长度与细节", "fits the request: occasion, addressee, length, details",
               "request_fit"),
     Principle("coherence", "内容恰当且符合语境，前后连贯", "fits the context and holds together", "coherence"),
+    Principle("preference", "整体质量：情感真挚、用词准确（学自人的偏好）", "overall quality, learned from people's preferences",
+              "preference"),
     Principle("fluency", "表达流畅自然", "fluent, natural expression", "fluency"),
     Principle("creativity", "有创意、不落俗套：不抄袭、不堆砌套话", "creative: no copying, no stacked cliches",
               "cliche_copy"),
@@ -91,6 +97,8 @@ class Components:
     """The trained parts and the calibration; `calibration` holds thresholds, gates and stack."""
 
     coherence: CoherenceScorer
+    topic: TopicModel
+    preference: TfidfJudge
     fluency: BigramModel
     copies: HashedCopyDetector
     ambiguous: frozenset[str]
@@ -118,14 +126,36 @@ def run_request_fit(parts: Components, queries, greetings) -> list[Mark]:
     return out
 
 
+@lru_cache(maxsize=65536)
+def asked_occasion(query: str) -> str | None:
+    return parse_request(query).occasion
+
+
 def run_coherence(parts: Components, queries, greetings) -> list[Mark]:
+    """The learned scorer's logit and the occasion model's two signals; the mark is their stack."""
     threshold = parts.calibration.get("coherence_threshold")
+    weights = parts.calibration.get("stack", {}).get("weights", {})
+    topics = parts.topic.signals([asked_occasion(q) for q in queries], list(greetings))
     out = []
-    for logit in parts.coherence.logits(list(queries), list(greetings)):
-        score = _sigmoid(float(logit))
+    for logit, (topic_fit, topic_split) in zip(parts.coherence.logits(list(queries), list(greetings)), topics):
+        signals = {"coherence_logit": float(np.clip(logit, -20, 20)), "topic_fit": float(topic_fit),
+                   "topic_split": float(topic_split)}
+        score = _sigmoid(sum(weights.get(k, 1.0) * v for k, v in signals.items()) + parts.calibration.get("coherence_bias", 0.0))
         failed = threshold is not None and score < threshold
         out.append(Mark(score, failed, _reason("内容与请求不符或前后不连贯", "off the request or does not hold together")
-                        if failed else "", {"coherence_logit": float(np.clip(logit, -20, 20))}))
+                        if failed else "", signals))
+    return out
+
+
+def run_preference(parts: Components, queries, greetings) -> list[Mark]:
+    threshold = parts.calibration.get("preference_threshold")
+    out = []
+    for reward in parts.preference.rewards(list(greetings)):
+        z = float((reward - parts.preference.threshold) / parts.preference.scale)
+        score = _sigmoid(z)
+        failed = threshold is not None and score < threshold
+        out.append(Mark(score, failed, _reason("整体质量不及人们偏好的祝福", "below the greetings people prefer")
+                        if failed else "", {"preference_logit": float(np.clip(z, -20, 20))}))
     return out
 
 
@@ -165,10 +195,18 @@ def run_cliche_copy(parts: Components, queries, greetings) -> list[Mark]:
 EXECUTORS: dict[str, Callable[[Components, Sequence[str], Sequence[str]], list[Mark]]] = {
     "request_fit": run_request_fit,
     "coherence": run_coherence,
+    "preference": run_preference,
     "fluency": run_fluency,
     "cliche_copy": run_cliche_copy,
 }
-SIGNALS = ("coherence_logit", "fluency_logit", "fit_occasion", "fit_length", "cliche_excess", "copy")
+# What the overall stack reads. Fluency is a gate only: on this data longer, richer greetings have a
+# lower bigram likelihood than plain short ones, so as a weight it would reward the plain ones.
+SIGNALS = ("coherence_logit", "topic_fit", "topic_split", "preference_logit", "fit_occasion", "fit_length",
+           "cliche_excess", "copy")
+# The direction each signal may weigh in (a penalty never turns into a reward, whatever the fit says).
+SIGNS = {"coherence_logit": 1, "topic_fit": 1, "topic_split": 1, "preference_logit": 1, "fit_occasion": -1,
+         "fit_length": -1, "cliche_excess": -1, "copy": -1}
+GATE_PASS_SHARE = 0.97  # a learned principle fails only below what this share of good greetings reach
 
 
 def check_principles(principles: Sequence[Principle | dict]) -> tuple[Principle, ...]:
@@ -284,6 +322,8 @@ class PrincipledJudge:
         tmp.mkdir()
         self.components.coherence.save(tmp)
         self.components.fluency.save(tmp)
+        self.components.preference.save(tmp / "preference")
+        self.components.topic.save(tmp)
         save_file(self.components.copies.tensors(), str(tmp / COPIES_FILE))
         meta = {"kind": "principled", "format": FORMAT_VERSION, "name": self.name,
                 "principles": [p.__dict__ for p in self.principles],
@@ -306,7 +346,8 @@ class PrincipledJudge:
         meta = json.loads(path.read_text(encoding="utf-8"))
         if meta.get("kind") != "principled":
             raise ValueError(f"{folder}: not a principled judge (kind={meta.get('kind')!r})")
-        parts = Components(CoherenceScorer.load(folder), BigramModel.load(folder),
+        parts = Components(CoherenceScorer.load(folder), TopicModel.load(folder), TfidfJudge.load(folder / "preference"),
+                           BigramModel.load(folder),
                            HashedCopyDetector.from_tensors(load_file(str(folder / COPIES_FILE))),
                            frozenset(meta.get("ambiguous_words", [])), meta["calibration"])
         chosen = principles if principles is not None else [Principle(**p) for p in meta["principles"]]
@@ -347,6 +388,13 @@ def labelled_rows(data: TrainSide, rng: random.Random, per_example: int) -> tupl
     return rows, groups
 
 
+def contrast_pairs(data: TrainSide, rng: random.Random, per_example: int) -> list[tuple[str, str, str, str]]:
+    """(request, good greeting, request, flawed greeting) contrasts from the flaws made of good ones;
+    people's preferences train the preference principle instead."""
+    return [(e.query, e.greeting, q, t) for e, q, t, _kind in make_contrasts(data.examples, OccasionPool(data.examples),
+                                                                             rng, per_example=per_example)]
+
+
 def balanced_weights(groups: Sequence[str]) -> np.ndarray:
     """Good rows weigh as much as all bad rows; people's bad rows as much as all made-up flaws."""
     groups = np.asarray(groups)
@@ -382,35 +430,61 @@ def best_cut(values: np.ndarray, truth: np.ndarray, weights: np.ndarray, extra_b
     return best
 
 
-def calibrate(parts: Components, rows, groups) -> dict:
-    """Stack weights, the overall cut and which principle gates to keep, on calibration rows."""
+def signal_matrix(judge: "PrincipledJudge", queries, greetings) -> tuple[np.ndarray, list[dict[str, Mark]]]:
+    marks = judge.marks(list(queries), list(greetings))
+    signals = [{k: v for m in ms.values() for k, v in m.signals.items()} for ms in marks]
+    return np.array([[row.get(s, 0.0) for s in SIGNALS] for row in signals]).reshape(-1, len(SIGNALS)), marks
+
+
+def fit_stack(judge: "PrincipledJudge", real: Sequence[tuple[str, str, str, str]],
+              made: Sequence[tuple[str, str, str, str]]) -> np.ndarray:
+    """Stack weights fitted pairwise (better minus worse signals), people's pairs and made-up
+    flaws weighing half each: the weights that rank best, whatever the signals' scales."""
+    contrasts = list(real) + list(made)
+    better, _ = signal_matrix(judge, [c[0] for c in contrasts], [c[1] for c in contrasts])
+    worse, _ = signal_matrix(judge, [c[2] for c in contrasts], [c[3] for c in contrasts])
+    diff = better - worse
+    weights = np.concatenate([np.full(len(real), 0.5 / max(len(real), 1)), np.full(len(made), 0.5 / max(len(made), 1))])
+    if not real or not made:
+        weights = np.ones(len(contrasts))
+    weights = weights / weights.mean()
+    model = LogisticRegression(C=1.0, fit_intercept=False, max_iter=1000)
+    model.fit(np.vstack([diff, -diff]), np.r_[np.ones(len(diff)), np.zeros(len(diff))],
+              sample_weight=np.r_[weights, weights])
+    signs = np.array([SIGNS[s] for s in SIGNALS])
+    return np.maximum(model.coef_[0] * signs, 0.0) * signs
+
+
+def calibrate(parts: Components, rows, groups, real, made) -> dict:
+    """Stack weights, the overall cut and which principle gates to keep, on calibration data."""
     queries, greetings = [r[0] for r in rows], [r[1] for r in rows]
     truth = np.array([r[2] for r in rows])
     weights = balanced_weights(groups)
     judge = PrincipledJudge(parts)
-    marks = judge.marks(queries, greetings)
-    signals = np.array([[{k: v for m in ms.values() for k, v in m.signals.items()}[s] for s in SIGNALS] for ms in marks])
-    stack = LogisticRegression(C=1.0, max_iter=1000).fit(signals, truth, sample_weight=weights)
-    parts.calibration["stack"] = {"weights": dict(zip(SIGNALS, stack.coef_[0].round(5).tolist())),
-                                  "bias": round(float(stack.intercept_[0]), 5)}
-    z = stack.decision_function(signals)
+    coefficients = fit_stack(judge, real, made)
+    signals, marks = signal_matrix(judge, queries, greetings)
+    z = signals @ coefficients
+    parts.calibration["stack"] = {"weights": dict(zip(SIGNALS, coefficients.round(5).tolist())), "bias": 0.0}
+    coherence_part = signals[:, :3] @ coefficients[:3]  # the coherence mark: its own signals' share of the stack
+    parts.calibration["coherence_bias"] = round(-float(np.quantile(coherence_part[truth == 1], 0.1)), 5)
+    signals, marks = signal_matrix(judge, queries, greetings)
     cut, kappa = best_cut(z, truth, weights)
     parts.calibration["overall_threshold"] = round(cut, 5)
     report = {"overall_only_kappa": round(kappa, 4)}
     kept = np.zeros(len(rows), dtype=bool)  # rows failed by the gates kept so far
     coherence = np.array([m["coherence"].score for m in marks])
+    preference = np.array([m["preference"].score for m in marks])
     fluency = np.array([m["fluency"].score for m in marks])
     fit_hard = {c: np.array([m["request_fit"].signals[f"fit_{c}"] > 0 for m in marks]) for c in HARD_CHECKS}
     copy = np.array([m["creativity"].signals["copy"] > 0 for m in marks])
     pile = np.array([m["creativity"].signals["cliche_excess"] > 0 for m in marks])
     candidate_gates = {f"fit_{c}": fit_hard[c] for c in HARD_CHECKS}
-    candidate_gates |= {"fluency": fluency < parts.calibration.get("fluency_threshold", 0.5), "copy": copy,
-                        "cliche_pile": pile}
-    # The coherence gate's cut: the one best at telling good greetings from made-up flaws alone.
     made = np.array([g not in ("good", "real") for g in groups])
-    subset = ~np.array([g == "real" for g in groups])
-    c_cut, _ = best_cut(coherence[subset], truth[subset], weights[subset])
-    candidate_gates["coherence"] = coherence < c_cut
+    # Learned principles fail only below what nearly every good calibration greeting reaches.
+    cuts = {name: float(np.quantile(values[truth == 1], 1 - GATE_PASS_SHARE))
+            for name, values in (("coherence", coherence), ("fluency", fluency), ("preference", preference))}
+    candidate_gates |= {"fluency": fluency < cuts["fluency"], "copy": copy, "cliche_pile": pile,
+                        "coherence": coherence < cuts["coherence"], "preference": preference < cuts["preference"]}
     base = kappa
     decisions = {}
     for name, fails in candidate_gates.items():
@@ -423,14 +497,25 @@ def calibrate(parts: Components, rows, groups) -> dict:
             kept |= fails
             base = weighted_kappa(truth, ((z >= cut) & ~kept).astype(int), weights)
     parts.calibration["fit_gates"] = [c for c in HARD_CHECKS if decisions[f"fit_{c}"]["kept"]]
-    parts.calibration["coherence_threshold"] = round(float(c_cut), 5) if decisions["coherence"]["kept"] else None
-    parts.calibration["fluency_threshold"] = parts.calibration.get("fluency_threshold", 0.5) if decisions["fluency"]["kept"] else 0.0
+    parts.calibration["coherence_threshold"] = round(cuts["coherence"], 6) if decisions["coherence"]["kept"] else None
+    parts.calibration["preference_threshold"] = round(cuts["preference"], 6) if decisions["preference"]["kept"] else None
+    parts.calibration["fluency_threshold"] = round(cuts["fluency"], 6) if decisions["fluency"]["kept"] else 0.0
     parts.calibration["gate_copy"] = decisions["copy"]["kept"]
     if not decisions["cliche_pile"]["kept"]:
         parts.calibration["free_cliches"] = 99
     report |= {"gates": decisions, "final_kappa": round(base, 4), "rows": len(rows),
                "groups": {g: int((np.asarray(groups) == g).sum()) for g in sorted(set(groups))}}
     return report
+
+
+def preference_model(data: TrainSide) -> TfidfJudge:
+    """People's preferences as a TF-IDF linear reward; with no pairs, good greetings against the weak ones."""
+    if data.pairs:
+        return train_tfidf_judge([p.chosen for p in data.pairs], [p.rejected for p in data.pairs], name="preference")
+    goods = [e.greeting for e in data.examples]
+    bads = [w[1] for w in data.weak] or [e.greeting[: max(1, len(e.greeting) // 3)] for e in data.examples]
+    count = min(len(goods), len(bads))
+    return train_tfidf_judge(goods[:count], bads[:count], name="preference")
 
 
 def free_cliche_count(greetings: Sequence[str]) -> int:
@@ -449,21 +534,28 @@ def train_principled(data: TrainSide, *, seed: int = 0, negatives_per_example: i
     if not calibration.examples or not fit.examples:
         fit, calibration = data, data  # too little data to split: calibrate in-sample (tests, tiny corpora)
     rng = random.Random(seed)
-    rows, groups = labelled_rows(fit, rng, negatives_per_example)
-    say(f"coherence: {len(rows)} rows")
-    coherence = train_coherence(rows, sample_weight=balanced_weights(groups))
+    contrasts = contrast_pairs(fit, rng, negatives_per_example)
+    say(f"coherence: {len(contrasts)} contrasts")
+    coherence = train_coherence_pairs(contrasts)
+    labelled = [(e.occasion, e.greeting) for e in fit.examples if e.occasion]
+    topic = train_topic([o for o, _g in labelled], [g for _o, g in labelled]) if labelled else None
+    say(f"preference: {len(fit.pairs)} pairs")
+    preference = preference_model(fit)
     say("fluency")
     fluency = train_fluency([e.greeting for e in fit.examples], [e.greeting for e in calibration.examples], seed)
     ambiguous = ambiguous_words((e.occasion, e.greeting) for e in fit.examples if e.occasion)
     fit_copies = HashedCopyDetector.from_texts(e.greeting for e in fit.examples)
-    parts = Components(coherence, fluency, fit_copies, ambiguous,
+    parts = Components(coherence, topic, preference, fluency, fit_copies, ambiguous,
                        {"free_cliches": free_cliche_count([e.greeting for e in fit.examples]), "fluency_threshold": 0.5})
     say("calibration")
     cal_rows, cal_groups = labelled_rows(calibration, random.Random(seed + 1), 1)
-    report = calibrate(parts, cal_rows, cal_groups)
+    real = [(p.query, p.chosen, p.query, p.rejected) for p in calibration.pairs]
+    made = contrast_pairs(calibration, random.Random(seed + 2), 2)
+    report = calibrate(parts, cal_rows, cal_groups, real, made)
     parts.copies = HashedCopyDetector.from_texts(e.greeting for e in data.examples)
     info = {"train_seconds": round(time.perf_counter() - started, 1), "seed": seed,
-            "fit": {"examples": len(fit.examples), "pairs": len(fit.pairs), "weak": len(fit.weak), "rows": len(rows)},
+            "fit": {"examples": len(fit.examples), "pairs": len(fit.pairs), "weak": len(fit.weak),
+                    "contrasts": len(contrasts)},
             "calibration": report, "fluency": fluency.info, "coherence": coherence.info,
             "trained_queries": sorted(data.queries())}
     return PrincipledJudge(parts, PRINCIPLES_V1, NAME, info)
