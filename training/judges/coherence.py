@@ -5,6 +5,8 @@ A logistic model on hashed features in four blocks, each row-normalised:
 * head and tail: the request's keys (its parsed occasion and addressee and its content
   characters) crossed with the character bigrams of the greeting's first and second half, so
   a second half written for another occasion (a splice) or a greeting for someone else shows;
+* joint: the first half's content characters crossed with the second half's (do they belong
+  to one greeting?);
 * form: dense cues of a broken text (no closing mark, stutter, repeated 4-grams, clause count).
 Trained contrastively: good greetings against flawed ones made from them (training.judges.negatives)
 and the rejected sides of real preference pairs. Saved as safetensors plus JSON, never pickle."""
@@ -31,6 +33,8 @@ META_FILE = "coherence.json"
 PUNCTUATION = set("，。！？；：、,.!?;:~～…—-“”\"'‘’（）()《》【】 \n\t")
 # Characters that say nothing about what a request asks for (祝福语, 给, 的...).
 QUERY_FILLER = set("祝福语的给送写一句段条个些话文案句子发朋友圈简短长点要吧呢啊和我你他她们")
+# Characters too common to say what a half is about; left out of the head x tail crosses.
+FUNCTION_CHARS = set("的了是在你我他她们愿祝有和也都就要这那一不人每天里与为着之把被让更到上下中大小好")
 FORM_FEATURES = ("ends_with_mark", "stutter", "repeated_4grams", "clauses", "log_length")
 
 
@@ -55,6 +59,11 @@ def query_keys(query: str) -> tuple[str, ...]:
         keys.append(f"a={slots.addressee}")
     keys += sorted({f"q={ch}" for ch in content(query) if ch not in QUERY_FILLER})[:8]
     return tuple(keys)
+
+
+def _content_chars(text: str) -> list[str]:
+    """Distinct characters that carry content (no punctuation, no common function characters)."""
+    return sorted({ch for ch in content(text) if ch not in FUNCTION_CHARS})
 
 
 def halves(greeting: str) -> tuple[str, str]:
@@ -86,8 +95,9 @@ def featurise(queries: Sequence[str], greetings: Sequence[str], bits: int = HASH
     style = hasher.transform(style_tokens(g) for g in greetings)
     head = hasher.transform([f"h{k}|{b}" for k in ks for b in bigrams(h)] for ks, (h, _t) in zip(keys, split))
     tail = hasher.transform([f"t{k}|{b}" for k in ks for b in bigrams(t)] for ks, (_h, t) in zip(keys, split))
+    joint = hasher.transform([f"j{a}|{b}" for a in _content_chars(h) for b in _content_chars(t)] for h, t in split)
     form = sparse.csr_matrix(np.array([form_features(g) for g in greetings], dtype=np.float32).reshape(-1, len(FORM_FEATURES)))
-    return sparse.hstack([_normalised(style, True), _normalised(head), _normalised(tail), form]).tocsr()
+    return sparse.hstack([_normalised(style, True), _normalised(head), _normalised(tail), _normalised(joint), form]).tocsr()
 
 
 @dataclass
@@ -108,7 +118,7 @@ class CoherenceScorer:
         save_file({"weights": self.weights.astype(np.float32), "bias": np.array([self.bias], dtype=np.float32)},
                   str(folder / WEIGHTS_FILE))
         meta = {"kind": "coherence", "bits": self.bits, "hash": "sklearn FeatureHasher (murmurhash3_32), no sign",
-                "blocks": ["style 1-3grams", "head keys x bigrams", "tail keys x bigrams", *FORM_FEATURES],
+                "blocks": ["style 1-3grams", "head keys x bigrams", "tail keys x bigrams", "head x tail characters", *FORM_FEATURES],
                 "info": self.info}
         (folder / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
 

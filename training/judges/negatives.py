@@ -140,11 +140,14 @@ MAKERS: dict[str, Callable] = {
 
 
 def make_contrasts(examples: Sequence[Example], pool: OccasionPool, rng: random.Random,
-                   kinds: Sequence[str] = tuple(MAKERS), per_example: int = 2) -> list[tuple[Example, str, str, str]]:
-    """(good example, request, flawed greeting, kind): `per_example` kinds drawn for each example."""
+                   kinds: Sequence[str] = tuple(MAKERS), per_example: int = 2,
+                   always: Sequence[str] = ()) -> list[tuple[Example, str, str, str]]:
+    """(good example, request, flawed greeting, kind): the `always` kinds, then `per_example` more
+    drawn from the rest, for each example."""
     rows = []
+    rest = [k for k in kinds if k not in always]
     for example in examples:
-        for kind in rng.sample(list(kinds), min(per_example, len(kinds))):
+        for kind in list(always) + rng.sample(rest, min(per_example, len(rest))):
             made = MAKERS[kind](example, pool, rng)
             if made is None:
                 continue

@@ -206,7 +206,11 @@ SIGNALS = ("coherence_logit", "topic_fit", "topic_split", "preference_logit", "f
 # The direction each signal may weigh in (a penalty never turns into a reward, whatever the fit says).
 SIGNS = {"coherence_logit": 1, "topic_fit": 1, "topic_split": 1, "preference_logit": 1, "fit_occasion": -1,
          "fit_length": -1, "cliche_excess": -1, "copy": -1}
-GATE_PASS_SHARE = 0.97  # a learned principle fails only below what this share of good greetings reach
+MADE_UP_SHARE = 0.6  # of the stack's fitting weight: made-up flaws (the rest: people's pairs)
+GATE_PASS_SHARE = 0.97
+# Flaws every good training greeting is contrasted with (a reader notices these first), beside
+# `negatives_per_example` drawn from the other kinds.
+ALWAYS_MADE = ("other_occasion", "spliced")  # a learned principle fails only below what this share of good greetings reach
 
 
 def check_principles(principles: Sequence[Principle | dict]) -> tuple[Principle, ...]:
@@ -388,11 +392,12 @@ def labelled_rows(data: TrainSide, rng: random.Random, per_example: int) -> tupl
     return rows, groups
 
 
-def contrast_pairs(data: TrainSide, rng: random.Random, per_example: int) -> list[tuple[str, str, str, str]]:
+def contrast_pairs(data: TrainSide, rng: random.Random, per_example: int,
+                   always: Sequence[str] = ()) -> list[tuple[str, str, str, str]]:
     """(request, good greeting, request, flawed greeting) contrasts from the flaws made of good ones;
     people's preferences train the preference principle instead."""
-    return [(e.query, e.greeting, q, t) for e, q, t, _kind in make_contrasts(data.examples, OccasionPool(data.examples),
-                                                                             rng, per_example=per_example)]
+    made = make_contrasts(data.examples, OccasionPool(data.examples), rng, per_example=per_example, always=always)
+    return [(e.query, e.greeting, q, t) for e, q, t, _kind in made]
 
 
 def balanced_weights(groups: Sequence[str]) -> np.ndarray:
@@ -444,7 +449,8 @@ def fit_stack(judge: "PrincipledJudge", real: Sequence[tuple[str, str, str, str]
     better, _ = signal_matrix(judge, [c[0] for c in contrasts], [c[1] for c in contrasts])
     worse, _ = signal_matrix(judge, [c[2] for c in contrasts], [c[3] for c in contrasts])
     diff = better - worse
-    weights = np.concatenate([np.full(len(real), 0.5 / max(len(real), 1)), np.full(len(made), 0.5 / max(len(made), 1))])
+    share = MADE_UP_SHARE
+    weights = np.concatenate([np.full(len(real), (1 - share) / max(len(real), 1)), np.full(len(made), share / max(len(made), 1))])
     if not real or not made:
         weights = np.ones(len(contrasts))
     weights = weights / weights.mean()
@@ -523,7 +529,7 @@ def free_cliche_count(greetings: Sequence[str]) -> int:
     return int(counts[min(len(counts) - 1, int(CLICHE_QUANTILE * len(counts)))]) if counts else 2
 
 
-def train_principled(data: TrainSide, *, seed: int = 0, negatives_per_example: int = 3,
+def train_principled(data: TrainSide, *, seed: int = 0, negatives_per_example: int = 2,
                      progress: Callable[[str], None] | None = None) -> PrincipledJudge:
     """Fit the learned parts on the fit split, calibrate on the calibration split (both train side)."""
     say = progress or (lambda message: None)
@@ -534,7 +540,7 @@ def train_principled(data: TrainSide, *, seed: int = 0, negatives_per_example: i
     if not calibration.examples or not fit.examples:
         fit, calibration = data, data  # too little data to split: calibrate in-sample (tests, tiny corpora)
     rng = random.Random(seed)
-    contrasts = contrast_pairs(fit, rng, negatives_per_example)
+    contrasts = contrast_pairs(fit, rng, negatives_per_example, ALWAYS_MADE)
     say(f"coherence: {len(contrasts)} contrasts")
     coherence = train_coherence_pairs(contrasts)
     labelled = [(e.occasion, e.greeting) for e in fit.examples if e.occasion]
