@@ -266,6 +266,8 @@ class PrincipledJudge:
     def marks(self, queries: Sequence[str], greetings: Sequence[str]) -> list[dict[str, Mark]]:
         if len(queries) != len(greetings):
             raise ValueError(f"{len(queries)} queries but {len(greetings)} greetings")
+        if not greetings:
+            return []
         per_principle = {p.name: EXECUTORS[p.executor](self.components, queries, greetings) for p in self.principles}
         return [{name: marks[i] for name, marks in per_principle.items()} for i in range(len(greetings))]
 
