@@ -109,9 +109,10 @@ def test_the_artefact_round_trips_without_pickle_or_training_text(judge, saved):
     names = {p.name for p in Path(saved).rglob("*") if p.is_file()}
     assert not any(n.endswith((".pkl", ".pickle", ".pt", ".joblib")) for n in names)
     assert "coherence.safetensors" in names and "principled.json" in names
-    training_text = collect(shared_dir=None).examples[0].greeting
+    first = collect(shared_dir=None).examples[0]
     for path in Path(saved).rglob("*.json"):
-        assert training_text not in path.read_text(encoding="utf-8")
+        stored = path.read_text(encoding="utf-8")
+        assert first.greeting not in stored and f'"{first.query}"' not in stored
     assert "python -m training.judges.principled" in (Path(saved) / "principled.json").read_text(encoding="utf-8")
 
 

@@ -148,15 +148,3 @@ def train_coherence_pairs(pairs: Sequence[tuple[str, str, str, str]], *, c: floa
     return CoherenceScorer(model.coef_.ravel().astype(np.float32), 0.0, bits,
                            {"contrast_pairs": len(pairs), "C": c, "objective": "pairwise"})
 
-
-def train_coherence(rows: Sequence[tuple[str, str, int]], *, c: float = 4.0, bits: int = HASH_BITS,
-                    sample_weight: Sequence[float] | None = None) -> CoherenceScorer:
-    """Fit on (request, greeting, label 1 good / 0 flawed) rows."""
-    if not rows or len({r[2] for r in rows}) < 2:
-        raise ValueError("need good and flawed rows to train the coherence scorer")
-    features = featurise([r[0] for r in rows], [r[1] for r in rows], bits)
-    labels = np.array([r[2] for r in rows])
-    model = LogisticRegression(C=c, max_iter=300, solver="liblinear")
-    model.fit(features, labels, sample_weight=None if sample_weight is None else np.asarray(sample_weight))
-    return CoherenceScorer(model.coef_.ravel().astype(np.float32), float(model.intercept_[0]), bits,
-                           {"rows": len(rows), "good": int(labels.sum()), "C": c})

@@ -331,13 +331,14 @@ class PrincipledJudge:
         self.components.preference.save(tmp / "preference")
         self.components.topic.save(tmp)
         save_file(self.components.copies.tensors(), str(tmp / COPIES_FILE))
+        info = {k: v for k, v in self.info.items() if k != "trained_queries"}  # queries go in as hashes only
         meta = {"kind": "principled", "format": FORMAT_VERSION, "name": self.name,
                 "principles": [p.__dict__ for p in self.principles],
                 "calibration": self.components.calibration, "ambiguous_words": sorted(self.components.ambiguous),
-                "reproduce": REPRODUCE.format(folder=folder), "info": self.info}
+                "reproduce": REPRODUCE.format(folder=folder), "info": info}
         (tmp / META_FILE).write_text(json.dumps(meta, ensure_ascii=False, indent=1), encoding="utf-8")
         if self.info.get("trained_queries"):
-            write_trained_queries(tmp, self.info.pop("trained_queries"))
+            write_trained_queries(tmp, self.info["trained_queries"])
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
