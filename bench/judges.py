@@ -163,8 +163,9 @@ def main() -> None:
     parser.add_argument("--baselines-only", action="store_true", help="the TF-IDF and length baselines alone (fast)")
     parser.add_argument("--reward-model", type=Path, help="a reward model folder saved by bench.reward_model --save")
     parser.add_argument("--out", type=Path, help="also write the JSON report here")
+    parser.add_argument("--starter", type=Path, default=STARTER_DIR, help="the team corpus folder (greetings*.jsonl, pairs*)")
     args = parser.parse_args()
-    report = run(args.data) if args.baselines_only else run_principled(args.data, reward_model=args.reward_model)
+    report = run(args.data) if args.baselines_only else run_principled(args.data, args.starter, reward_model=args.reward_model)
     print_table(report)
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))

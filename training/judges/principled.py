@@ -174,6 +174,7 @@ def run_fluency(parts: Components, queries, greetings) -> list[Mark]:
 def run_cliche_copy(parts: Components, queries, greetings) -> list[Mark]:
     free = parts.calibration.get("free_cliches", 2)
     gate_copy = parts.calibration.get("gate_copy", True)
+    gate_pile = parts.calibration.get("gate_cliche_pile", True)
     out = []
     for greeting in greetings:
         found = cliches_in(greeting)
@@ -183,7 +184,7 @@ def run_cliche_copy(parts: Components, queries, greetings) -> list[Mark]:
         reasons = []
         if copy and gate_copy:
             reasons.append(("几乎照抄了训练文本", "a near-copy of a training text"))
-        if excess:
+        if excess and gate_pile:
             shown = "、".join(found[:4])
             reasons.append((f"套话堆砌（{shown}）", f"{len(found)} stock phrases piled up"))
         failed = bool(reasons)
@@ -510,8 +511,7 @@ def calibrate(parts: Components, rows, groups, real, made) -> dict:
     parts.calibration["preference_threshold"] = round(cuts["preference"], 6) if decisions["preference"]["kept"] else None
     parts.calibration["fluency_threshold"] = round(cuts["fluency"], 6) if decisions["fluency"]["kept"] else 0.0
     parts.calibration["gate_copy"] = decisions["copy"]["kept"]
-    if not decisions["cliche_pile"]["kept"]:
-        parts.calibration["free_cliches"] = 99
+    parts.calibration["gate_cliche_pile"] = decisions["cliche_pile"]["kept"]  # the count still weighs in the stack
     report |= {"gates": decisions, "final_kappa": round(base, 4), "rows": len(rows),
                "groups": {g: int((np.asarray(groups) == g).sum()) for g in sorted(set(groups))}}
     return report
