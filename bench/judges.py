@@ -1,21 +1,33 @@
-"""Baseline judges on the paper's data, beside the length baselines.
+"""Judges side by side on the paper's data and the team corpus, beside the length baselines.
 
-    python -m bench.judges --json
+    python -m bench.judges --json [--reward-model DIR] [--out bench/results/judges_principled.json]
 
-Trains the TF-IDF judge on reward_data_train.json minus a held-out split by query, then
-reports pairwise accuracy on the held-out pairs (overall, chosen-not-longer, length-matched)
-and pointwise metrics on evaluate_data.json restricted to queries the judge never saw (the
-file shares most of its good answers with the pairs: see ../shared/data/igniting/README.md)."""
+Splits by query (split_by_query, 15% held out): every judge trains on the training side only.
+The TF-IDF judge trains on reward_data_train.json's training pairs; the principled judge on the
+training side of the team corpus, of sft_data.json and of those pairs (its thresholds on a
+calibration split of that side). Reported, each with counts, beside pick-the-longer:
+* ordinary pairs: the held-out pairs (overall, chosen-not-longer, length-matched);
+* other-occasion pairs: a held-out request's own greeting against a held-out good greeting of
+  another occasion within 10 characters of its length;
+* spliced pairs: the greeting against itself with its second half (from a clause mark) replaced
+  by the second half of another occasion's greeting;
+* pointwise accuracy and Cohen's kappa on evaluate_data.json restricted to queries no judge saw
+  (the file shares most of its good answers with the pairs: see ../shared/data/igniting/README.md).
+A reward model joins when --reward-model names one saved by `python -m bench.reward_model --save DIR`
+(the same split); it is not trained here (about 16 minutes on 2 cores)."""
 import argparse
 import json
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from training.judges.data import load_labeled, load_pairs
-from training.judges.evaluation import evaluate_labeled, evaluate_pairs, split_by_query
+from training.judges.evaluation import Pair, evaluate_labeled, evaluate_pairs, in_heldout, split_by_query
 from training.judges.length import LengthJudge, best_length_threshold
+from training.judges.negatives import OccasionPool, other_occasion, spliced
 from training.judges.tfidf import train_tfidf_judge
+from training.judges.train_side import STARTER_DIR, collect
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "igniting"
 HELDOUT_FRACTION = 0.15
@@ -46,6 +58,71 @@ def load_bench_data(data_dir: Path) -> BenchData:
     return BenchData(train, heldout, labeled, LengthJudge(threshold), split)
 
 
+def synthetic_pairs(examples, seed: int = 0) -> dict[str, list[Pair]]:
+    """Other-occasion and spliced pairs from held-out good greetings (chosen = the original)."""
+    pool = OccasionPool(examples)
+    rng = random.Random(seed)
+    out = {"other_occasion": [], "spliced": []}
+    for example in examples:
+        if not example.occasion:
+            continue
+        made = other_occasion(example, pool, rng, length_within=10)
+        if made is not None:
+            out["other_occasion"].append(Pair(example.query, example.greeting, made[1]))
+        made = spliced(example, pool, rng)
+        if made is not None:
+            out["spliced"].append(Pair(example.query, example.greeting, made[1]))
+    return out
+
+
+def accuracy_table(pairs, judges: dict) -> dict:
+    """{judge: {accuracy, correct, count}} over all the pairs (pick-longer included)."""
+    return evaluate_pairs(pairs, judges)["overall"]
+
+
+def run_principled(data_dir: Path, starter_dir: Path = STARTER_DIR, reward_model: Path | None = None) -> dict:
+    """Every judge on every split, in one run."""
+    from training.judges.principled import train_principled
+
+    data = load_bench_data(data_dir)
+    heldout = lambda q: in_heldout(q, HELDOUT_FRACTION)  # noqa: E731
+    train_side = collect(starter_dir, data_dir, exclude_query=heldout)
+    heldout_side = collect(starter_dir, data_dir, exclude_query=lambda q: not heldout(q))
+    seen = {q.strip() for q in train_side.queries()} | {p.query.strip() for p in data.train}
+    labeled = [item for item in load_labeled(data_dir / "evaluate_data.json") if item.query.strip() not in seen]
+
+    started = time.perf_counter()
+    tfidf = train_tfidf_judge([p.chosen for p in data.train], [p.rejected for p in data.train], name="tfidf-bench")
+    tfidf_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    principled = train_principled(train_side)
+    principled_seconds = time.perf_counter() - started
+    judges = {"principled": principled, "tfidf": tfidf}
+    if reward_model is not None:
+        from training.judges.reward_model import RewardModelJudge
+
+        judges["reward_model"] = RewardModelJudge.load(reward_model)
+    synthetic = synthetic_pairs(heldout_side.examples)
+    team_pairs = [p for p in heldout_side.pairs if p not in set(data.heldout)]
+    report = {
+        "split": data.split | {"train_side_examples": len(train_side.examples), "train_side_pairs": len(train_side.pairs),
+                               "heldout_examples": len(heldout_side.examples), "team_heldout_pairs": len(team_pairs),
+                               "labeled_unseen_queries": len(labeled)},
+        "train_seconds": {"tfidf": round(tfidf_seconds, 1), "principled": round(principled_seconds, 1)},
+        "reward_model": str(reward_model) if reward_model else "not run: trains in about 16 minutes on 2 cores "
+                                                                 "(README); pass --reward-model DIR",
+        "length_threshold_chars": data.length.threshold,
+        "pairs": evaluate_pairs(data.heldout, judges),
+        "other_occasion": accuracy_table(synthetic["other_occasion"], judges),
+        "spliced": accuracy_table(synthetic["spliced"], judges),
+        "labeled": evaluate_labeled(labeled, judges | {"length": data.length}),
+        "principled_calibration": principled.info.get("calibration"),
+    }
+    if team_pairs:
+        report["team_pairs"] = accuracy_table(team_pairs, judges)
+    return report
+
+
 def run(data_dir: Path) -> dict:
     data = load_bench_data(data_dir)
     started = time.perf_counter()
@@ -60,13 +137,19 @@ def run(data_dir: Path) -> dict:
     }
 
 
+def _row(judges: dict) -> str:
+    return "  ".join(f"{name} {v['accuracy']:.3f} ({v['correct']}/{v['count']})" if v["accuracy"] is not None
+                     else f"{name} n/a" for name, v in judges.items())
+
+
 def print_table(report: dict) -> None:
     """Pairwise accuracy per subset and pointwise metrics, each judge with its counts."""
     print(f"held-out pairs: {report['split']['heldout_pairs']}  (train {report['split']['train_pairs']})")
     for subset, judges in report["pairs"].items():
-        row = "  ".join(f"{name} {v['accuracy']:.3f} ({v['correct']}/{v['count']})" if v["accuracy"] is not None
-                        else f"{name} n/a" for name, v in judges.items())
-        print(f"  {subset:<18} {row}")
+        print(f"  {subset:<18} {_row(judges)}")
+    for subset in ("other_occasion", "spliced", "team_pairs"):
+        if subset in report:
+            print(f"  {subset:<18} {_row(report[subset])}")
     print(f"labeled, unseen queries: n={report['split']['labeled_unseen_queries']}")
     for name, m in report["labeled"].items():
         print(f"  {name:<13} acc {m['accuracy']:.3f}  P {m['precision']:.3f}  R {m['recall']:.3f}  "
@@ -77,11 +160,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=SHARED)
     parser.add_argument("--json", action="store_true", help="print the JSON report after the table")
+    parser.add_argument("--baselines-only", action="store_true", help="the TF-IDF and length baselines alone (fast)")
+    parser.add_argument("--reward-model", type=Path, help="a reward model folder saved by bench.reward_model --save")
+    parser.add_argument("--out", type=Path, help="also write the JSON report here")
+    parser.add_argument("--starter", type=Path, default=STARTER_DIR, help="the team corpus folder (greetings*.jsonl, pairs*)")
     args = parser.parse_args()
-    report = run(args.data)
+    report = run(args.data) if args.baselines_only else run_principled(args.data, args.starter, reward_model=args.reward_model)
     print_table(report)
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import unicodedata
 from pathlib import Path
 from typing import Iterable
 
-KINDS = ("length", "tfidf", "reward_model", "llm")
+KINDS = ("length", "tfidf", "reward_model", "llm", "principled")
 TRAINED_QUERIES_FILE = "trained_queries.json"
 
 
@@ -60,6 +60,7 @@ def load_judge(kind: str, folder: Path | str | None, *, name: str | None = None,
 
     * length: config {"threshold": int}
     * tfidf, reward_model: the folder their training wrote
+    * principled: the folder training.judges.principled wrote (python -m training.judges.principled --out DIR)
     * llm: config = LLMJudgeConfig fields (base_url, model, api_key, timeout, max_concurrency...),
       principles = {"rules": [...], "strengths": [...], "weaknesses": [...]}, optional cache object
     """
@@ -92,6 +93,18 @@ def load_judge(kind: str, folder: Path | str | None, *, name: str | None = None,
         try:
             judge = RewardModelJudge.load(folder)
         except RewardModelError as exc:
+            raise JudgeLoadError(str(exc)) from exc
+        if name:
+            judge.name = name
+        return judge
+    if kind == "principled":
+        from training.judges.principled import PrincipleSetError, PrincipledJudge
+
+        if not folder or not Path(folder).is_dir():
+            raise JudgeLoadError(f"a principled judge needs the folder its training wrote, not {folder!r}")
+        try:
+            judge = PrincipledJudge.load(Path(folder), principles=config.get("principles"))
+        except (PrincipleSetError, FileNotFoundError, ValueError, KeyError) as exc:
             raise JudgeLoadError(str(exc)) from exc
         if name:
             judge.name = name
