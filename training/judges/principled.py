@@ -478,7 +478,12 @@ def calibrate(parts: Components, rows, groups, real, made) -> dict:
     coherence_part = signals[:, :3] @ coefficients[:3]  # the coherence mark: its own signals' share of the stack
     parts.calibration["coherence_bias"] = round(-float(np.quantile(coherence_part[truth == 1], 0.1)), 5)
     signals, marks = signal_matrix(judge, queries, greetings)
-    cut, kappa = best_cut(z, truth, weights)
+    # The overall cut separates good greetings from the ones people judged bad; made-up flaws are the
+    # gates' business (with them in, the cut would move with the corpus's mix of flaws).
+    real = np.array([g in ("good", "real") for g in groups])
+    real = real if (truth[real] == 0).any() else np.ones(len(rows), dtype=bool)
+    cut, _ = best_cut(z[real], truth[real], balanced_weights(np.asarray(groups)[real]))
+    kappa = weighted_kappa(truth, (z >= cut).astype(int), weights)
     parts.calibration["overall_threshold"] = round(cut, 5)
     report = {"overall_only_kappa": round(kappa, 4)}
     kept = np.zeros(len(rows), dtype=bool)  # rows failed by the gates kept so far
