@@ -26,15 +26,15 @@ from tqdm import tqdm
 
 from generation.backends import LocalEngineBackend
 from generation.checkpoint import load_checkpoint, read_metadata
-from generation.conditioning import DEFAULT_FORMAT, model_query
+from generation.conditioning import model_query
 from generation.greeting import write_checked
-from generation.guards import CopyDetector, Guards
+from generation.guards import Guards
 from generation.presets import get_preset
 from generation.requests import parse_request
 from training.data.examples import load_examples, split_by_query
 from training.data.formats import iter_records
 from training.metrics import SHARED_DATA, emit, format_table
-from training.rl.pipeline import training_greetings
+from training.rl.pipeline import describe_backend
 from training.rl.request_fit import request_figures
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,15 +50,13 @@ class Writer:
 
     def __init__(self, folder: Path):
         model, tokenizer = load_checkpoint(folder)
-        self.backend = LocalEngineBackend.from_model(model, tokenizer, max_slots=8)
-        self.prompt_format = read_metadata(folder).get("prompt_format", DEFAULT_FORMAT)
-        greetings = training_greetings(folder)
-        self.copies = CopyDetector(greetings) if greetings else None
-        self.name = folder.name
+        self.backend = describe_backend(LocalEngineBackend.from_model(model, tokenizer, max_slots=8), folder,
+                                        folder.name)
+        self.copies = self.backend.copies
 
     def write(self, request: str, seed: int, guarded: bool) -> list[str]:
         slots = parse_request(request)
-        query = model_query(request, self.prompt_format, slots)
+        query = model_query(request, self.backend.prompt_format, slots)
         guards = Guards(slots, self.copies) if guarded else None
         return [d.text for d in write_checked(self.backend, query, CANDIDATES, guards=guards, seed=seed)]
 

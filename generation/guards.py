@@ -5,9 +5,9 @@ Each guard looks at one finished candidate against the request's slots (``genera
 ``length`` (the asked length constraint), ``repeat`` (no character four or more times in a row),
 ``copy`` (not a near-copy of a training greeting) and ``distinct`` (not a text another candidate
 of the request already has). A guard with nothing to check (no occasion asked, no training
-greetings known) passes. ``pick_candidates`` resamples failed candidates within a bounded number
-of rounds (``generation.greeting.stream_greetings`` does the sampling), then keeps the best
-distinct ones; every candidate carries what each guard said about it.
+greetings known) passes. ``generation.greeting.stream_greetings`` resamples failed candidates
+within a ``Budget`` of rounds, then keeps the best distinct ones (``best_of``); every candidate
+carries what each guard said about it.
 """
 from __future__ import annotations
 

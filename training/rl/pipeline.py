@@ -96,6 +96,19 @@ def sft_data_paths(checkpoint: Path) -> list[Path]:
     return []
 
 
+def describe_backend(backend, checkpoint: Path, name: str):
+    """What the greeting path needs to know of the checkpoint behind a backend: its name (for
+    provenance), how it reads requests, and the greetings it was trained on (the copy guard)."""
+    from generation.conditioning import DEFAULT_FORMAT
+    from generation.guards import CopyDetector
+
+    backend.checkpoint_name = name
+    backend.prompt_format = read_metadata(Path(checkpoint)).get("prompt_format", DEFAULT_FORMAT)
+    greetings = training_greetings(Path(checkpoint))
+    backend.copies = CopyDetector(greetings) if greetings else None
+    return backend
+
+
 def training_greetings(checkpoint: Path, extra_paths: Sequence[Path] = ()) -> list[str] | None:
     """The greetings the checkpoint's SFT saw (plus ``extra_paths``); None when none can be found."""
     from training.data.examples import STARTER_FILES, load_examples

@@ -37,28 +37,14 @@ def local_backend(checkpoint):
     """The in-process engine on `checkpoint`'s weights, with this deployment's engine settings."""
     from generation.backends import LocalEngineBackend
     from generation.checkpoint import load_checkpoint
+    from training.rl.pipeline import describe_backend
 
     model, tokenizer = load_checkpoint(checkpoint.path, expected_config=checkpoint.model_config or None)
     budget_mb = settings.ENGINE_MEMORY_BUDGET_MB
     backend = LocalEngineBackend.from_model(
         model, tokenizer, max_slots=settings.ENGINE_MAX_SLOTS, max_prefill_tokens=settings.ENGINE_PREFILL_TOKENS,
         memory_budget_bytes=int(budget_mb * 2**20) if budget_mb else None)
-    describe_backend(backend, checkpoint)
-    return backend
-
-
-def describe_backend(backend, checkpoint) -> None:
-    """What the greeting path needs to know of the checkpoint behind a local backend: its name (for
-    provenance), how it reads requests, and the greetings it was trained on (the copy guard)."""
-    from generation.checkpoint import read_metadata
-    from generation.conditioning import DEFAULT_FORMAT
-    from generation.guards import CopyDetector
-    from training.rl.pipeline import training_greetings
-
-    backend.checkpoint_name = checkpoint.name
-    backend.prompt_format = read_metadata(checkpoint.path).get("prompt_format", DEFAULT_FORMAT)
-    greetings = training_greetings(Path(checkpoint.path))
-    backend.copies = CopyDetector(greetings) if greetings else None
+    return describe_backend(backend, Path(checkpoint.path), checkpoint.name)
 
 
 def backend_for(checkpoint):
