@@ -19,6 +19,9 @@ from generation.requests import LengthSpec, RequestSlots
 STOP = ("\n\n",)  # a greeting is one paragraph block; the model's blank line ends it
 TEMPERATURE = 0.8
 TOP_P = 0.95
+# The small model stutters (爷爷爷, 身体健康，身体健康): no character thrice in a row, no 4-gram twice.
+MAX_TOKEN_RUN = 2
+NO_REPEAT_NGRAM = 4
 DEFAULT_MAX_TOKENS = 96
 MAX_TOKENS_BY_LENGTH = {"短": 48, "中": 96, "长": 160, "": DEFAULT_MAX_TOKENS}
 _DROPPED_CATEGORIES = ("Cc", "Cs")
@@ -170,7 +173,7 @@ def token_budget(backend, prompt, wanted: int) -> int:
 def sampling_params(n: int, max_tokens: int, seed: int | None = None, temperature: float = TEMPERATURE,
                     top_p: float = TOP_P) -> SamplingParams:
     return SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                          stop=list(STOP))
+                          stop=list(STOP), max_token_run=MAX_TOKEN_RUN, no_repeat_ngram_size=NO_REPEAT_NGRAM)
 
 
 # --- Writing.

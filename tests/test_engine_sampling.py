@@ -191,3 +191,51 @@ def test_any_object_machine_accepts_exactly_valid_prefixes():
     state = m.advance_text(m.initial, '{"a":[{"b":tr')
     assert m.min_to_finish(state) == len('ue}]}')
     assert m.advance_text(m.initial, "{\"a\":" + "[" * 7) is not None and m.advance_text(m.initial, "{\"a\":" + "[" * 8) is None
+
+
+def longest_run(tokens):
+    best = run = 1
+    for a, b in zip(tokens, tokens[1:]):
+        run = run + 1 if a == b else 1
+        best = max(best, run)
+    return best
+
+
+def repeated_ngrams(tokens, n):
+    seen, repeats = set(), 0
+    for i in range(len(tokens) - n + 1):
+        gram = tuple(tokens[i:i + n])
+        repeats += gram in seen
+        seen.add(gram)
+    return repeats
+
+
+def test_banned_repeats_names_the_token_that_would_stutter():
+    from generation.engine.sampler import banned_repeats
+
+    assert banned_repeats([5, 7, 7], max_run=2, ngram=0) == {7}
+    assert banned_repeats([7, 5, 7], max_run=2, ngram=0) == set()
+    # 1 2 3 4 ... 1 2 3: a 4 would repeat the 4-gram 1 2 3 4
+    assert banned_repeats([1, 2, 3, 4, 9, 1, 2, 3], max_run=0, ngram=4) == {4}
+    assert banned_repeats([1, 2, 3, 4, 9, 1, 2], max_run=0, ngram=4) == set()
+    assert banned_repeats([3, 3, 3], max_run=0, ngram=0) == set()
+
+
+def test_greedy_decoding_of_a_stuttering_model_obeys_the_run_and_ngram_limits(engine):
+    plain = engine.generate([PROMPT], SamplingParams(max_tokens=40, temperature=0, ignore_eos=True))[0]
+    tokens = texts(plain)[0]
+    # a random model decoded greedily loops; the limits below must then change what it writes
+    assert longest_run(tokens) > 2 or repeated_ngrams(tokens, 4) > 0
+    limited = engine.generate([PROMPT], SamplingParams(max_tokens=40, temperature=0, ignore_eos=True,
+                                                       max_token_run=2, no_repeat_ngram_size=4))[0]
+    tokens = texts(limited)[0]
+    assert len(tokens) == 40
+    assert longest_run(tokens) <= 2 and repeated_ngrams(tokens, 4) == 0
+
+
+@pytest.mark.parametrize("field", ["max_token_run", "no_repeat_ngram_size"])
+def test_repeat_limits_refuse_bad_values_naming_the_field(engine, field):
+    from generation.engine import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError, match=field):
+        engine.submit(PROMPT, SamplingParams(**{field: -1}))

@@ -29,7 +29,8 @@ from .attention import AttentionBatch
 from .cache import SlotCache, slots_for_budget
 from .json_constraint import JsonConstraint, SchemaError, token_strings
 from .runner import ModelRunner
-from .sampler import InvalidRequestError, SamplingParams, apply_repetition_penalty, candidate_generator, sample_rows
+from .sampler import (InvalidRequestError, SamplingParams, apply_repetition_penalty, banned_repeats,
+                      candidate_generator, sample_rows)
 from .scheduler import Candidate, Request, Scheduler
 
 log = logging.getLogger(__name__)
@@ -286,6 +287,12 @@ class Engine:
         if penalised:
             seen = [torch.tensor(candidates[i].request.prompt_ids + candidates[i].tokens, device=logits.device) for i in penalised]
             apply_repetition_penalty(logits, penalised, seen, [candidates[i].request.params.repetition_penalty for i in penalised])
+        for i, c in enumerate(candidates):
+            params = c.request.params
+            if params.max_token_run or params.no_repeat_ngram_size:
+                banned = banned_repeats(c.tokens, params.max_token_run, params.no_repeat_ngram_size)
+                if banned:
+                    logits[i, list(banned)] = float("-inf")
         dead = set()
         for i, c in enumerate(candidates):
             constraint = c.request.json

@@ -24,6 +24,8 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = 0  # 0 switches top-k off
     repetition_penalty: float = 1.0
+    max_token_run: int = 0  # a token may follow itself at most this many times in a row; 0 = off
+    no_repeat_ngram_size: int = 0  # no n-gram of the generated tokens twice (transformers' rule); 0 = off
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
     json_schema: dict | None = None
@@ -43,6 +45,10 @@ class SamplingParams:
             raise InvalidRequestError(f"top_k must be >= 0, got {self.top_k}")
         if self.repetition_penalty <= 0:
             raise InvalidRequestError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        for name in ("max_token_run", "no_repeat_ngram_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InvalidRequestError(f"{name} must be an integer >= 0, got {value!r}")
         if isinstance(self.stop, str):
             self.stop = [self.stop]
         if any(not isinstance(s, str) or not s for s in self.stop):
@@ -67,6 +73,22 @@ def apply_repetition_penalty(logits: torch.Tensor, rows: list[int], seen: list[t
     for row, ids, p in zip(rows, seen, penalty):
         scores = logits[row].gather(0, ids)
         logits[row].scatter_(0, ids, torch.where(scores < 0, scores * p, scores / p))
+
+
+def banned_repeats(generated: list[int], max_run: int, ngram: int) -> set[int]:
+    """Tokens that would make a run longer than ``max_run`` or repeat an ``ngram``-gram of ``generated``.
+
+    A small model stutters (爷爷爷, 岁岁岁岁, 身体健康，身体健康); both rules see only the generated
+    tokens, so a prompt may repeat itself freely."""
+    banned: set[int] = set()
+    if max_run and len(generated) >= max_run and len(set(generated[-max_run:])) == 1:
+        banned.add(generated[-1])
+    if ngram and len(generated) >= ngram:
+        prefix = tuple(generated[len(generated) - ngram + 1:])
+        for start in range(len(generated) - ngram + 1):
+            if tuple(generated[start:start + ngram - 1]) == prefix:
+                banned.add(generated[start + ngram - 1])
+    return banned
 
 
 def filter_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
