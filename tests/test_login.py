@@ -19,7 +19,7 @@ def test_wrong_password_says_so(client):
     create_user_with_role("ann", ANNOTATOR, password="a-long-passphrase-1")
     response = client.post(reverse("login"), {"username": "ann", "password": "nope"})
     assert response.status_code == 200
-    assert "didn't match" in response.content.decode()
+    assert "The username or password is wrong" in response.content.decode()
 
 
 @pytest.mark.django_db

@@ -199,10 +199,11 @@ else:
         "default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(VAR_DIR / "cache")}
     }
 
-AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
-    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+AUTH_PASSWORD_VALIDATORS = [  # Django's rules with bilingual messages
+    {"NAME": "webapp.core.accounts.UserAttributeSimilarityValidator"},
+    {"NAME": "webapp.core.accounts.MinimumLengthValidator"},
+    {"NAME": "webapp.core.accounts.CommonPasswordValidator"},
+    {"NAME": "webapp.core.accounts.NumericPasswordValidator"},
 ]
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "landing"  # core.views.landing: each role's own first page

@@ -1,7 +1,9 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from webapp.core import views as core_views
+from webapp.core.accounts import SignInForm
 
 urlpatterns = [
     path("", core_views.status_page, name="status"),
@@ -9,6 +11,7 @@ urlpatterns = [
     path("healthz", core_views.healthz, name="healthz"),
     path("home/", core_views.landing, name="landing"),
     path("favicon.ico", core_views.favicon, name="favicon"),
+    path("accounts/login/", auth_views.LoginView.as_view(authentication_form=SignInForm), name="login"),
     path("accounts/", include("django.contrib.auth.urls")),
     path("admin/", admin.site.urls),
     path("annotate/", include("webapp.annotation.urls")),

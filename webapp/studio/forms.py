@@ -1,7 +1,6 @@
 """Validation of a generation request, shared by the page and the JSON API."""
 from django import forms
 from django.core import validators
-from django.contrib.auth.forms import UserCreationForm
 
 from webapp.corpus.models import QUERY_MAX_LENGTH
 from webapp.studio.models import N_DEFAULT, N_MAX, N_MIN, Length, Tone
@@ -78,6 +77,3 @@ class RequestForm(forms.Form):
 class FeedbackForm(forms.Form):
     action = forms.ChoiceField(choices=[("up", "up"), ("down", "down"), ("used", "used")])
 
-
-class SignUpForm(UserCreationForm):
-    pass

@@ -18,7 +18,8 @@ from webapp.core.roles import ADMIN, ANNOTATOR, WRITER, RoleRequired, create_use
 from webapp.core.security import client_ip
 from webapp.core.streaming import event_stream_response
 from webapp.studio import services
-from webapp.studio.forms import FeedbackForm, RequestForm, SignUpForm
+from webapp.core.accounts import SignUpForm
+from webapp.studio.forms import FeedbackForm, RequestForm
 from webapp.studio.models import Candidate, GenerationRequest
 
 STREAM_POLL_SECONDS = 0.1
