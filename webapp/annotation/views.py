@@ -13,7 +13,7 @@ from webapp.annotation.forms import (AlignmentForm, BatchForm, CheckpointBatchFo
                                      PairwiseRatingForm, PointwiseRatingForm)
 from webapp.annotation.models import Batch, BatchBuild, Kind
 from webapp.annotation.rubric import RUBRIC, RUBRIC_KEYS
-from webapp.annotation.svg import bar_chart
+from webapp.core.svg import bar_chart
 from webapp.core.roles import ADMIN, ANNOTATOR, admin_required, has_role, role_required
 
 

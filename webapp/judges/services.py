@@ -684,18 +684,3 @@ def optimise_principle_set(*, principle_set: PrincipleSet, labelled_file: Path, 
     if not result.completed:
         summary["cancelled"] = True
     return summary
-
-
-# --------------------------------------------------------------------------------------------
-# The greetings people rated: what the alignment page compares a judge with
-
-
-def rated_greetings():
-    """Greetings people rated in annotation batches: pointwise items and both sides of pairwise ones."""
-    from webapp.annotation.models import Rating
-
-    ids = set()
-    for row in Rating.objects.values_list("item__greeting_id", "item__greeting_b_id", "item__pair__chosen_id",
-                                          "item__pair__rejected_id"):
-        ids.update(pk for pk in row if pk)
-    return Greeting.objects.filter(pk__in=ids).select_related("query").order_by("pk")

@@ -1,7 +1,5 @@
-"""Rollback and blind side-by-side comparison of checkpoints (the admin's checkpoint pages).
-
-Rollback undoes the last promotion: the previously active checkpoint is the retired one with
-the latest `promoted_at` (promotion stamps it; retiring keeps it)."""
+"""Blind side-by-side comparison of two checkpoints (the admin's compare page), and the same
+comparison sent to the annotation queue as a pairwise batch."""
 from __future__ import annotations
 
 import random
@@ -9,23 +7,10 @@ import secrets
 from dataclasses import dataclass, field
 
 from webapp.checkpoints.models import Checkpoint
-from webapp.checkpoints.services import RegistryError, promote_checkpoint
+from webapp.checkpoints.services import RegistryError
 
 MAX_PROMPTS = 8
 MAX_NEW_TOKENS = 96
-
-
-def previous_active_checkpoint() -> Checkpoint | None:
-    return (Checkpoint.objects.exclude(status=Checkpoint.Status.ACTIVE).filter(promoted_at__isnull=False)
-            .order_by("-promoted_at").first())
-
-
-def rollback() -> Checkpoint:
-    """Promote the checkpoint that was active before the current one."""
-    previous = previous_active_checkpoint()
-    if previous is None:
-        raise RegistryError("nothing to roll back to: no checkpoint was active before the current one")
-    return promote_checkpoint(previous)
 
 
 @dataclass
