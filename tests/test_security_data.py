@@ -58,7 +58,7 @@ def tiny_checkpoint(tmp_path_factory):
     from generation.checkpoint import save_checkpoint
     from generation.presets import get_preset
     from generation.tokenizer import build_tokenizer
-    from training.trainer import build_model
+    from training.steps import build_model
 
     tokenizer = build_tokenizer([text for pair in GREETINGS for text in pair])
     model = build_model(get_preset("tiny"), tokenizer, seed=0)

@@ -32,7 +32,6 @@ import json
 import math
 import random
 import shutil
-import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,14 +42,19 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm import tqdm
 
+from generation.checkpoint import (CheckpointError, _fsync_tree, _restore_router_biases, check_checkpoint,
+                                 load_checkpoint, replace_dir_atomically)
+from generation.moe import enable_fast_moe
 from generation.presets import Preset, PresetError, get_preset
 from generation.tokenizer import build_tokenizer, encode_prompt, format_prompt
 from training.judges.base import BAD, GOOD, Verdict
 from training.judges.evaluation import LENGTH_MATCH_CHARS, Pair, accuracy_on, pair_subsets
 from training.judges.registry import write_trained_queries
 from training.judges.tfidf import best_threshold
+from training.routing import RoutingRecorder, update_router_bias
+from training.runs import Progress, notify
+from training.steps import batch_indices, lr_at, make_optimizer, set_lr
 
 META_FILE = "reward_model.json"
 HEAD_FILE = "reward_head.safetensors"
@@ -229,9 +233,6 @@ def train_reward_model(pairs: Sequence[Pair], cfg: RewardModelConfig, out_dir: P
     val_chosen = [encode_item(tokenizer, p.query, p.chosen, seq_len) for p in validation]
     val_rejected = [encode_item(tokenizer, p.query, p.rejected, seq_len) for p in validation]
 
-    from training.routing import RoutingRecorder, update_router_bias
-    from training.trainer import batch_indices, lr_at, make_optimizer, set_lr
-
     batch_pairs = cfg.batch_pairs or max(1, preset.batch_size // 2)
     max_steps = cfg.max_steps or round(preset.max_steps * STEPS_FACTOR)
     if max_steps < 1:
@@ -242,9 +243,8 @@ def train_reward_model(pairs: Sequence[Pair], cfg: RewardModelConfig, out_dir: P
     recorder = RoutingRecorder(model).attach()
     eval_every = cfg.eval_every or max(1, max_steps // 4)
     history: list[dict] = []
-    bar = tqdm(total=max_steps, desc=f"reward model {preset.name}", unit="step", disable=not cfg.progress_bar,
-               dynamic_ncols=True)
-    started, losses, stopped, step = time.perf_counter(), [], False, 0
+    bar = Progress(max_steps, desc=f"reward model {preset.name}", enabled=cfg.progress_bar)
+    losses, stopped, step = [], False, 0
     model.train()
     try:
         while step < max_steps:
@@ -266,11 +266,8 @@ def train_reward_model(pairs: Sequence[Pair], cfg: RewardModelConfig, out_dir: P
                                real_tokens)
             step += 1
             losses.append(loss.item())
-            elapsed = time.perf_counter() - started
-            eta = elapsed / step * (max_steps - step)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            keep_going = _notify(on_progress, {"event": "step", "step": step, "max_steps": max_steps,
+            elapsed, eta = bar.advance(step, loss=f"{loss.item():.3f}")
+            keep_going = notify(on_progress, {"event": "step", "step": step, "max_steps": max_steps,
                                               "loss": loss.item(), "elapsed_s": elapsed, "eta_s": eta})
             if step % eval_every == 0 or step == max_steps:
                 recorder.detach()
@@ -281,7 +278,7 @@ def train_reward_model(pairs: Sequence[Pair], cfg: RewardModelConfig, out_dir: P
                 losses = []
                 history.append(record)
                 bar.write(_describe(record))
-                keep_going = _notify(on_progress, {"event": "eval", **record}) and keep_going
+                keep_going = notify(on_progress, {"event": "eval", **record}) and keep_going
             if not keep_going and step < max_steps:
                 stopped = True
                 break
@@ -301,7 +298,7 @@ def train_reward_model(pairs: Sequence[Pair], cfg: RewardModelConfig, out_dir: P
         "train_pairs": len(train), "validation_pairs": len(validation),
         "validation_is_train": validation_is_train,
         "steps": step, "batch_pairs": batch_pairs, "hard_pair_weight": cfg.hard_pair_weight,
-        "train_seconds": round(time.perf_counter() - started, 1),
+        "train_seconds": round(bar.times(step)[0], 1),
         "calibration_accuracy": (sum(c >= threshold for c in chosen_r) + sum(r < threshold for r in rejected_r))
         / (2 * len(chosen_r)),
     }
@@ -311,7 +308,7 @@ def train_reward_model(pairs: Sequence[Pair], cfg: RewardModelConfig, out_dir: P
     if out_dir is not None:
         folder = save_reward_model(judge, Path(out_dir), preset, metrics, history,
                                    trained_queries=[p.query for p in pairs])
-    _notify(on_progress, {"event": "done", **metrics})
+    notify(on_progress, {"event": "done", **metrics})
     return RewardModelResult(folder, metrics, history, judge=judge)
 
 
@@ -351,8 +348,6 @@ def _build(cfg: RewardModelConfig, preset: Preset, train: Sequence[Pair]):
     from transformers import LongcatFlashModel
 
     if cfg.init_checkpoint is not None:
-        from generation.checkpoint import CheckpointError, load_checkpoint
-
         try:
             lm, tokenizer = load_checkpoint(Path(cfg.init_checkpoint), fast_moe=cfg.fast_moe)
         except CheckpointError as exc:
@@ -370,8 +365,6 @@ def _build(cfg: RewardModelConfig, preset: Preset, train: Sequence[Pair]):
         backbone = LongcatFlashModel(preset.model_config(tokenizer))
         init = {"checkpoint": None}
     if cfg.fast_moe:
-        from generation.moe import enable_fast_moe
-
         backbone = enable_fast_moe(backbone)
     torch.manual_seed(cfg.seed + 1)
     return RewardModel(backbone, cfg.pooling), tokenizer, init
@@ -394,18 +387,12 @@ def _describe(record: dict) -> str:
     return "  ".join(parts)
 
 
-def _notify(on_progress, payload: dict) -> bool:
-    return True if on_progress is None else on_progress(payload) is not False
-
-
 # --------------------------------------------------------------------------------------------
 # Saving and loading
 
 
 def save_reward_model(judge: RewardModelJudge, folder: Path, preset: Preset, metrics: dict, history: list[dict],
                       trained_queries: Sequence[str] = ()) -> Path:
-    from generation.checkpoint import _fsync_tree, replace_dir_atomically
-
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -452,9 +439,6 @@ def read_meta(folder: Path) -> dict:
 def load_reward_model(folder: Path) -> RewardModelJudge:
     """A RewardModelJudge from a saved folder; safetensors only; RewardModelError names any problem."""
     from transformers import AutoTokenizer, LongcatFlashModel
-
-    from generation.checkpoint import CheckpointError, _restore_router_biases, check_checkpoint
-    from generation.moe import enable_fast_moe
 
     meta = read_meta(folder)
     try:

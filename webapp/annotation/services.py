@@ -21,6 +21,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from training.data.prompts import PromptFileError, read_prompts
 from webapp.annotation.metrics import pair_outcome
 from webapp.annotation.models import (Assignment, Batch, Choice, Guidelines, HumanPreference, Item, Kind, Rating,
                                       Settlement, Verdict, pairwise_items_q)
@@ -717,13 +718,11 @@ def clean_prompts(prompts) -> list[str]:
 
 def prompts_from_file(path, name: str) -> list[str]:
     """Queries from a file: a verl parquet (its prompts) or anything else as one query a line."""
-    from training.data.formats import FormatError, QueryRecord, iter_records
-
     fmt = "verl" if str(name).lower().endswith(".parquet") else "queries"
     try:
-        return [record.query for record in iter_records(path, fmt, name=name) if isinstance(record, QueryRecord)]
-    except FormatError as error:
-        raise AnnotationError(str(error), field="prompts_file") from None
+        return read_prompts(path, field="prompts_file", fmt=fmt, name=name, require=False)
+    except PromptFileError as error:
+        raise AnnotationError(error.message, field=error.field) from None
 
 
 def prompts_from_upload(uploaded) -> list[str]:

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
+from training.data.prompts import PromptFileError, read_prompts
 from training.judges.base import BAD, GOOD, Verdict
 from training.judges.registry import JudgeLoadError, load_judge as load_judge_object, query_hash, read_trained_queries
 from webapp.corpus.models import Greeting, Label
@@ -437,21 +438,10 @@ def curation_dir() -> Path:
 
 def read_queries(path: Path, limit: int | None = None, field: str = "prompts_file") -> list[str]:
     """The distinct queries of any importable file (queries, alpaca, pairwise, labeled, verl), in order."""
-    from training.data.formats import FormatError, iter_records
-
-    path = Path(path)
-    if not path.is_file():
-        raise JudgeServiceError(f"{field}: {path} does not exist")
-    queries: dict[str, None] = {}
     try:
-        for record in iter_records(path):
-            if record.query.strip():
-                queries.setdefault(record.query.strip(), None)
-            if limit is not None and len(queries) >= limit:
-                break
-    except FormatError as exc:
-        raise JudgeServiceError(f"{field}: cannot read queries: {exc}") from exc
-    return list(queries)
+        return read_prompts(path, field=field, formats=None, limit=limit, require=False)
+    except PromptFileError as exc:
+        raise JudgeServiceError(str(exc)) from exc
 
 
 def build_generator_agents(*, checkpoints: Sequence[str] = (), temperatures: Sequence[float] = (0.8,),
