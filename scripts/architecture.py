@@ -32,7 +32,6 @@ HEAVY_LIBRARIES = frozenset({"torch", "triton", "transformers", "safetensors", "
                              "sklearn", "vmas", "mpe2"})
 # Modules still over LONG_MODULE lines, each waiting to be split along its sections (shrink this list).
 LONG_MODULES_NOT_YET_SPLIT = {
-    "generation/requests.py": "the request slots: lexicons, parsing and the form merge, to split",
     "webapp/annotation/services.py": "batches, ratings, exports and builds: a package by section (a pure move, last)",
     "webapp/judges/services.py": "judges, curation and adversarial optimisation: curation to its own app (last)",
     "training/data/registry.py": "the registry's sources, fetching and text cleaning, to split",
