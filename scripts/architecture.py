@@ -34,7 +34,6 @@ HEAVY_LIBRARIES = frozenset({"torch", "triton", "transformers", "safetensors", "
 LONG_MODULES_NOT_YET_SPLIT = {
     "webapp/annotation/services.py": "batches, ratings, exports and builds: a package by section (a pure move, last)",
     "webapp/judges/services.py": "judges, curation and adversarial optimisation: curation to its own app (last)",
-    "training/data/registry.py": "the registry's sources, fetching and text cleaning, to split",
     "training/judges/principled.py": "split by its owner (the judge-quality work), not here",
     "training/data/formats.py": "the readers and writers of each format, to split",
     "webapp/api/services.py": "chat completions, completions and keys, to split",
