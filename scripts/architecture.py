@@ -35,7 +35,6 @@ LONG_MODULES_NOT_YET_SPLIT = {
     "webapp/annotation/services.py": "batches, ratings, exports and builds: a package by section (a pure move, last)",
     "webapp/judges/services.py": "judges, curation and adversarial optimisation: curation to its own app (last)",
     "training/judges/principled.py": "split by its owner (the judge-quality work), not here",
-    "training/data/formats.py": "the readers and writers of each format, to split",
     "webapp/api/services.py": "chat completions, completions and keys, to split",
     "training/judges/reward_model.py": "model, training and loading, to split",
     "training/curation/debate.py": "agents, stages and the resumable log, to split",

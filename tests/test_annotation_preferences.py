@@ -150,7 +150,8 @@ def test_exported_human_pairs_train_a_reward_model(db, tmp_path, settings, one_t
 
     from django.core.management import call_command
 
-    from training.data.formats import PairRecord, iter_records
+    from training.data.formats import iter_records
+    from training.data.records import PairRecord
     from webapp.judges.models import JudgeVersion
     from webapp.judges.services import train_reward_model_version
 

@@ -438,10 +438,12 @@ def curation_dir() -> Path:
 
 def read_queries(path: Path, limit: int | None = None, field: str = "prompts_file") -> list[str]:
     """The distinct queries of any importable file (queries, alpaca, pairwise, labeled, verl), in order."""
+    if not Path(path).is_file():
+        raise JudgeServiceError(f"{field}: {path} does not exist")
     try:
         return read_prompts(path, field=field, formats=None, limit=limit, require=False)
     except PromptFileError as exc:
-        raise JudgeServiceError(str(exc)) from exc
+        raise JudgeServiceError(f"{exc.field}: cannot read queries: {exc.message}") from exc
 
 
 def build_generator_agents(*, checkpoints: Sequence[str] = (), temperatures: Sequence[float] = (0.8,),
