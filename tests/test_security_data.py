@@ -19,7 +19,7 @@ def test_no_table_holds_an_api_key_in_plaintext():
     from django.contrib.auth import get_user_model
 
     from webapp.api.models import ApiKey
-    from webapp.api.services import create_api_key, hash_key
+    from webapp.api.keys import create_api_key, hash_key
 
     user = get_user_model().objects.create_user("keyholder")
     _, secret = create_api_key(user, name="laptop")
