@@ -15,7 +15,7 @@ from webapp.checkpoints.choices import CheckpointChoiceField
 from webapp.jobs.choices import MultipleRegistryChoiceField, RegistryChoiceField
 from webapp.jobs.datafiles import DataFileField, MultipleDataFileField
 from webapp.jobs.kinds import FieldError, JobHandle, JobKind, register
-from webapp.judges import services
+from webapp.judges import curation, services
 from webapp.judges.choices import JudgeChoiceField
 
 _LIST_SPLIT = re.compile(r"[,，\n]+")
@@ -151,20 +151,20 @@ def run_curate_pairs(params: dict, job: JobHandle) -> dict:
         config = CurationConfig(min_margin=p["min_margin"], max_longer_share=p["max_longer_share"], seed=p["seed"] or 0)
     except CurationError as exc:
         raise JobParamsError(str(exc)) from exc
-    agents = services.build_generator_agents(
+    agents = curation.build_generator_agents(
         checkpoints=p["checkpoints"], temperatures=p["temperatures"], personas=split_list(p["personas"]),
         n=p["candidates_per_agent"], max_new_tokens=p["max_new_tokens"], remote_url=p["remote_url"],
         remote_model=p["remote_model"])
     name = p["name"] or f"pairs-job{job.id}"
     try:
         if p["method"] == "debate":
-            return services.curate_preference_pairs_by_debate(
+            return curation.curate_preference_pairs_by_debate(
                 prompts_file=Path(p["prompts_file"]), agents=agents,
                 exclude_files=[Path(f) for f in p["exclude_files"]], config=config, max_prompts=p["max_prompts"],
                 workdir=Path(job.workdir), name=name, import_to_corpus=p["import_to_corpus"],
                 k=p["retrieve_k"] if p["retrieve_k"] is not None else 3, on_progress=job.on_progress,
                 progress_bar=True)
-        return services.curate_preference_pairs(
+        return curation.curate_preference_pairs(
             prompts_file=Path(p["prompts_file"]), agents=agents, judge_names=p["judges"],
             exclude_files=[Path(f) for f in p["exclude_files"]], config=config, max_prompts=p["max_prompts"],
             workdir=Path(job.workdir), name=name, import_to_corpus=p["import_to_corpus"],
@@ -215,8 +215,8 @@ def run_adversarial_judge(params: dict, job: JobHandle) -> dict:
     except AdversarialError as exc:
         raise JobParamsError(str(exc)) from exc
     llm_config = {key: p[key] for key in ("base_url", "model", "timeout", "max_retries") if p.get(key) not in (None, "")}
-    principle_set = services.resolve_principle_set(p["principle_set"] or None)
-    summary = services.optimise_principle_set(principle_set=principle_set, labelled_file=Path(p["labelled_file"]),
+    principle_set = curation.resolve_principle_set(p["principle_set"] or None)
+    summary = curation.optimise_principle_set(principle_set=principle_set, labelled_file=Path(p["labelled_file"]),
                                               llm_config=llm_config, settings_=settings_,
                                               register_llm_judge=p["register_llm_judge"], on_progress=job.on_progress)
     rounds = summary["rounds"]
