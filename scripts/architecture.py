@@ -32,7 +32,6 @@ HEAVY_LIBRARIES = frozenset({"torch", "triton", "transformers", "safetensors", "
                              "sklearn", "vmas", "mpe2"})
 # Modules still over LONG_MODULE lines, each waiting to be split along its sections (shrink this list).
 LONG_MODULES_NOT_YET_SPLIT = {
-    "webapp/annotation/services.py": "batches, ratings, exports and builds: a package by section (a pure move, last)",
     "training/judges/principled.py": "split by its owner (the judge-quality work), not here",
     "training/judges/reward_model.py": "model, training and loading, to split",
     "training/curation/debate.py": "agents, stages and the resumable log, to split",
@@ -62,13 +61,12 @@ PENDING_INLINE_IMPORTS: frozenset[str] = frozenset({
     "training/rl/pipeline.py training.trainer",
     "training/ship.py generation.checkpoint",
     "training/ship.py training.data.registry",
-    "webapp/annotation/comparison.py webapp.checkpoints.serving",
-    "webapp/annotation/services.py generation.greeting",
-    "webapp/annotation/services.py webapp.annotation.models",
-    "webapp/annotation/services.py webapp.annotation.tasks",
-    "webapp/annotation/services.py webapp.checkpoints.models",
-    "webapp/annotation/services.py webapp.checkpoints.services",
-    "webapp/annotation/services.py webapp.corpus.models",
+    "webapp/annotation/checkpoint_batches.py generation.greeting",
+    "webapp/annotation/checkpoint_batches.py webapp.annotation.models",
+    "webapp/annotation/checkpoint_batches.py webapp.annotation.tasks",
+    "webapp/annotation/checkpoint_batches.py webapp.checkpoints.models",
+    "webapp/annotation/checkpoint_batches.py webapp.checkpoints.services",
+    "webapp/annotation/checkpoint_batches.py webapp.corpus.models",
     "webapp/checkpoints/jobs.py webapp.checkpoints.training",
     "webapp/checkpoints/serving.py webapp.checkpoints.models",
     "webapp/core/heartbeats.py webapp.core.models",

@@ -36,8 +36,8 @@ from training.data.formats import FormatError
 from training.routing import RoutingRecorder
 from training.runs import Progress, RunFolder, TrainingError, jsonable, notify
 from training.state import load_state, save_state
-from training.steps import (BestWeights, Window, build_model, encode, final_metrics, get_batch, heldout_loss, log_metrics,
-                            lr_at, make_optimizer, set_lr, train_step)
+from training.steps import (BestWeights, Window, build_model, encode, final_metrics, get_batch, heldout_loss,
+                            log_metrics, lr_at, make_optimizer, set_lr, train_step)
 
 OBJECTIVES = ("sft", "pretrain")
 

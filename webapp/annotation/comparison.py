@@ -6,7 +6,10 @@ import random
 import secrets
 from dataclasses import dataclass, field
 
+from generation.greeting import RequestTooLong, write_greetings
+from webapp.annotation.checkpoint_batches import create_pairwise_batch_from_checkpoints
 from webapp.checkpoints.models import Checkpoint
+from webapp.checkpoints.serving import backend_for
 from webapp.checkpoints.services import RegistryError
 
 MAX_PROMPTS = 8
@@ -24,9 +27,6 @@ class Comparison:
 
 def _greetings_of(checkpoint: Checkpoint, prompts: list[str], seed: int) -> list[str]:
     """One greeting per prompt (prompt i with seed + i), from the checkpoint's engine."""
-    from generation.greeting import RequestTooLong, write_greetings
-    from webapp.checkpoints.serving import backend_for
-
     backend = backend_for(checkpoint)
     texts = []
     for i, query in enumerate(prompts):
@@ -58,6 +58,4 @@ def compare(a: Checkpoint, b: Checkpoint, prompts: list[str], seed: int = 0) -> 
 def send_to_annotation(a: Checkpoint, b: Checkpoint, prompts: list[str], seed: int, user):
     """A blind pairwise annotation batch of the two checkpoints on the same prompts (built in the
     background by the annotation app; annotators never see model names)."""
-    from webapp.annotation.services import create_pairwise_batch_from_checkpoints
-
     return create_pairwise_batch_from_checkpoints(a, b, prompts, seed=seed, created_by=user)
