@@ -33,7 +33,6 @@ HEAVY_LIBRARIES = frozenset({"torch", "triton", "transformers", "safetensors", "
 # Modules still over LONG_MODULE lines, each waiting to be split along its sections (shrink this list).
 LONG_MODULES_NOT_YET_SPLIT = {
     "training/judges/principled.py": "split by its owner (the judge-quality work), not here",
-    "training/judges/reward_model.py": "model, training and loading, to split",
     "training/curation/debate.py": "agents, stages and the resumable log, to split",
     "generation/engine/engine.py": "the engine's step and its bookkeeping, to split",
 }
@@ -92,6 +91,7 @@ PENDING_INLINE_IMPORTS: frozenset[str] = frozenset({
     "webapp/judges/services.py training.judges.llm",
     "webapp/judges/services.py training.judges.registry",
     "webapp/judges/services.py training.judges.reward_model",
+    "webapp/judges/services.py training.judges.reward_model_training",
     "webapp/judges/services.py training.judges.tfidf",
     "webapp/judges/services.py webapp.checkpoints.services",
     "webapp/marl/jobs.py webapp.checkpoints.services",

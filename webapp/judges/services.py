@@ -293,7 +293,8 @@ def train_reward_model_version(*, pair_files: Sequence[Path], preset: str = "sma
                                seed: int = 0, progress_bar: bool = True, on_progress=None) -> JudgeVersion:
     """Train the MoE reward model on the pairs minus the held-out split by query (optionally from a
     registered generator checkpoint), evaluate on the held-out pairs, save and register it."""
-    from training.judges.reward_model import RewardModelConfig, RewardModelError, train_reward_model
+    from training.judges.reward_model import RewardModelConfig, RewardModelError
+    from training.judges.reward_model_training import train_reward_model
 
     name = name or _default_name("reward_model")
     if JudgeVersion.objects.filter(name=name).exists():
