@@ -33,7 +33,6 @@ HEAVY_LIBRARIES = frozenset({"torch", "triton", "transformers", "safetensors", "
 # Modules still over LONG_MODULE lines, each waiting to be split along its sections (shrink this list).
 LONG_MODULES_NOT_YET_SPLIT = {
     "training/judges/principled.py": "split by its owner (the judge-quality work), not here",
-    "training/curation/debate.py": "agents, stages and the resumable log, to split",
     "generation/engine/engine.py": "the engine's step and its bookkeeping, to split",
 }
 # Imports of project code inside functions that neither defer a heavy library nor wait for Django's
