@@ -92,7 +92,7 @@ def local_endpoint(checkpoint: Path, workdir: Path, progress=print):
         secret = stack.shell("\n".join([
             "import json",
             "from django.contrib.auth import get_user_model",
-            "from webapp.api.services import create_api_key",
+            "from webapp.api.keys import create_api_key",
             "from webapp.checkpoints.services import promote_checkpoint, register_checkpoint",
             f"path = {str(served)!r}",
             "config = json.load(open(path + '/config.json'))",

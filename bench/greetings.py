@@ -32,7 +32,7 @@ from generation.guards import Guards
 from generation.presets import get_preset
 from generation.requests import parse_request
 from training.data.examples import load_examples, split_by_query
-from training.data.formats import iter_records
+from training.data.prompts import read_prompts
 from training.metrics import SHARED_DATA, emit, format_table
 from training.rl.pipeline import describe_backend
 from training.rl.request_fit import request_figures
@@ -82,7 +82,7 @@ def shared_prompts(count: int, seed: int) -> list[str]:
     path = SHARED_DATA / "grpo_train.parquet"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the bench reads the paper's prompts from {SHARED_DATA}")
-    prompts = sorted({record.query for record in iter_records(path)})
+    prompts = sorted(read_prompts(path, formats=None))
     random.Random(seed).shuffle(prompts)
     return prompts[:count]
 

@@ -44,7 +44,8 @@ def starter_reward_model(steps: int):
     """A tiny-preset reward model trained on the starter pairs, loaded back from its saved folder."""
     import tempfile
 
-    from training.judges.reward_model import RewardModelConfig, train_reward_model
+    from training.judges.reward_model import RewardModelConfig
+    from training.judges.reward_model_training import train_reward_model
 
     folder = Path(tempfile.mkdtemp(prefix="bench-injection-rm-")) / "reward-model-starter"
     cfg = RewardModelConfig(preset="tiny", max_steps=steps, batch_pairs=8, seed=0, name="reward-model-starter")

@@ -26,7 +26,8 @@ import torch
 from bench.judges import BenchData, load_bench_data
 from bench.judges import print_table as print_judge_table
 from training.judges.evaluation import evaluate_labeled, evaluate_pairs
-from training.judges.reward_model import RewardModelConfig, train_reward_model
+from training.judges.reward_model import RewardModelConfig
+from training.judges.reward_model_training import train_reward_model
 from training.judges.tfidf import train_tfidf_judge
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "igniting"

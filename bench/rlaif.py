@@ -18,7 +18,8 @@ from pathlib import Path
 from generation.presets import get_preset
 from training.data.examples import load_examples, split_by_query
 from training.metrics import emit, format_table, shared_data_file
-from training.rl.evaluation import EvalSettings, load_prompts, sample_rows
+from training.data.prompts import read_prompts
+from training.rl.evaluation import EvalSettings, sample_rows
 from training.rl.gate import GateConfig
 from training.rl.grpo import GRPOConfig
 from training.rl.rewards import RewardConfig
@@ -65,7 +66,7 @@ def run(args, work: Path) -> dict:
     stages: dict[str, float] = {}
     heldout = heldout_queries(args.seed)[: args.eval_prompts]
     held = set(heldout)
-    train_prompts = [q for q in load_prompts(shared_data_file("grpo_train.parquet")) if q not in held]
+    train_prompts = [q for q in read_prompts(shared_data_file("grpo_train.parquet")) if q not in held]
 
     if args.sft_checkpoint:
         sft_dir = Path(args.sft_checkpoint)

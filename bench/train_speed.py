@@ -22,7 +22,7 @@ from generation.tokenizer import build_tokenizer, example_texts
 from training.data.examples import load_examples, split_by_query
 from training.metrics import emit, format_table, shared_data_file
 from training.routing import RoutingRecorder
-from training.trainer import build_model, encode, get_batch, make_optimizer, train_step
+from training.steps import build_model, encode, get_batch, make_optimizer, train_step
 
 GOAL = 2.0
 

@@ -12,7 +12,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 from django.test import Client
 
-from webapp.annotation import services
+from webapp.annotation import checkpoint_batches, services
 from webapp.annotation.models import Batch, BatchBuild, Kind
 from webapp.annotation.tasks import build_batch
 from webapp.checkpoints.models import Checkpoint
@@ -25,7 +25,7 @@ PROMPTS = ["七十生日祝福语", "给妈妈的生日祝福", "  ", "七十生
 @pytest.fixture
 def enqueued(monkeypatch):
     ids = []
-    monkeypatch.setattr(services, "enqueue_build", ids.append)
+    monkeypatch.setattr(checkpoint_batches, "enqueue_build", ids.append)
     return ids
 
 
@@ -60,7 +60,7 @@ def test_pointwise_and_blind_comparison_batches_from_tiny_checkpoints(tiny, enqu
                                                                       django_capture_on_commit_callbacks):
     a, b = tiny
     with django_capture_on_commit_callbacks(execute=True):
-        batch = services.create_batch_from_checkpoint(a, PROMPTS, n_per_prompt=2, kind="pointwise", k=2)
+        batch = checkpoint_batches.create_batch_from_checkpoint(a, PROMPTS, n_per_prompt=2, kind="pointwise", k=2)
     assert enqueued == [batch.build.pk] and batch.build.prompts == ["七十生日祝福语", "给妈妈的生日祝福"]
     build = build_now(batch, enqueued)
     assert build.status == "done" and (build.done, build.total) == (2, 2) and batch.is_open
@@ -75,7 +75,7 @@ def test_pointwise_and_blind_comparison_batches_from_tiny_checkpoints(tiny, enqu
     assert batch.items.count() == len(items) and Greeting.objects.filter(origin__startswith="annotation-build").count() \
         == made.count()
 
-    comparison = services.create_pairwise_batch_from_checkpoints(a, b, ["新年祝福", "同事升职祝福"], n_per_prompt=2,
+    comparison = checkpoint_batches.create_pairwise_batch_from_checkpoints(a, b, ["新年祝福", "同事升职祝福"], n_per_prompt=2,
                                                                  k=3, name="第二轮 对比")
     build = build_now(comparison, enqueued)
     assert build.status == "done", build.reason
@@ -89,18 +89,19 @@ def test_pointwise_and_blind_comparison_batches_from_tiny_checkpoints(tiny, enqu
 
 
 @pytest.mark.parametrize("call, field", [
-    (lambda a, b: services.create_batch_from_checkpoint("no-such-model", ["生日"]), "checkpoint"),
-    (lambda a, b: services.create_batch_from_checkpoint(a, ["", "  "]), "prompts"),
-    (lambda a, b: services.create_batch_from_checkpoint(a, "生日祝福"), "prompts"),
-    (lambda a, b: services.create_batch_from_checkpoint(a, ["祝" * 501]), "prompts"),
-    (lambda a, b: services.create_batch_from_checkpoint(a, ["生日\x07"]), "prompts"),
-    (lambda a, b: services.create_batch_from_checkpoint(a, ["生日"], n_per_prompt=0), "n_per_prompt"),
-    (lambda a, b: services.create_batch_from_checkpoint(a, ["生日"], n_per_prompt=1, kind="pairwise"), "n_per_prompt"),
-    (lambda a, b: services.create_batch_from_checkpoint(a, ["生日"], kind="ranking"), "kind"),
-    (lambda a, b: services.create_batch_from_checkpoint(a, ["生日"], k=0), "k"),
-    (lambda a, b: services.create_batch_from_checkpoint(a, ["生日"], temperature=5), "params"),
-    (lambda a, b: services.create_pairwise_batch_from_checkpoints(a, a, ["生日"]), "checkpoint_b"),
-    (lambda a, b: services.create_pairwise_batch_from_checkpoints(a, b, ["生日"]), "checkpoint_b"),
+    (lambda a, b: checkpoint_batches.create_batch_from_checkpoint("no-such-model", ["生日"]), "checkpoint"),
+    (lambda a, b: checkpoint_batches.create_batch_from_checkpoint(a, ["", "  "]), "prompts"),
+    (lambda a, b: checkpoint_batches.create_batch_from_checkpoint(a, "生日祝福"), "prompts"),
+    (lambda a, b: checkpoint_batches.create_batch_from_checkpoint(a, ["祝" * 501]), "prompts"),
+    (lambda a, b: checkpoint_batches.create_batch_from_checkpoint(a, ["生日\x07"]), "prompts"),
+    (lambda a, b: checkpoint_batches.create_batch_from_checkpoint(a, ["生日"], n_per_prompt=0), "n_per_prompt"),
+    (lambda a, b: checkpoint_batches.create_batch_from_checkpoint(a, ["生日"], n_per_prompt=1, kind="pairwise"),
+     "n_per_prompt"),
+    (lambda a, b: checkpoint_batches.create_batch_from_checkpoint(a, ["生日"], kind="ranking"), "kind"),
+    (lambda a, b: checkpoint_batches.create_batch_from_checkpoint(a, ["生日"], k=0), "k"),
+    (lambda a, b: checkpoint_batches.create_batch_from_checkpoint(a, ["生日"], temperature=5), "params"),
+    (lambda a, b: checkpoint_batches.create_pairwise_batch_from_checkpoints(a, a, ["生日"]), "checkpoint_b"),
+    (lambda a, b: checkpoint_batches.create_pairwise_batch_from_checkpoints(a, b, ["生日"]), "checkpoint_b"),
 ])
 def test_bad_input_names_the_field_and_creates_nothing(db, tmp_path, enqueued, call, field):
     folder = tmp_path / "ok"

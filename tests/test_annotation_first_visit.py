@@ -8,7 +8,7 @@ from django.test import Client
 from django.urls import reverse
 
 from tests.test_annotation_services import RUBRIC_OK, annotators, pointwise_batch, rate
-from webapp.annotation import services
+from webapp.annotation import exchange, services
 from webapp.annotation.alignment import human_baseline, judge_alignment, pointwise_items
 from webapp.annotation.keys import BOTH, KEY_MAP, PAIRWISE, POINTWISE
 from webapp.annotation.models import Batch, Item, Kind, Rating
@@ -121,11 +121,11 @@ def test_ratings_without_a_rubric_export_import_and_feed_alignment():
     for person, rubric in ((a, None), (b, RUBRIC_OK)):
         while (assignment := services.next_assignment(batch, person)) is not None:
             rate(assignment, person, rubric=rubric)
-    rows = [json.loads(line) for line in services.export_jsonl(batch).splitlines()]
+    rows = [json.loads(line) for line in exchange.export_jsonl(batch).splitlines()]
     assert {r["weighted_score"] for r in rows} == {None, 2.35}
     admin, _ = create_user_with_role("boss", ADMIN, "pw-admin-123")
-    copy = services.export_jsonl(batch).replace('"batch": "b1"', '"batch": "b1-copy"')
-    assert services.import_jsonl(copy, admin).created == 4
+    copy = exchange.export_jsonl(batch).replace('"batch": "b1"', '"batch": "b1-copy"')
+    assert exchange.import_jsonl(copy, admin).created == 4
     assert Rating.objects.filter(item__batch__name="b1-copy", weighted_score__isnull=True).count() == 2
     judge = JudgeVersion.objects.create(name="len", kind="length")
     for greeting in Greeting.objects.all():

@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.test_annotation_browser import logged_in_page
-from webapp.annotation import services
+from webapp.annotation import exchange
 from webapp.annotation.models import Assignment, Batch, HumanPreference, Item, Kind, Rating
 from webapp.core.roles import ANNOTATOR, create_user_with_role
 from webapp.corpus.models import Greeting, Query
@@ -93,7 +93,7 @@ def test_two_annotators_vote_blind_pairs_by_keyboard(browser, live_server, setti
     assert stored == {p: {"a"} for p in range(5)} | {5: {"tie"}, 6: {"both_bad"}, 7: {"b"}}
     assert Rating.objects.count() == 2 * N_ITEMS and all(r.seconds_spent >= 0 for r in Rating.objects.all())
 
-    summary = services.record_human_preferences(batch)
+    summary = exchange.record_human_preferences(batch)
     assert summary.created == 6 and summary.left_out == {"tie": 1, "both_bad": 1}
     assert {h.pair.chosen.checkpoint_name for h in HumanPreference.objects.select_related("pair__chosen")} == {
         "ckpt-alpha", "ckpt-beta"}

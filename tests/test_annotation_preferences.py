@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from webapp.annotation import services
+from webapp.annotation import exchange, services
 from webapp.annotation.metrics import pair_outcome
 from webapp.annotation.models import Batch, HumanPreference, Item, Kind
 from webapp.core.roles import ADMIN, ANNOTATOR, create_user_with_role
@@ -57,7 +57,7 @@ def test_votes_become_human_pairs_with_provenance(db):
     vote(batch, users, {0: ["b", "b", "b"], 1: ["a", "a", "tie"], 2: ["tie", "tie", "a"],
                         3: ["a", "b", "tie"], 4: ["both_bad", "both_bad", "b"]})
 
-    summary = services.record_human_preferences(batch)
+    summary = exchange.record_human_preferences(batch)
     assert (summary.created, summary.linked, summary.updated, summary.unchanged) == (2, 0, 0, 0)
     assert summary.left_out == {"tie": 1, "split": 1, "both_bad": 1}
     pairs = PreferencePair.objects.filter(source="human")
@@ -70,23 +70,23 @@ def test_votes_become_human_pairs_with_provenance(db):
     assert (majority.pair.chosen, majority.decision, majority.agreement) == (items[1].greeting, "majority", 0.6667)
     assert majority.votes == {"a": 2, "tie": 1}
     # what the trainer reads: the same preferences as the LlamaFactory export
-    exported = {(p["chosen"]["value"], p["rejected"]["value"]) for p in services.llamafactory_pairs(batch)}
+    exported = {(p["chosen"]["value"], p["rejected"]["value"]) for p in exchange.llamafactory_pairs(batch)}
     assert exported == {(p.chosen.text, p.rejected.text) for p in pairs}
     assert set(PreferencePair.objects.filter(human_preferences__isnull=False)) == set(pairs)
 
     # the split item is settled in review: a rerun adds its pair and duplicates nothing
     admin, _ = create_user_with_role("boss", ADMIN, "pw-boss-12345")
     services.settle(item_id=items[3].pk, user=admin, answer_value="b")
-    again = services.record_human_preferences(batch)
+    again = exchange.record_human_preferences(batch)
     assert (again.created, again.unchanged) == (1, 2) and again.left_out == {"tie": 1, "both_bad": 1}
     settled = HumanPreference.objects.get(item=items[3])
     assert settled.decision == "settled" and settled.pair.chosen == items[3].greeting_b
     assert PreferencePair.objects.filter(source="human").count() == 3
-    assert services.record_human_preferences(batch).unchanged == 3
+    assert exchange.record_human_preferences(batch).unchanged == 3
 
     # a settlement can also overturn a majority: the earlier pair goes, the reversed one comes
     services.settle(item_id=items[1].pk, user=admin, answer_value="b")
-    changed = services.record_human_preferences(batch)
+    changed = exchange.record_human_preferences(batch)
     assert changed.created == 1
     flipped = HumanPreference.objects.get(item=items[1])
     assert flipped.pair.chosen == items[1].greeting_b and flipped.decision == "settled"
@@ -102,7 +102,7 @@ def test_items_from_corpus_pairs_link_agreeing_votes_to_the_existing_pair(db):
     batch = services.create_batch(name="验证", kind="pairwise", k=2, source_type="pairs", limit=5)
     users = [create_user_with_role(f"v{i}", ANNOTATOR, "pw-v-123456")[0] for i in range(2)]
     vote(batch, users, {0: ["a", "a"]})
-    summary = services.record_human_preferences(batch)
+    summary = exchange.record_human_preferences(batch)
     assert summary.created == 0 and summary.linked == 1  # people agree with the corpus: no new row
     assert HumanPreference.objects.get().pair == corpus_pair and PreferencePair.objects.count() == 1
 
@@ -125,22 +125,22 @@ def test_comparison_ratings_export_and_import_round_trip(db):
     batch, items = comparison_batch(k=2)
     users = [create_user_with_role(f"r{i}", ANNOTATOR, "pw-r-123456")[0] for i in range(2)]
     vote(batch, users, {0: ["a", "b"], 1: ["b", "b"], 2: ["tie", "a"], 3: ["both_bad", "a"], 4: ["a", "a"]})
-    text = services.export_jsonl(batch)
+    text = exchange.export_jsonl(batch)
     rows = [json.loads(line) for line in text.splitlines()]
     assert len(rows) == 10 and {r["item_source"]["type"] for r in rows} == {"comparison"}
     assert all(r["a"] != r["b"] and "checkpoint_name" in r["item_source"]["a"] for r in rows)
     before = sorted((r["position"], r["annotator"], r["choice"]) for r in rows)
     batch.delete()
     admin, _ = create_user_with_role("boss", ADMIN, "pw-boss-12345")
-    summary = services.import_jsonl(text, admin)
+    summary = exchange.import_jsonl(text, admin)
     assert summary.created == 10
     again = Batch.objects.get(name="对比")
     items = again.items.all()
     assert all(i.greeting_b_id and i.pair_id is None for i in items)
     after = sorted((r["position"], r["annotator"], r["choice"])
-                   for r in map(json.loads, services.export_jsonl(again).splitlines()))
+                   for r in map(json.loads, exchange.export_jsonl(again).splitlines()))
     assert [(a, c) for _, a, c in after] == [(a, c) for _, a, c in before]
-    assert services.import_jsonl(text, admin).already_present == 10
+    assert exchange.import_jsonl(text, admin).already_present == 10
 
 
 def test_exported_human_pairs_train_a_reward_model(db, tmp_path, settings, one_thread):
@@ -150,7 +150,8 @@ def test_exported_human_pairs_train_a_reward_model(db, tmp_path, settings, one_t
 
     from django.core.management import call_command
 
-    from training.data.formats import PairRecord, iter_records
+    from training.data.formats import iter_records
+    from training.data.records import PairRecord
     from webapp.judges.models import JudgeVersion
     from webapp.judges.services import train_reward_model_version
 

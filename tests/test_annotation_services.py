@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from webapp.annotation import services
+from webapp.annotation import exchange, services
 from webapp.annotation.models import Assignment, Batch, Kind, Rating, Settlement
 from webapp.core.roles import ADMIN, ANNOTATOR, create_user_with_role
 from webapp.corpus.models import Greeting, Label, PreferencePair, Query
@@ -176,7 +176,7 @@ def test_pairwise_sides_are_randomised_per_annotator_and_stored_canonically():
                                    shown_choice="b" if assignment.swapped else "a")
     assert True in swaps and False in swaps
     assert set(Rating.objects.values_list("choice", flat=True)) == {"a"}
-    exported = services.llamafactory_pairs(batch)
+    exported = exchange.llamafactory_pairs(batch)
     assert len(exported) == 12
     pair = PreferencePair.objects.get(query__text=exported[0]["conversations"][0]["value"])
     assert exported[0]["chosen"] == {"from": "gpt", "value": pair.chosen.text}
@@ -211,7 +211,7 @@ def test_export_import_round_trip_and_bad_line_imports_nothing():
     for person in (a, b):
         while (assignment := services.next_assignment(batch, person)) is not None:
             rate(assignment, person, comment="<b>好</b>")
-    text = services.export_jsonl(batch)
+    text = exchange.export_jsonl(batch)
     rows = [json.loads(line) for line in text.splitlines()]
     assert len(rows) == 4 and {r["annotator"] for r in rows} == {"ann0", "ann1"}
     assert all(r["item_source"]["type"] == "greeting" and r["submitted_at"] and r["leased_at"] for r in rows)
@@ -220,15 +220,15 @@ def test_export_import_round_trip_and_bad_line_imports_nothing():
     broken = renamed.splitlines()
     broken[2] = broken[2].replace('"verdict": "good"', '"verdict": "great"')
     with pytest.raises(services.AnnotationError, match="line 3: verdict"):
-        services.import_jsonl("\n".join(broken), admin)
+        exchange.import_jsonl("\n".join(broken), admin)
     assert not Batch.objects.filter(name="b1-copy").exists() and Rating.objects.count() == 4
-    summary = services.import_jsonl(renamed, admin)
+    summary = exchange.import_jsonl(renamed, admin)
     assert summary.created == 4 and summary.already_present == 0
     copy = Batch.objects.get(name="b1-copy")
     assert copy.k == 2 and Rating.objects.filter(item__batch=copy).count() == 4
-    assert services.import_jsonl(renamed, admin).already_present == 4  # idempotent
+    assert exchange.import_jsonl(renamed, admin).already_present == 4  # idempotent
     with pytest.raises(services.AnnotationError, match="line 1: not valid JSON"):
-        services.import_jsonl("{oops\n", admin)
+        exchange.import_jsonl("{oops\n", admin)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -25,7 +25,7 @@ def source(transactional_db, tmp_path, tiny_checkpoint, settings):  # noqa: F811
     """A committed database with rows in several apps, and a var folder with a checkpoint, runs and a judge."""
     if connection.vendor != "postgresql":
         pytest.skip("backups are of PostgreSQL; set DATABASE_URL")
-    from webapp.api.services import create_api_key
+    from webapp.api.keys import create_api_key
     from webapp.checkpoints.models import Checkpoint
     from webapp.corpus.models import Greeting, Query
 

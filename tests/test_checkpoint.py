@@ -9,7 +9,7 @@ from generation.checkpoint import CheckpointError, load_checkpoint, read_metadat
 from generation.presets import get_preset
 from generation.sampling import generate_greetings
 from generation.tokenizer import build_example, build_tokenizer
-from training.trainer import build_model
+from training.steps import build_model
 
 CORPUS = ["祝你生日快乐，万事如意！🎂", "新年快乐，身体健康", "考试顺利，金榜题名", "请只生成一条祝福语："]
 

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from tests.conftest import REPO, subprocess_env, wait_until
-from webapp.core.demo import free_port
+from webapp.site.demo import free_port
 
 pytestmark = pytest.mark.services
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from generation.engine import Engine, InvalidRequestError, PromptTooLongError, SamplingParams
-from generation.engine.engine import output_of
+from generation.engine.outputs import output_of
 from generation.engine.cache import bytes_per_token
 from generation.engine.testing import random_model, toy_tokenizer
 

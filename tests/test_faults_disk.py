@@ -72,7 +72,7 @@ def tight_disk(tmp_path):
 def tiny_model(one_thread):
     from generation.presets import PRESETS
     from generation.tokenizer import build_tokenizer
-    from training.trainer import build_model
+    from training.steps import build_model
 
     tokenizer = build_tokenizer([query + text for query, text in GREETINGS])
     return build_model(PRESETS["tiny"], tokenizer, seed=0), tokenizer

@@ -6,17 +6,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from training.data import formats
-from training.data.formats import (
-    FORMATS,
-    FormatError,
-    LabeledRecord,
-    PairRecord,
-    QueryRecord,
-    SftRecord,
-    detect_format,
-    iter_records,
-)
+from training.data import containers
+from training.data.formats import FORMATS, FormatError, detect_format, iter_records
+from training.data.records import LabeledRecord, PairRecord, QueryRecord, SftRecord
 
 
 def write_json(path, value, indent=2):
@@ -127,7 +119,7 @@ def test_a_json_array_is_streamed_correctly_across_chunk_boundaries(tmp_path, mo
     items = [{"instruction": f"查询{i}", "input": "", "output": f"祝福{i}" * (i % 7 + 1), "n": 10 ** i}
              for i in range(40)]
     path = write_json(tmp_path / "sft.json", items)
-    monkeypatch.setattr(formats, "_CHUNK", 7)  # every element straddles several reads
+    monkeypatch.setattr(containers, "_CHUNK", 7)  # every element straddles several reads
     records = list(iter_records(path))
     assert [(r.query, r.response) for r in records] == [(i["instruction"], i["output"]) for i in items]
     assert records[-1].where == "index 39"
@@ -248,7 +240,7 @@ def test_invalid_json_inside_an_array_names_its_line_even_far_into_the_file(tmp_
     good = '  {"instruction": "q", "input": "", "output": "r"},\n'
     path = tmp_path / "sft.json"
     path.write_text("[\n" + good * 30 + '  {"instruction": "q", "output" "r"}\n]\n', encoding="utf-8")
-    monkeypatch.setattr(formats, "_CHUNK", 64)  # the error lies many chunks in
+    monkeypatch.setattr(containers, "_CHUNK", 64)  # the error lies many chunks in
     seen = []
     with pytest.raises(FormatError) as caught:
         for record in iter_records(path, "alpaca"):

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from tests.test_annotation_services import pointwise_batch
 from webapp.annotation import services as annotation_services
-from webapp.api.services import CHAT_FIELDS, COMPLETION_FIELDS, NEUTRAL_VALUES, create_api_key
+from webapp.api.keys import create_api_key
+from webapp.api.parsing import CHAT_FIELDS, COMPLETION_FIELDS, NEUTRAL_VALUES
 from webapp.core.roles import ADMIN, ANNOTATOR, WRITER, create_user_with_role
 from webapp.studio.services import REQUEST_FIELDS
 

@@ -8,7 +8,7 @@ import pytest
 
 from generation.engine import SamplingParams
 from webapp.checkpoints import serving
-from webapp.checkpoints.comparison import rollback
+from webapp.checkpoints.services import rollback
 from webapp.checkpoints.services import promote_checkpoint
 from webapp.checkpoints.training import train_and_register
 

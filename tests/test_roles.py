@@ -1,6 +1,6 @@
 import pytest
 
-from webapp.core.demo import DEMO_ACCOUNTS, create_demo_accounts
+from webapp.site.demo import DEMO_ACCOUNTS, create_demo_accounts
 from webapp.core.roles import ADMIN, ANNOTATOR, WRITER, create_user_with_role, has_role
 
 

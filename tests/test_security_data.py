@@ -19,7 +19,7 @@ def test_no_table_holds_an_api_key_in_plaintext():
     from django.contrib.auth import get_user_model
 
     from webapp.api.models import ApiKey
-    from webapp.api.services import create_api_key, hash_key
+    from webapp.api.keys import create_api_key, hash_key
 
     user = get_user_model().objects.create_user("keyholder")
     _, secret = create_api_key(user, name="laptop")
@@ -58,7 +58,7 @@ def tiny_checkpoint(tmp_path_factory):
     from generation.checkpoint import save_checkpoint
     from generation.presets import get_preset
     from generation.tokenizer import build_tokenizer
-    from training.trainer import build_model
+    from training.steps import build_model
 
     tokenizer = build_tokenizer([text for pair in GREETINGS for text in pair])
     model = build_model(get_preset("tiny"), tokenizer, seed=0)

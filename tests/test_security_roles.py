@@ -259,7 +259,7 @@ def test_a_post_with_the_csrf_token_passes_the_check(clients):
 
 
 def test_the_openai_api_refuses_cookie_only_auth_and_takes_a_bearer_key(clients):
-    from webapp.api.services import create_api_key
+    from webapp.api.keys import create_api_key
 
     writer = get_user_model().objects.get(username=f"user-{WRITER}")
     for url in ("/v1/chat/completions", "/v1/completions"):

@@ -82,7 +82,7 @@ def test_real_worker_generates_a_request_made_through_the_api(tiny_checkpoint, c
 
     # The same generate-queue worker builds an annotation batch from the checkpoint's outputs.
     from webapp.annotation.models import BatchBuild
-    from webapp.annotation.services import create_batch_from_checkpoint
+    from webapp.annotation.checkpoint_batches import create_batch_from_checkpoint
 
     batch = create_batch_from_checkpoint(tiny_checkpoint, ["七十生日祝福语", "古风新年祝福语"], n_per_prompt=2,
                                          kind="pairwise", k=2)

@@ -13,7 +13,7 @@ from generation.tokenizer import (
     format_prompt,
 )
 from training.data.examples import load_examples, split_by_query
-from training.trainer import IGNORE, collate
+from training.steps import IGNORE, collate
 
 CORPUS = ["祝你生日快乐，万事如意！🎂", "新年快乐，身体健康", "考试顺利，金榜题名"]
 

@@ -143,7 +143,7 @@ def test_pretraining_documents_then_sft_from_the_pretrained_weights(corpus, tmp_
     assert pre.data["plain_texts"] == 5 and str(documents) in pre.data["paths"]
     from transformers import AutoTokenizer
 
-    from training.trainer import build_model
+    from training.steps import build_model
 
     tokenizer = AutoTokenizer.from_pretrained(pre.checkpoint_dir)
     start = build_model(get_preset("tiny"), tokenizer, 0, pre.checkpoint_dir).state_dict()

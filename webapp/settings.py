@@ -79,6 +79,7 @@ INSTALLED_APPS = [
     "webapp.jobs",
     "webapp.rlaif",
     "webapp.marl",
+    "webapp.site",  # the top: the demo runner, which wires every app together
 ]
 
 MIDDLEWARE = [

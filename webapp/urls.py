@@ -18,7 +18,7 @@ urlpatterns = [
     path("write/", include("webapp.studio.urls")),
     path("v1/", include("webapp.api.urls")),
     path("train/", include("webapp.jobs.urls")),
-    path("train/checkpoints/", include("webapp.checkpoints.urls")),
+    path("train/checkpoints/", include("webapp.annotation.checkpoint_urls")),
     path("train/judges/", include("webapp.judges.urls")),
 ]
 

@@ -21,7 +21,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 
 import torch
 
@@ -29,44 +28,12 @@ from .attention import AttentionBatch
 from .cache import SlotCache, slots_for_budget
 from .json_constraint import JsonConstraint, SchemaError, token_strings
 from .runner import ModelRunner
+from .outputs import PromptTooLongError, RequestOutput, StreamEvent, output_of
 from .sampler import (InvalidRequestError, SamplingParams, apply_repetition_penalty, banned_repeats,
                       candidate_generator, sample_rows)
 from .scheduler import Candidate, Request, Scheduler
 
 log = logging.getLogger(__name__)
-
-
-class PromptTooLongError(InvalidRequestError):
-    pass
-
-
-@dataclass(frozen=True)
-class StreamEvent:
-    request_id: str
-    candidate_index: int
-    text_delta: str
-    finished: bool
-    finish_reason: str | None  # "stop", "length", "cancelled", "deadline", "error"
-
-
-@dataclass
-class CandidateOutput:
-    index: int
-    text: str
-    token_ids: list[int]
-    finish_reason: str | None
-
-
-@dataclass
-class RequestOutput:
-    request_id: str
-    prompt_ids: list[int]
-    candidates: list[CandidateOutput]
-    error: str | None = None
-
-    @property
-    def texts(self) -> list[str]:
-        return [c.text for c in self.candidates]
 
 
 class Engine:
@@ -454,15 +421,6 @@ class Engine:
         for _ in self._drive(requests):
             pass
         return [output_of(r) for r in requests]
-
-
-def output_of(request: Request) -> RequestOutput:
-    return RequestOutput(
-        request.request_id,
-        request.prompt_ids,
-        [CandidateOutput(c.index, c.text, list(c.tokens), c.finish_reason) for c in request.candidates],
-        request.error,
-    )
 
 
 def _ids(value) -> set[int]:

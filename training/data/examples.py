@@ -6,7 +6,8 @@ import random
 from collections.abc import Iterable
 from pathlib import Path
 
-from training.data.formats import LabeledRecord, PairRecord, QueryRecord, SftRecord, iter_records
+from training.data.formats import iter_records
+from training.data.records import LabeledRecord, PairRecord, QueryRecord, SftRecord
 
 STARTER_DIR = Path(__file__).resolve().parent / "starter"
 # The team's corpus: greetings first (greetings.jsonl, then greetings_<part>.jsonl), then the pairs.

@@ -1,7 +1,8 @@
 """Read judge training and evaluation data from any importable file (training.data.formats)."""
 from pathlib import Path
 
-from training.data.formats import LabeledRecord, PairRecord, iter_records
+from training.data.formats import iter_records
+from training.data.records import LabeledRecord, PairRecord
 from training.judges.evaluation import LabeledItem, Pair
 
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from generation.requests import OCCASIONS, ADDRESSEES, parse_request
-from training.data.formats import PairRecord, iter_records
+from training.data.formats import iter_records
+from training.data.records import PairRecord
 from training.judges.evaluation import Pair
 
 STARTER_DIR = Path(__file__).resolve().parents[1] / "data" / "starter"

@@ -27,7 +27,8 @@ from training.marl.envs import EPISODE_LENGTH, EnvError, action_dim, describe_sp
 from training.marl.maddpg import MADDPG, Lineup, NetConfig
 from training.marl.options import (ACTION_TYPES, ALGOS, BACKENDS, ENCODER_KINDS, MAX_NUM_ENVS, MAX_STEPS,
                                   MIN_NUM_ENVS, MIN_STEPS, PLACEMENTS, SCENARIOS)
-from training.trainer import determinism, jsonable, notify, write_json
+from training.runs import jsonable, notify, write_json
+from training.trainer import determinism
 
 CHECKPOINT_FORMAT = "zhufu-marl-v1"
 EVAL_SEED_BASE = 1_000_000  # evaluation episodes never reuse a training episode's seed

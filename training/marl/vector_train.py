@@ -15,7 +15,7 @@ from tqdm import tqdm
 from training.marl.buffer import BatchHistory, SequenceReplayBuffer
 from training.marl.maddpg import MADDPG, Lineup
 from training.marl.vmas_env import VmasEnv
-from training.trainer import notify
+from training.runs import notify
 
 
 def random_batch_actions(model: MADDPG, rng: np.random.Generator, n: int) -> list[np.ndarray]:

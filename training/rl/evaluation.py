@@ -46,36 +46,6 @@ class EvaluationError(ValueError):
 
 
 # --------------------------------------------------------------------------------------------
-# Prompt files
-
-
-def load_prompts(path: Path | str, limit: int | None = None) -> list[str]:
-    """Unique queries of a verl parquet file or a one-query-a-line text file, in file order."""
-    from training.data.formats import FormatError, QueryRecord, detect_format, iter_records
-
-    path = Path(path)
-    if not path.is_file():
-        raise EvaluationError("prompts", f"file {path} does not exist")
-    try:
-        fmt = detect_format(path)
-        if fmt not in ("verl", "queries"):
-            raise EvaluationError("prompts", f"{path} is {fmt} data; expected a verl parquet file or one query a line")
-        seen, prompts = set(), []
-        for record in iter_records(path, fmt):
-            query = record.query.strip() if isinstance(record, QueryRecord) else ""
-            if query and query not in seen:
-                seen.add(query)
-                prompts.append(query)
-    except FormatError as exc:
-        raise EvaluationError("prompts", str(exc)) from exc
-    if limit is not None:
-        prompts = prompts[:limit]
-    if not prompts:
-        raise EvaluationError("prompts", f"{path} holds no prompts")
-    return prompts
-
-
-# --------------------------------------------------------------------------------------------
 # Text metrics
 
 

@@ -22,7 +22,6 @@ final checkpoint is written atomically (generation.checkpoint.save_checkpoint).
 """
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,7 +29,6 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from tqdm import tqdm
 
 from generation.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from generation.presets import PresetError, get_preset
@@ -38,7 +36,9 @@ from generation.tokenizer import encode_prompt
 from training.rl.evaluation import CopyDetector, distinct_n
 from training.rl.rewards import DiversityBank, RewardConfig, compute_rewards
 from training.routing import RoutingRecorder, update_router_bias
-from training.trainer import Window, jsonable, load_state, make_optimizer, notify, save_state, set_lr, write_json
+from training.runs import Progress, RunFolder, jsonable, notify
+from training.state import load_state, save_state
+from training.steps import Window, adamw, set_lr
 
 ROLLOUT_BACKENDS = ("engine", "generate")
 
@@ -61,6 +61,7 @@ class GRPOConfig:
     prompts_per_step: int = 8
     max_steps: int = 100
     lr: float = 2e-5
+    weight_decay: float = 0.1  # AdamW decay of the matrices (norms never decay), as in SFT
     kl_coef: float = 1e-3
     clip_eps: float = 0.2
     updates_per_batch: int = 1  # optimiser steps on each batch of rollouts (>1 makes the clip matter)
@@ -82,6 +83,7 @@ class GRPOConfig:
             ("prompts_per_step", 1 <= self.prompts_per_step <= 256, "an integer in [1, 256]"),
             ("max_steps", 1 <= self.max_steps <= 100_000, "an integer in [1, 100000]"),
             ("lr", 0 < self.lr <= 1e-2, "in (0, 0.01]"),
+            ("weight_decay", 0 <= self.weight_decay <= 1, "in [0, 1]"),
             ("kl_coef", 0 <= self.kl_coef <= 10, "in [0, 10]"),
             ("clip_eps", 0 < self.clip_eps < 1, "in (0, 1)"),
             ("updates_per_batch", 1 <= self.updates_per_batch <= 16, "an integer in [1, 16]"),
@@ -293,16 +295,6 @@ def run_spec(cfg: GRPOConfig) -> dict:
                      "reference_checkpoint": str(cfg.reference_checkpoint or cfg.init_checkpoint)})
 
 
-def check_resumable(out_dir: Path, spec: dict) -> None:
-    run_file, state_file = out_dir / "run.json", out_dir / "state" / "state.json"
-    if not run_file.is_file() or not state_file.is_file():
-        raise GRPOError(f"nothing to resume in {out_dir}: no saved GRPO state")
-    saved = json.loads(run_file.read_text(encoding="utf-8"))
-    differing = sorted(k for k in set(saved) | set(spec) if saved.get(k) != spec.get(k))
-    if differing:
-        raise GRPOError(f"cannot resume {out_dir}: the run was started with a different {', '.join(differing)}")
-
-
 def batch_queries(prompts: Sequence[str], step: int, per_step: int, seed: int) -> list[str]:
     """The step's queries: a pure function of (seed, step) over reshuffled epochs, so a resumed run
     sees the same prompts an uninterrupted one would."""
@@ -326,18 +318,15 @@ def train_grpo(cfg: GRPOConfig, judge, resume: bool = False, on_progress=None) -
     reference, _ = load_checkpoint(Path(cfg.reference_checkpoint or cfg.init_checkpoint))
     for p in reference.parameters():
         p.requires_grad_(False)
-    optimizer = make_optimizer(model, get_preset("tiny"))  # only its grouping (decay / no decay) is used
-    set_lr(optimizer, cfg.lr)
+    optimizer = adamw(model, lr=cfg.lr, weight_decay=cfg.weight_decay)
     step, history = 0, []
-    state_dir = out_dir / "state"
+    run = RunFolder(out_dir, GRPOError, what="GRPO")
     if resume:
-        check_resumable(out_dir, spec)
-        step, history, _ = load_state(state_dir, model, optimizer, next(model.parameters()).device)
+        run.check_resumable(spec)
+        step, history, _ = load_state(run.state_dir, model, optimizer, next(model.parameters()).device)
         set_lr(optimizer, cfg.lr)
     else:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "metrics.jsonl").unlink(missing_ok=True)
-        write_json(out_dir / "run.json", spec)
+        run.start(spec)
     routing = routing_targets(Path(cfg.init_checkpoint))
     recorder = RoutingRecorder(model)
     # The anti-collapse reward terms; a resumed run starts with an empty bank (it refills in a few steps).
@@ -352,9 +341,8 @@ def train_grpo(cfg: GRPOConfig, judge, resume: bool = False, on_progress=None) -
         slots = cfg.prompts_per_step * cfg.group_size
         engine = Engine(model, tokenizer, max_slots=slots, max_n=cfg.group_size)
 
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="grpo", unit="step", disable=not cfg.progress_bar,
-               dynamic_ncols=True)
-    started, start_step, stopped = time.perf_counter(), step, False
+    bar = Progress(cfg.max_steps, initial=step, desc="grpo", enabled=cfg.progress_bar)
+    stopped = False
     notify(on_progress, {"event": "stage", "stage": "grpo", "message": f"GRPO from step {step} of {cfg.max_steps}"})
     while step < cfg.max_steps:
         queries = batch_queries(cfg.prompts, step, cfg.prompts_per_step, cfg.seed)
@@ -379,8 +367,7 @@ def train_grpo(cfg: GRPOConfig, judge, resume: bool = False, on_progress=None) -
             recorder.detach()
             recorder.clear()
         step += 1
-        elapsed = time.perf_counter() - started
-        eta = elapsed / max(step - start_step, 1) * (cfg.max_steps - step)
+        elapsed, eta = bar.times(step)
         metrics = {
             "step": step, "max_steps": cfg.max_steps,
             "reward": float(totals.mean()),
@@ -397,14 +384,12 @@ def train_grpo(cfg: GRPOConfig, judge, resume: bool = False, on_progress=None) -
             "rollout_s": rollout_s, "step_s": time.perf_counter() - t0, "elapsed_s": elapsed, "eta_s": eta,
         }
         history.append(metrics)
-        with open(out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(jsonable(metrics), ensure_ascii=False) + "\n")
-        bar.update(1)
-        bar.set_postfix(reward=f"{metrics['reward']:.3f}", kl=f"{metrics['kl']:.4f}", pass_rate=f"{metrics['pass_rate']:.2f}")
+        run.log(metrics)
+        bar.advance(step, reward=f"{metrics['reward']:.3f}", kl=f"{metrics['kl']:.4f}", pass_rate=f"{metrics['pass_rate']:.2f}")
         keep_going = notify(on_progress, {"event": "step", **metrics})
         out_of_time = cfg.max_seconds is not None and elapsed >= cfg.max_seconds
         if step % cfg.save_every == 0 or not keep_going:
-            save_state(state_dir, model, optimizer, tokenizer, step, history, Window())
+            save_state(run.state_dir, model, optimizer, tokenizer, step, history, Window())
         if not keep_going and step < cfg.max_steps:
             stopped = True
             break
@@ -412,11 +397,11 @@ def train_grpo(cfg: GRPOConfig, judge, resume: bool = False, on_progress=None) -
             notify(on_progress, {"event": "log", "message": f"wall-clock budget {cfg.max_seconds:.0f}s reached at step {step}"})
             break
     bar.close()
-    wall = time.perf_counter() - started
+    wall = bar.times(step)[0]
     last = dict(history[-1]) if history else {"step": step}
     if stopped:
         return GRPOResult(None, last, history, completed=False, steps=step, wall_s=wall)
-    save_state(state_dir, model, optimizer, tokenizer, step, history, Window())
+    save_state(run.state_dir, model, optimizer, tokenizer, step, history, Window())
     meta = read_metadata(Path(cfg.init_checkpoint))
     checkpoint_dir = save_checkpoint(model, tokenizer, out_dir / "checkpoint", {
         **{k: meta[k] for k in ("preset", "preset_config") if k in meta},

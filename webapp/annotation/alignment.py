@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from webapp.annotation import metrics
 from webapp.annotation.models import Batch, Item, Rating, Settlement, pairwise_items_q, pointwise_items_q
-from webapp.corpus.models import Label
+from webapp.corpus.models import Greeting, Label
 from webapp.judges.models import JudgeVersion
 
 BOOTSTRAP_RESAMPLES = 1000
@@ -175,3 +175,15 @@ def _pairwise_votes(batch: Batch | None) -> list[list[str]]:
 
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
+
+
+# The greetings people rated: what the alignment page compares a judge with (the judge_rated job judges them)
+
+
+def rated_greetings():
+    """Greetings people rated in annotation batches: pointwise items and both sides of pairwise ones."""
+    ids = set()
+    for row in Rating.objects.values_list("item__greeting_id", "item__greeting_b_id", "item__pair__chosen_id",
+                                          "item__pair__rejected_id"):
+        ids.update(pk for pk in row if pk)
+    return Greeting.objects.filter(pk__in=ids).select_related("query").order_by("pk")

@@ -7,13 +7,13 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from webapp.annotation import alignment as alignment_service
-from webapp.annotation import services
+from webapp.annotation import checkpoint_batches, exchange, services
 from webapp.annotation.keys import KEY_MAP, button_keys
 from webapp.annotation.forms import (AlignmentForm, BatchForm, CheckpointBatchForm, GuidelinesForm, ImportForm,
                                      PairwiseRatingForm, PointwiseRatingForm)
 from webapp.annotation.models import Batch, BatchBuild, Kind
 from webapp.annotation.rubric import RUBRIC, RUBRIC_KEYS
-from webapp.annotation.svg import bar_chart
+from webapp.core.svg import bar_chart
 from webapp.core.roles import ADMIN, ANNOTATOR, admin_required, has_role, role_required
 
 
@@ -208,7 +208,7 @@ def alignment(request):
 @admin_required
 def export_batch(request, batch_id):
     batch = get_object_or_404(Batch, pk=batch_id)
-    response = HttpResponse(services.export_jsonl(batch), content_type="application/jsonl; charset=utf-8")
+    response = HttpResponse(exchange.export_jsonl(batch), content_type="application/jsonl; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="annotations-{batch.pk}.jsonl"'
     return response
 
@@ -217,7 +217,7 @@ def export_batch(request, batch_id):
 @admin_required
 def export_preferences(request):
     batch = get_object_or_404(Batch, pk=request.GET["batch"]) if request.GET.get("batch", "").isdigit() else None
-    body = json.dumps(services.llamafactory_pairs(batch), ensure_ascii=False, indent=1)
+    body = json.dumps(exchange.llamafactory_pairs(batch), ensure_ascii=False, indent=1)
     response = HttpResponse(body, content_type="application/json; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="human_preferences.json"'
     return response
@@ -230,7 +230,7 @@ def import_ratings(request):
     if request.method == "POST" and form.is_valid():
         try:
             text = form.cleaned_data["file"].read().decode("utf-8")
-            summary = services.import_jsonl(text, request.user)
+            summary = exchange.import_jsonl(text, request.user)
         except UnicodeDecodeError:
             form.add_error("file", "The file is not UTF-8 text.")
         except services.AnnotationError as error:
@@ -250,15 +250,15 @@ def checkpoint_batch_create(request):
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            prompts = services.prompts_from_upload(data["prompts_file"]) if data["prompts_file"] else []
+            prompts = checkpoint_batches.prompts_from_upload(data["prompts_file"]) if data["prompts_file"] else []
             prompts += (data["prompts_text"] or "").splitlines()
             common = {"prompts": prompts, "n_per_prompt": data["n_per_prompt"], "k": data["k"], "name": data["name"],
                       "created_by": request.user, "lease_seconds": data["lease_minutes"] * 60}
             if data["checkpoint_b"] is not None:
-                batch = services.create_pairwise_batch_from_checkpoints(data["checkpoint"], data["checkpoint_b"],
-                                                                        **common)
+                batch = checkpoint_batches.create_pairwise_batch_from_checkpoints(
+                    data["checkpoint"], data["checkpoint_b"], **common)
             else:
-                batch = services.create_batch_from_checkpoint(data["checkpoint"], kind=data["kind"], **common)
+                batch = checkpoint_batches.create_batch_from_checkpoint(data["checkpoint"], kind=data["kind"], **common)
         except services.AnnotationError as error:
             only_file = data["prompts_file"] and not (data["prompts_text"] or "").strip()
             field = {"prompts": "prompts_file" if only_file else "prompts_text",
@@ -283,9 +283,9 @@ def build_detail(request, build_id):
 @require_POST
 @admin_required
 def record_preferences(request):
-    """Turn a pairwise batch's decided votes into corpus preference pairs (services.record_human_preferences)."""
+    """Turn a pairwise batch's decided votes into corpus preference pairs (exchange.record_human_preferences)."""
     batch = get_object_or_404(Batch, pk=request.POST["batch"]) if request.POST.get("batch", "").isdigit() else None
-    summary = services.record_human_preferences(batch)
+    summary = exchange.record_human_preferences(batch)
     left_out = ", ".join(f"{count} {why}" for why, count in sorted(summary.left_out.items())) or "none"
     messages.success(request, f"Human preference pairs: {summary.created} new, {summary.linked} already in the "
                               f"corpus, {summary.updated} changed, "

@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.utils import timezone
 
 from webapp.api.models import ApiKey
-from webapp.api.services import KEY_PREFIX, hash_key
+from webapp.api.keys import KEY_PREFIX, hash_key
 
 
 @admin.register(ApiKey)

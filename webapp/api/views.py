@@ -1,4 +1,4 @@
-"""OpenAI-compatible endpoints under /v1/: thin wrappers over webapp.api.services.
+"""OpenAI-compatible endpoints under /v1/: thin wrappers over webapp.api's keys, parsing and responses.
 
 Token auth (Bearer API keys), so no CSRF. Errors use OpenAI's JSON error shape."""
 from functools import wraps
@@ -6,8 +6,8 @@ from functools import wraps
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from webapp.api import services
-from webapp.api.services import ApiError
+from webapp.api import keys, parsing, responses
+from webapp.api.errors import ApiError
 from webapp.core.streaming import event_stream_response
 
 
@@ -28,8 +28,8 @@ def api_view(method: str):
                 if request.method != method:
                     raise ApiError(405, f"{request.method} is not allowed here; use {method}.",
                                    code="method_not_allowed", headers={"Allow": method})
-                request.api_key = services.authenticate(request.headers.get("Authorization"))
-                services.check_rate_limit(request.api_key)
+                request.api_key = keys.authenticate(request.headers.get("Authorization"))
+                keys.check_rate_limit(request.api_key)
                 return view(request, *args, **kwargs)
             except ApiError as error:
                 return error_response(error)
@@ -39,7 +39,7 @@ def api_view(method: str):
 
 @api_view("GET")
 def models(request):
-    return JsonResponse(services.list_models())
+    return JsonResponse(responses.list_models())
 
 
 @api_view("GET")
@@ -47,12 +47,12 @@ def engine(request):
     """Slot usage of this process's engine, for operators (staff keys only); not part of OpenAI's API."""
     if not request.api_key.user.is_staff:
         raise ApiError(403, "Engine statistics need a staff user's key.", "permission_error")
-    return JsonResponse(services.engine_stats())
+    return JsonResponse(responses.engine_stats())
 
 
 def generate(request, kind: str):
-    api_request = services.parse_request(services.parse_body(request.body), kind)
-    generation = services.Generation(api_request)  # 400/404/503 here, before any byte is sent
+    api_request = parsing.parse_request(parsing.parse_body(request.body), kind)
+    generation = responses.Generation(api_request)  # 400/404/503 here, before any byte is sent
     if not api_request.stream:
         generation.run()
         return JsonResponse(generation.completion_body(), json_dumps_params={"ensure_ascii": False})

@@ -1,4 +1,7 @@
-"""The checkpoint registry: registering trained runs, promotion, lookup."""
+"""The checkpoint registry: registering trained runs, promotion, rollback, lookup.
+
+Rollback undoes the last promotion: the previously active checkpoint is the retired one with
+the latest `promoted_at` (promotion stamps it; retiring keeps it)."""
 from pathlib import Path
 
 from django.conf import settings
@@ -68,6 +71,19 @@ def promote_checkpoint(checkpoint: Checkpoint) -> Checkpoint:
     locked.promoted_at = timezone.now()
     locked.save(update_fields=["status", "promoted_at"])
     return locked
+
+
+def previous_active_checkpoint() -> Checkpoint | None:
+    return (Checkpoint.objects.exclude(status=Checkpoint.Status.ACTIVE).filter(promoted_at__isnull=False)
+            .order_by("-promoted_at").first())
+
+
+def rollback() -> Checkpoint:
+    """Promote the checkpoint that was active before the current one."""
+    previous = previous_active_checkpoint()
+    if previous is None:
+        raise RegistryError("nothing to roll back to: no checkpoint was active before the current one")
+    return promote_checkpoint(previous)
 
 
 def resolve_checkpoint(identifier: str | None, family: str = Checkpoint.Family.GENERATOR) -> Checkpoint:

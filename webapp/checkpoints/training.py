@@ -7,6 +7,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
+from training.runs import jsonable
 from webapp.checkpoints.models import Checkpoint
 from webapp.checkpoints.services import RegistryError, promote_checkpoint, register_checkpoint
 
@@ -32,7 +33,7 @@ def train_and_register(*, preset: str, data_paths: list[Path], resume_run: str |
     Nothing is written to the registry unless training finished and the checkpoint folder
     is complete; with `promote` (or when nothing is active yet) it becomes the active one.
     `run_name` names a fresh run (default: preset + time); TrainingStopped when on_progress stopped it."""
-    from training.trainer import TrainConfig, jsonable, train_model
+    from training.trainer import TrainConfig, train_model
 
     run_name = resume_run or run_name or new_run_name(preset)
     out_dir = Path(settings.RUNS_DIR) / run_name

@@ -1,9 +1,15 @@
-"""Health of each part of the app, as plain data: the status page and /healthz render it."""
+"""Health of each part of the app, as plain data: the status page and /healthz render it.
+
+The checks are a registry: core registers the database, broker, workers, beat and device; an app
+above core registers its own part in its AppConfig.ready() (the checkpoint registry registers
+"checkpoint"), so core imports no app above it. `check_all()` runs them in their `order`."""
 import threading
 import time
 from dataclasses import asdict, dataclass
+from typing import Callable
 from functools import lru_cache
 
+from celery import current_app
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
@@ -32,10 +38,9 @@ def check_database() -> PartHealth:
 
 
 def check_broker() -> PartHealth:
-    from webapp.celery import app
-
+    # the project's Celery app (webapp/celery.py) is the current one: webapp/__init__.py creates it
     try:
-        with app.connection_for_write() as conn:
+        with current_app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=2)
     except Exception as exc:  # noqa: BLE001
         return PartHealth("broker", False, f"{settings.BROKER_KIND}: cannot connect ({exc})")
@@ -104,21 +109,6 @@ def describe_worker(heartbeat) -> str:
     return f"{heartbeat.name.removeprefix('worker:')} [{', '.join(worker_queues(heartbeat))}] {seen}"
 
 
-def check_checkpoint() -> PartHealth:
-    from webapp.checkpoints.services import active_checkpoint
-
-    try:
-        checkpoint = active_checkpoint()
-    except Exception as exc:  # noqa: BLE001
-        return PartHealth("checkpoint", False, f"cannot read the registry: {exc}")
-    if checkpoint is None:
-        return PartHealth("checkpoint", False, "no active checkpoint: run `python manage.py train_model`")
-    problem = checkpoint.missing_files()
-    if problem:
-        return PartHealth("checkpoint", False, f"{checkpoint.name}: {problem}")
-    return PartHealth("checkpoint", True, f"{checkpoint.name} ({checkpoint.preset})")
-
-
 @lru_cache(maxsize=1)
 def describe_device() -> str:
     import torch
@@ -135,15 +125,25 @@ def check_device() -> PartHealth:
         return PartHealth("device", False, f"torch unavailable: {exc}")
 
 
+# name -> (order on the page, check); registering a name again replaces it (ready() may run twice)
+_CHECKS: dict[str, tuple[int, Callable[[], PartHealth]]] = {}
+
+
+def register_check(name: str, check: Callable[[], PartHealth], *, order: int) -> None:
+    """Add a part to the status page and /healthz; `order` places it (core's parts are 10..60)."""
+    _CHECKS[name] = (order, check)
+
+
+def register_core_checks() -> None:
+    register_check("database", check_database, order=10)
+    register_check("broker", check_broker, order=20)
+    register_check("worker", check_workers, order=30)
+    register_check("beat", lambda: check_heartbeat("beat"), order=40)
+    register_check("device", check_device, order=60)
+
+
 def check_all() -> list[PartHealth]:
-    return [
-        check_database(),
-        check_broker(),
-        check_workers(),
-        check_heartbeat("beat"),
-        check_checkpoint(),
-        check_device(),
-    ]
+    return [check() for _, check in sorted(_CHECKS.values(), key=lambda entry: entry[0])]
 
 
 # The status page is public, the same for everyone, and polled (every 5 s per open page): under load,

@@ -28,15 +28,8 @@ from django.conf import settings
 from django.db import transaction
 from tqdm import tqdm
 
-from training.data.formats import (
-    FORMATS,
-    FormatError,
-    LabeledRecord,
-    PairRecord,
-    SftRecord,
-    detect_format,
-    iter_records,
-)
+from training.data.formats import FORMATS, FormatError, detect_format, iter_records
+from training.data.records import LabeledRecord, PairRecord, SftRecord
 from webapp.corpus.models import QUERY_MAX_LENGTH, Greeting, Label, PreferencePair, Query, normalise_text
 
 KINDS = ("queries", "greetings", "pairs", "labels")

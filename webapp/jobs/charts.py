@@ -1,11 +1,11 @@
-"""Small server-side SVG line charts for job curves (same look and sizes as annotation/svg.py's
+"""Small server-side SVG line charts for job curves (same look and sizes as core/svg.py's
 bar chart, no chart library, no CDN). Every text is escaped."""
 import math
 
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
-from webapp.annotation.svg import BOTTOM, RIGHT, TOP
+from webapp.core.svg import BOTTOM, RIGHT, TOP
 
 WIDTH, HEIGHT = 360, 180
 LEFT = 58  # room for labels like 0.000308

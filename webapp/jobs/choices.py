@@ -66,52 +66,6 @@ class RegistryChoiceField(KnowsItsName, forms.ChoiceField):
                 f"{label}: no {en} is active; pick one in this list, or activate one on the page linked here.")
 
 
-class CheckpointChoiceField(RegistryChoiceField):
-    what = ("检查点", "checkpoint")
-
-    def __init__(self, *, family: str = "generator", **kwargs):
-        self.family = family
-        super().__init__(**kwargs)
-
-    @property
-    def fix(self):
-        from django.urls import reverse
-
-        return (reverse("checkpoints:list"), "检查点页面 Checkpoints page")
-
-    def rows(self):
-        from webapp.checkpoints.models import Checkpoint
-
-        return Checkpoint.objects.filter(family=self.family).order_by("-created_at", "-pk")
-
-    def row_label(self, row) -> str:
-        return f"{row.name} · {row.status} · {row.preset}"
-
-    def active(self):
-        return self.rows().filter(status="active").first()
-
-
-class JudgeChoiceField(RegistryChoiceField):
-    what = ("评审", "judge")
-
-    @property
-    def fix(self):
-        from django.urls import reverse
-
-        return (reverse("judges:list"), "评审页面 Judges page")
-
-    def rows(self):
-        from webapp.judges.models import JudgeVersion
-
-        return JudgeVersion.objects.order_by("-created_at", "-pk")
-
-    def row_label(self, row) -> str:
-        return f"{row.name} · {row.kind}{' · active' if row.is_active else ''}"
-
-    def active(self):
-        return self.rows().filter(is_active=True).first()
-
-
 class MultipleRegistryChoiceField(KnowsItsName, forms.MultipleChoiceField):
     """Several rows of a RegistryChoiceField's kind; none chosen means the active one."""
 

@@ -11,10 +11,12 @@ from pathlib import Path
 
 from django import forms
 
-from webapp.jobs.choices import CheckpointChoiceField, JudgeChoiceField, MultipleRegistryChoiceField, RegistryChoiceField
+from webapp.checkpoints.choices import CheckpointChoiceField
+from webapp.jobs.choices import MultipleRegistryChoiceField, RegistryChoiceField
 from webapp.jobs.datafiles import DataFileField, MultipleDataFileField
 from webapp.jobs.kinds import FieldError, JobHandle, JobKind, register
-from webapp.judges import services
+from webapp.judges import curation, services
+from webapp.judges.choices import JudgeChoiceField
 
 _LIST_SPLIT = re.compile(r"[,，\n]+")
 
@@ -149,20 +151,20 @@ def run_curate_pairs(params: dict, job: JobHandle) -> dict:
         config = CurationConfig(min_margin=p["min_margin"], max_longer_share=p["max_longer_share"], seed=p["seed"] or 0)
     except CurationError as exc:
         raise JobParamsError(str(exc)) from exc
-    agents = services.build_generator_agents(
+    agents = curation.build_generator_agents(
         checkpoints=p["checkpoints"], temperatures=p["temperatures"], personas=split_list(p["personas"]),
         n=p["candidates_per_agent"], max_new_tokens=p["max_new_tokens"], remote_url=p["remote_url"],
         remote_model=p["remote_model"])
     name = p["name"] or f"pairs-job{job.id}"
     try:
         if p["method"] == "debate":
-            return services.curate_preference_pairs_by_debate(
+            return curation.curate_preference_pairs_by_debate(
                 prompts_file=Path(p["prompts_file"]), agents=agents,
                 exclude_files=[Path(f) for f in p["exclude_files"]], config=config, max_prompts=p["max_prompts"],
                 workdir=Path(job.workdir), name=name, import_to_corpus=p["import_to_corpus"],
                 k=p["retrieve_k"] if p["retrieve_k"] is not None else 3, on_progress=job.on_progress,
                 progress_bar=True)
-        return services.curate_preference_pairs(
+        return curation.curate_preference_pairs(
             prompts_file=Path(p["prompts_file"]), agents=agents, judge_names=p["judges"],
             exclude_files=[Path(f) for f in p["exclude_files"]], config=config, max_prompts=p["max_prompts"],
             workdir=Path(job.workdir), name=name, import_to_corpus=p["import_to_corpus"],
@@ -213,8 +215,8 @@ def run_adversarial_judge(params: dict, job: JobHandle) -> dict:
     except AdversarialError as exc:
         raise JobParamsError(str(exc)) from exc
     llm_config = {key: p[key] for key in ("base_url", "model", "timeout", "max_retries") if p.get(key) not in (None, "")}
-    principle_set = services.resolve_principle_set(p["principle_set"] or None)
-    summary = services.optimise_principle_set(principle_set=principle_set, labelled_file=Path(p["labelled_file"]),
+    principle_set = curation.resolve_principle_set(p["principle_set"] or None)
+    summary = curation.optimise_principle_set(principle_set=principle_set, labelled_file=Path(p["labelled_file"]),
                                               llm_config=llm_config, settings_=settings_,
                                               register_llm_judge=p["register_llm_judge"], on_progress=job.on_progress)
     rounds = summary["rounds"]
@@ -255,41 +257,6 @@ def run_reward_model(params: dict, job: JobHandle) -> dict:
     return {"judge": version.name, "path": version.path, "active": version.is_active, "metrics": version.metrics}
 
 
-# --------------------------------------------------------------------------------------------
-# judge_rated: the judge's verdicts on the greetings people rated (what the alignment page compares)
-
-
-class JudgeRatedParams(forms.Form):
-    judge = JudgeChoiceField(require_active=True, label="Judge 评审")
-    overwrite = forms.BooleanField(required=False, help_text="Judge again the greetings this version already judged.")
-
-
-def run_judge_rated(params: dict, job: JobHandle) -> dict:
-    from django.urls import reverse
-
-    p = clean_params(JudgeRatedParams, params)
-    try:
-        version = services.resolve_judge(p["judge"] or None)
-    except services.JudgeServiceError as exc:
-        raise JobParamsError(f"judge: {exc}", field="judge", fix=JudgeRatedParams.base_fields["judge"].fix) from exc
-    greetings = list(services.rated_greetings())
-    alignment = f"{reverse('annotation:alignment')}?judge={version.pk}"
-    if not greetings:
-        job.log("no greeting rated by people yet: nothing to judge")
-        return {"judge": version.name, "judged": 0, "note": "还没有人评分的祝福 no greeting is rated by people yet: "
-                                                            "ratings come from annotation batches"}
-    job.on_progress({"event": "stage", "stage": f"judging {len(greetings)} rated greetings"})
-    counts = services.judge_greetings(version, greetings, overwrite=p["overwrite"])
-    job.log(f"{version.name} judged {counts['judged']} rated greetings ({counts['skipped']} already judged)")
-    return {"judge": version.name, **counts, "alignment": alignment}
-
-
-JUDGE_RATED = register(JobKind(
-    name="judge_rated", label="Judge the rated greetings", params_form=JudgeRatedParams, run=run_judge_rated,
-    description="The judge gives its verdict on every greeting people rated in annotation batches (verdicts stored "
-                "as judge labels; already judged ones are skipped), so the alignment page can compare it with people.",
-    summary="评审已评分的祝福 The judge judges the greetings people rated, for the alignment page.",
-    tags=("judges",)))
 CURATE_PAIRS = register(JobKind(
     name="curate_pairs", label="Curate preference pairs", params_form=CuratePairsParams, run=run_curate_pairs,
     description="Multi-agent rejection sampling: several generator agents write; method score: the judges score, "

@@ -13,8 +13,7 @@ from webapp.judges.models import JudgeVersion
 @admin_required
 def judge_list(request):
     return render(request, "judges/list.html", {"judges": JudgeVersion.objects.select_related("principle_set"),
-                                                "active": services.active_judge(),
-                                                "rated": services.rated_greetings().count()})
+                                                "active": services.active_judge()})
 
 
 @require_POST

@@ -5,7 +5,7 @@ from django import forms
 
 from training.marl.options import (ACTION_TYPES, ALGOS, BACKENDS, ENCODER_KINDS, ENV_MODULES, MAX_NUM_ENVS, MAX_STEPS,
                                   MIN_NUM_ENVS, MIN_STEPS, PLACEMENTS)
-from webapp.jobs.choices import CheckpointChoiceField
+from webapp.checkpoints.choices import CheckpointChoiceField
 from webapp.jobs.kinds import JobHandle, JobKind, register
 
 

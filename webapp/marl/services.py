@@ -10,6 +10,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
+from training.runs import jsonable
 from webapp.checkpoints.models import Checkpoint
 from webapp.checkpoints.services import RegistryError, register_checkpoint, resolve_checkpoint
 
@@ -44,8 +45,6 @@ def train_and_register_marl(config, on_progress=None, run_name: str | None = Non
     """Train with `config` (a training.marl.train.MARLConfig, validated there) under var/runs/ and
     register the result; None when the run was cancelled (nothing is registered then)."""
     from training.marl.train import MARLCheckpointError, train_marl
-    from training.trainer import jsonable
-
     config.validate()
     run_name = run_name or new_marl_run_name(config.algo, config.env)
     if Checkpoint.objects.filter(name=run_name).exists():

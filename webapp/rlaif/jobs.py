@@ -6,9 +6,10 @@ from pathlib import Path
 
 from django import forms
 
-from webapp.jobs.choices import CheckpointChoiceField, JudgeChoiceField
+from webapp.checkpoints.choices import CheckpointChoiceField
 from webapp.jobs.datafiles import DataFileField
 from webapp.jobs.kinds import JobHandle, JobKind, register
+from webapp.judges.choices import JudgeChoiceField
 from webapp.rlaif import services
 from webapp.rlaif.services import RlaifError
 

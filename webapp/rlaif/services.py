@@ -18,11 +18,13 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from training.rl.evaluation import EvalSettings, EvaluationError, evaluate_generation, load_prompts
+from training.data.prompts import PromptFileError, read_prompts
+from training.rl.evaluation import EvalSettings, EvaluationError, evaluate_generation
 from training.rl.gate import GateConfig, GateDecision, gate
 from training.rl.grpo import GRPOConfig, GRPOError, GRPOResult, train_grpo
 from training.rl.pipeline import lineage, training_greetings
 from training.rl.rewards import RewardConfig
+from training.runs import jsonable
 from webapp.checkpoints.models import Checkpoint
 from webapp.jobs.datafiles import DataFileError, check_data_file
 from webapp.jobs.kinds import FieldError
@@ -94,9 +96,9 @@ def prompts_from(path: str | Path | None, field: str = "prompts_file") -> list[s
     except DataFileError as exc:
         raise RlaifError(field, exc.message, fix=("#upload", "上传文件 Upload a file")) from exc
     try:
-        return load_prompts(path)
-    except EvaluationError as exc:
-        raise RlaifError(field, exc.message) from exc
+        return read_prompts(path, field=field)
+    except PromptFileError as exc:
+        raise RlaifError(exc.field, exc.message) from exc
 
 
 def sft_reference(checkpoint: Checkpoint) -> Path:
@@ -189,8 +191,6 @@ FORM_FIELD_OF_GRPO = {"max_steps": "steps", "max_seconds": "max_minutes", "promp
 def register_grpo_checkpoint(result: GRPOResult, *, parent: Checkpoint, run_name: str, judge_name: str,
                              extra_metrics: dict | None = None) -> Checkpoint:
     """A finished GRPO run as a candidate checkpoint (never active by itself)."""
-    from training.trainer import jsonable
-
     if result.checkpoint_dir is None or not result.completed:
         raise RlaifError("grpo", "the GRPO run did not finish; nothing to register")
     folder = Path(result.checkpoint_dir)
@@ -235,8 +235,6 @@ def run_round(*, params: dict, workdir: Path, on_progress: Callable[[dict], bool
               resumed: bool = False) -> dict:
     """gather -> (SFT cold start when nothing is active) -> GRPO -> evaluation of candidate and
     active on the same held-out prompts -> gate -> promotion. Returns the round's report."""
-    from training.trainer import jsonable
-
     def stage(name: str) -> bool:
         return on_progress({"event": "stage", "stage": name}) is not False
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from webapp.annotation import services
+from webapp.annotation import exchange
 from webapp.annotation.models import Batch
 
 
@@ -25,11 +25,11 @@ class Command(BaseCommand):
             if chosen_batch is None:
                 raise CommandError(f"--batch: no batch named {batch!r}")
         if not no_record:
-            summary = services.record_human_preferences(chosen_batch)
+            summary = exchange.record_human_preferences(chosen_batch)
             left_out = ", ".join(f"{n} {why}" for why, n in sorted(summary.left_out.items())) or "none"
             self.stdout.write(f"recorded: {summary.created} new, {summary.linked} already in the corpus, "
                               f"{summary.updated} changed, {summary.unchanged} unchanged; left out: {left_out}")
-        records = services.human_pair_records(chosen_batch)
+        records = exchange.human_pair_records(chosen_batch)
         path = Path(out)
         if path.parent and not path.parent.is_dir():
             raise CommandError(f"out: the folder {path.parent} does not exist")

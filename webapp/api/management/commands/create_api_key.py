@@ -2,7 +2,7 @@
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from webapp.api.services import create_api_key
+from webapp.api.keys import create_api_key
 
 
 class Command(BaseCommand):

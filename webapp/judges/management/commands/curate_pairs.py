@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from webapp.judges import jobs, services
+from webapp.judges import curation, jobs, services
 
 
 class Command(BaseCommand):
@@ -42,7 +42,7 @@ class Command(BaseCommand):
                   "min_margin": o["min_margin"], "max_longer_share": o["max_longer_share"],
                   "exclude_files": o["exclude"], "name": o["name"], "import_to_corpus": o["import_to_corpus"],
                   "seed": o["seed"]}
-        job = jobs.CommandJob(params, services.curation_dir() / f"{o['name']}.work", write=self.stdout.write)
+        job = jobs.CommandJob(params, curation.curation_dir() / f"{o['name']}.work", write=self.stdout.write)
         try:
             report = jobs.run_curate_pairs(params, job)
         except (jobs.JobParamsError, services.JudgeServiceError) as exc:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webapp.checkpoints import views
+from webapp.annotation import checkpoint_pages as views
 
 app_name = "checkpoints"
 urlpatterns = [

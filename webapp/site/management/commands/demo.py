@@ -2,7 +2,9 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from webapp.core import demo
+from webapp.checkpoints.services import active_checkpoint, register_shipped_model
+from webapp.corpus.services import import_starter_corpus
+from webapp.site import demo
 
 
 class Command(BaseCommand):
@@ -30,20 +32,14 @@ class Command(BaseCommand):
             raise CommandError("a service stopped unexpectedly (see its log lines above)")
 
     def import_starter_corpus(self, out):
-        from webapp.corpus.services import import_starter_corpus
-
         summaries = import_starter_corpus()
         out("Starter corpus: " + "; ".join(str(summary) for summary in summaries))
 
     def ensure_checkpoint(self, preset, out):
-        from webapp.checkpoints.services import active_checkpoint
-
         checkpoint = active_checkpoint()
         if checkpoint is not None and not checkpoint.missing_files():
             out(f"Checkpoint: {checkpoint.name} is active")
             return
-        from webapp.checkpoints.services import register_shipped_model
-
         shipped, problem = register_shipped_model()
         if shipped is not None:
             out(f"Checkpoint: {shipped.name} (the shipped model, {shipped.path}) is active")

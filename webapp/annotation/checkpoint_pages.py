@@ -1,15 +1,19 @@
-"""Admin pages for checkpoints (/train/checkpoints/): the registry, promotion, one-click
-rollback, and a blind side-by-side comparison that can feed the annotation queue."""
+"""Admin pages for checkpoints (/train/checkpoints/): the registry with each checkpoint's training
+judge and that judge's agreement with people, promotion, one-click rollback, and a blind
+side-by-side comparison that can feed the annotation queue. They live in the annotation app
+because they show its alignment figures and feed its queue; the registry itself is
+webapp.checkpoints."""
 from django import forms
 from django.contrib import messages
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from webapp.annotation import comparison, judged
 from webapp.annotation.services import AnnotationError
-from webapp.core.roles import admin_required
-from webapp.checkpoints import comparison, judged
+from webapp.checkpoints import services as registry
 from webapp.checkpoints.models import Checkpoint
 from webapp.checkpoints.services import RegistryError, active_checkpoint, promote_checkpoint
+from webapp.core.roles import admin_required
 
 SHOWN_METRICS = ("loss", "heldout_loss", "real_experts_per_token", "pass_rate", "mean_reward", "kl")
 DEFAULT_PROMPTS = "七十岁生日祝福语\n给老师的教师节祝福\n同事乔迁之喜的祝福\n春节给客户的拜年短信"
@@ -26,7 +30,7 @@ def checkpoint_list(request):
                                     if isinstance(checkpoint.metrics.get(name), (int, float))]
     return render(request, "checkpoints/list.html", {
         "checkpoints": checkpoints, "active": active_checkpoint(),
-        "previous": comparison.previous_active_checkpoint(), "metric_names": SHOWN_METRICS})
+        "previous": registry.previous_active_checkpoint(), "metric_names": SHOWN_METRICS})
 
 
 @require_POST
@@ -46,7 +50,7 @@ def promote(request, pk):
 @admin_required
 def rollback(request):
     try:
-        restored = comparison.rollback()
+        restored = registry.rollback()
     except RegistryError as exc:
         messages.error(request, str(exc))
     else:

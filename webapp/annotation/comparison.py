@@ -1,31 +1,19 @@
-"""Rollback and blind side-by-side comparison of checkpoints (the admin's checkpoint pages).
-
-Rollback undoes the last promotion: the previously active checkpoint is the retired one with
-the latest `promoted_at` (promotion stamps it; retiring keeps it)."""
+"""Blind side-by-side comparison of two checkpoints (the admin's compare page), and the same
+comparison sent to the annotation queue as a pairwise batch."""
 from __future__ import annotations
 
 import random
 import secrets
 from dataclasses import dataclass, field
 
+from generation.greeting import RequestTooLong, write_greetings
+from webapp.annotation.checkpoint_batches import create_pairwise_batch_from_checkpoints
 from webapp.checkpoints.models import Checkpoint
-from webapp.checkpoints.services import RegistryError, promote_checkpoint
+from webapp.checkpoints.serving import backend_for
+from webapp.checkpoints.services import RegistryError
 
 MAX_PROMPTS = 8
 MAX_NEW_TOKENS = 96
-
-
-def previous_active_checkpoint() -> Checkpoint | None:
-    return (Checkpoint.objects.exclude(status=Checkpoint.Status.ACTIVE).filter(promoted_at__isnull=False)
-            .order_by("-promoted_at").first())
-
-
-def rollback() -> Checkpoint:
-    """Promote the checkpoint that was active before the current one."""
-    previous = previous_active_checkpoint()
-    if previous is None:
-        raise RegistryError("nothing to roll back to: no checkpoint was active before the current one")
-    return promote_checkpoint(previous)
 
 
 @dataclass
@@ -39,9 +27,6 @@ class Comparison:
 
 def _greetings_of(checkpoint: Checkpoint, prompts: list[str], seed: int) -> list[str]:
     """One greeting per prompt (prompt i with seed + i), from the checkpoint's engine."""
-    from generation.greeting import RequestTooLong, write_greetings
-    from webapp.checkpoints.serving import backend_for
-
     backend = backend_for(checkpoint)
     texts = []
     for i, query in enumerate(prompts):
@@ -73,6 +58,4 @@ def compare(a: Checkpoint, b: Checkpoint, prompts: list[str], seed: int = 0) -> 
 def send_to_annotation(a: Checkpoint, b: Checkpoint, prompts: list[str], seed: int, user):
     """A blind pairwise annotation batch of the two checkpoints on the same prompts (built in the
     background by the annotation app; annotators never see model names)."""
-    from webapp.annotation.services import create_pairwise_batch_from_checkpoints
-
     return create_pairwise_batch_from_checkpoints(a, b, prompts, seed=seed, created_by=user)
