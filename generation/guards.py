@@ -22,7 +22,7 @@ COPY_NGRAM = 8
 NEAR_COPY_THRESHOLD = 0.5
 REPEAT_LIMIT = 4  # a run of this many identical characters fails ("香香香香")
 # Worst first: a wrong occasion is what a writer notices before anything else.
-GUARD_ORDER = ("occasion", "repeat", "copy", "distinct", "addressee", "length")
+GUARD_ORDER = ("occasion", "age", "repeat", "copy", "distinct", "addressee", "length")
 
 
 def _normalise(text: str) -> str:
@@ -96,6 +96,7 @@ class Guards:
         text = _normalise(text)
         results = {
             "occasion": occasion_fit(self.slots.occasion, text),
+            "age": not self.slots.age or slots_lib.ages_named(text) <= {self.slots.age},
             "addressee": not self.slots.addressee or slots_lib.names_addressee(text, self.slots.addressee),
             "length": self.slots.length is None or slots_lib.length_fits(text, self.slots.length),
             "repeat": slots_lib.longest_repeat_run(text) < REPEAT_LIMIT,

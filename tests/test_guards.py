@@ -94,3 +94,16 @@ def test_request_figures_count_only_requests_that_ask():
     assert figures["n_occasion_fit"] == 2 and figures["occasion_fit"] == 0.5
     assert figures["wrong_occasion"] == 0.5
     assert figures["distinct"] == 1.0
+
+
+def test_a_greeting_that_gives_another_age_fails_the_age_guard():
+    guards = Guards(parse_request("祝爷爷八十大寿"))
+    assert guards.check("爷爷，六十大寿快乐！愿您福寿绵长。").failed == ["age"]
+    assert guards.check("爷爷，八十大寿快乐！愿您福寿绵长。").passed
+    assert guards.check("爷爷，生日快乐！愿您新的一岁福寿绵长。").passed  # 新的一岁 names no age
+    assert Guards(parse_request("给妈妈的生日祝福")).check("妈，五十岁生日快乐！").passed  # no age asked
+
+
+def test_passing_an_entrance_exam_is_an_admission_not_a_first_school_day():
+    assert parse_request("祝贺表妹考上大学").occasion == "录取"
+    assert parse_request("儿子今天上大学了，开学祝福").occasion == "开学"

@@ -8,7 +8,7 @@ The vocabulary is the one of notes/SLOTS_SPEC.md: 53 canonical occasions, 42 can
 `form_values` (normalise_slot), `parse` (parse_request) and `checks` (what a greeting names).
 This module is the interface the rest of the code imports.
 """
-from generation.requests.checks import length_fits, longest_repeat_run, names_addressee, occasions_named
+from generation.requests.checks import ages_named, length_fits, longest_repeat_run, names_addressee, occasions_named
 from generation.requests.form_values import normalise_slot
 from generation.requests.lexicon import (ADDRESSEE_NAMES, ADDRESSEES, GREETING_OCCASION_WORDS, LENGTH_KINDS, OCCASIONS,
                                          RELATIONSHIP_GROUPS, RELATIONSHIP_OF, TONES, WEAK_OCCASIONS)
@@ -18,6 +18,7 @@ from generation.requests.slots import LengthSpec, RequestSlots, UnknownSlotValue
 
 __all__ = [
     "ADDRESSEES",
+    "ages_named",
     "ADDRESSEE_NAMES",
     "GREETING_OCCASION_WORDS",
     "LENGTH_KINDS",

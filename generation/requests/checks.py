@@ -9,8 +9,8 @@ from generation.requests.lexicon import (ADDRESSEE_NAMES, _COMPANY_WORDS, _FESTI
                                          _GREETING_DURATION_RE, GREETING_NEUTRAL_PHRASES, GREETING_OCCASION_PATTERNS,
                                          GREETING_WEAK_CUES, GREETING_WEAK_OCCASIONS, _NEGATED_BEFORE_RE,
                                          _OPENING_QUOTES)
-from generation.requests.matching import (_claim, _claim_words, _find, _GREETING_OCCASION_INDEX, _GREETING_OCCASIONS_OF,
-                                          _SPLIT_RE)
+from generation.requests.matching import (_AGE_RE, _claim, _claim_words, _find, _GREETING_OCCASION_INDEX,
+                                          _GREETING_OCCASIONS_OF, _SPLIT_RE, chinese_number)
 from generation.requests.slots import LengthSpec
 
 
@@ -98,3 +98,13 @@ def longest_repeat_run(text: str) -> int:
         prev = ch
         best = max(best, run)
     return best
+
+
+def ages_named(greeting: str) -> set[int]:
+    """Ages a greeting gives (八十大寿, 60岁生日, 七十寿辰). 一岁 is left out: 新的一岁 is any birthday."""
+    ages = set()
+    for m in _AGE_RE.finditer(greeting or ""):
+        n = chinese_number(m.group(1))
+        if n is not None and 2 <= n <= 130:
+            ages.add(n)
+    return ages
