@@ -384,7 +384,7 @@ def split_train_side(data: TrainSide) -> tuple[TrainSide, TrainSide]:
 
 def labelled_rows(data: TrainSide, rng: random.Random, per_example: int) -> tuple[list[tuple[str, str, int]], list[str]]:
     """(request, greeting, label) rows and each row's group: good, real (people's bad) or a flaw kind."""
-    pool = OccasionPool(data.examples)
+    pool = OccasionPool(data.examples, same_source=True)
     rows = [(e.query, e.greeting, 1) for e in data.examples]
     groups = ["good"] * len(rows)
     for query, text in [(p.query, p.rejected) for p in data.pairs] + list(data.weak):
@@ -400,7 +400,7 @@ def contrast_pairs(data: TrainSide, rng: random.Random, per_example: int,
                    always: Sequence[str] = ()) -> list[tuple[str, str, str, str]]:
     """(request, good greeting, request, flawed greeting) contrasts from the flaws made of good ones;
     people's preferences train the preference principle instead."""
-    made = make_contrasts(data.examples, OccasionPool(data.examples), rng, per_example=per_example, always=always)
+    made = make_contrasts(data.examples, OccasionPool(data.examples, same_source=True), rng, per_example=per_example, always=always)
     return [(e.query, e.greeting, q, t) for e, q, t, _kind in made]
 
 
