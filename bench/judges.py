@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.greetings import Writer
 from training.judges.data import load_labeled, load_pairs
 from training.judges.evaluation import Pair, evaluate_labeled, evaluate_pairs, in_heldout, split_by_query
 from training.judges.length import LengthJudge, best_length_threshold
@@ -89,8 +90,6 @@ def demo_pass_rates(judges: dict, heldout_side, model: Path, max_requests: int =
     """Each judge's pass rate (score >= 0.5) on the demo model's greetings for held-out team requests
     (the serving path: slots prompt, guards, 3 candidates each) and on the team's own greetings
     for the same requests."""
-    from bench.greetings import Writer
-
     human: dict[str, list[str]] = {}
     for e in heldout_side.examples:
         if e.source != "shared":

@@ -37,6 +37,8 @@ from training.judges.base import GOOD
 from training.judges.data import load_labeled
 from training.judges.evaluation import LabeledItem, binary_metrics, split_by_query
 from training.judges.negatives import MAKERS, OccasionPool
+from training.judges.principled import SHARED_DIR, PrincipledJudge
+from training.judges.registry import query_hash, read_trained_queries
 from training.judges.train_side import Example, slots_of
 
 QUANTILES = (0.02, 0.03, 0.05, 0.08, 0.12)  # of good reflection greetings a tightened principle may fail
@@ -220,9 +222,6 @@ def read_outputs(path: Path) -> list[tuple[str, str]]:
 
 
 def main(argv=None) -> None:
-    from training.judges.principled import SHARED_DIR, PrincipledJudge
-    from training.judges.registry import query_hash, read_trained_queries
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--judge", type=Path, required=True, help="a principled judge folder")
     parser.add_argument("--labelled", type=Path, default=SHARED_DIR / "evaluate_data.json")

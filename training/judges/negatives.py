@@ -33,43 +33,26 @@ def cut_near_middle(text: str) -> int | None:
 
 
 class OccasionPool:
-    """Good examples grouped by occasion, to draw 'another occasion's greeting' from.
+    """Good examples grouped by occasion, to draw 'another occasion's greeting' from."""
 
-    With `same_source` the other greeting comes from the example's own source when that source has
-    another occasion (training): the contrast then differs in fit, not in the corpus's style (drawn
-    by occasion alone, the team's few-per-occasion greetings are over-drawn as the flawed side and a
-    scorer learns 'team style is bad')."""
-
-    def __init__(self, examples: Sequence[Example], same_source: bool = False):
+    def __init__(self, examples: Sequence[Example]):
         self.by_occasion: dict[str, list[Example]] = defaultdict(list)
-        self.by_source: dict[str, dict[str, list[Example]]] = defaultdict(lambda: defaultdict(list))
         for e in examples:
             if e.occasion:
                 self.by_occasion[e.occasion].append(e)
-                self.by_source[e.source][e.occasion].append(e)
         self.occasions = sorted(self.by_occasion)
-        self.same_source = same_source
 
     def other(self, example: Example, rng: random.Random, length_within: int | None = None,
               tries: int = 30) -> Example | None:
         """A greeting of an occasion that is neither the example's nor compatible with it."""
         if not example.occasion:
             return None
-        own = self.by_source.get(example.source) if self.same_source else None
-        if own and len(own) > 1:
-            found = self._draw(example, own, sorted(own), rng, length_within, tries)
-            if found is not None:
-                return found
-        return self._draw(example, self.by_occasion, self.occasions, rng, length_within, tries)
-
-    @staticmethod
-    def _draw(example, groups, occasions, rng, length_within, tries) -> Example | None:
         fallback = None
         for _ in range(tries):
-            occasion = rng.choice(occasions)
+            occasion = rng.choice(self.occasions)
             if occasions_compatible(occasion, example.occasion):
                 continue
-            other = rng.choice(groups[occasion])
+            other = rng.choice(self.by_occasion[occasion])
             if other.greeting == example.greeting:
                 continue
             if length_within is None or abs(len(other.greeting) - len(example.greeting)) <= length_within:
