@@ -36,7 +36,7 @@ from training.judges.train_side import STARTER_DIR, collect
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "igniting"
 HELDOUT_FRACTION = 0.15
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "models" / "zhufu-small"
-DEMO_REQUESTS = 80  # held-out team requests the demo model writes for (3 candidates each)
+DEMO_REQUESTS = 50  # held-out team requests the demo model writes for (3 candidates each)
 
 
 @dataclass

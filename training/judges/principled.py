@@ -39,7 +39,7 @@ from training.judges.creativity import HashedCopyDetector, cliches_in
 from training.judges.fit import HARD_CHECKS, ambiguous_words
 from training.judges.fluency import BigramModel, train_fluency
 from training.judges.negatives import OccasionPool, make_contrasts, make_negatives
-from training.judges.principles import (EXECUTORS, PRINCIPLES_V1, SIGNALS, SIGNS, Components, Mark,  # noqa: F401 (re-exported)
+from training.judges.principles import (COHERENCE_SIGNALS, EXECUTORS, PRINCIPLES_V1, SIGNALS, SIGNS, Components, Mark,  # noqa: F401 (re-exported)
                                         Principle, PrincipleSetError, _reason, _sigmoid, check_principles, cjk_share,
                                         unusable)
 from training.judges.registry import write_trained_queries
@@ -293,7 +293,8 @@ def calibrate(parts: Components, rows, groups, real, made) -> dict:
     signals, marks = signal_matrix(judge, queries, greetings)
     z = signals @ coefficients
     parts.calibration["stack"] = {"weights": dict(zip(SIGNALS, coefficients.round(5).tolist())), "bias": 0.0}
-    coherence_part = signals[:, :3] @ coefficients[:3]  # the coherence mark: its own signals' share of the stack
+    k = len(COHERENCE_SIGNALS)  # the coherence mark: its own signals' share of the stack
+    coherence_part = signals[:, :k] @ coefficients[:k]
     parts.calibration["coherence_bias"] = round(-float(np.quantile(coherence_part[truth == 1], 0.1)), 5)
     signals, marks = signal_matrix(judge, queries, greetings)
     # The overall cut separates good greetings from the ones people judged bad; made-up flaws are the

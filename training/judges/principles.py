@@ -101,15 +101,18 @@ def asked_occasion(query: str) -> str | None:
 
 
 def run_coherence(parts: Components, queries, greetings) -> list[Mark]:
-    """The learned scorer's logit and the occasion model's two signals; the mark is their stack."""
+    """The learned scorer's logit and the occasion model's signals; the mark is their stack (a judge
+    calibrated before a signal existed gives it no weight)."""
     threshold = parts.calibration.get("coherence_threshold")
     weights = parts.calibration.get("stack", {}).get("weights", {})
+    unweighted = 0.0 if weights else 1.0
     topics = parts.topic.signals([asked_occasion(q) for q in queries], list(greetings))
     out = []
-    for logit, (topic_fit, topic_split) in zip(parts.coherence.logits(list(queries), list(greetings)), topics):
-        signals = {"coherence_logit": float(np.clip(logit, -20, 20)), "topic_fit": float(topic_fit),
-                   "topic_split": float(topic_split)}
-        score = _sigmoid(sum(weights.get(k, 1.0) * v for k, v in signals.items()) + parts.calibration.get("coherence_bias", 0.0))
+    for logit, topic in zip(parts.coherence.logits(list(queries), list(greetings)), topics):
+        signals = {"coherence_logit": float(np.clip(logit, -20, 20)),
+                   **{name: float(v) for name, v in zip(TOPIC_SIGNALS, topic)}}
+        score = _sigmoid(sum(weights.get(k, unweighted) * v for k, v in signals.items())
+                         + parts.calibration.get("coherence_bias", 0.0))
         failed = threshold is not None and score < threshold
         out.append(Mark(score, failed, _reason("内容与请求不符或前后不连贯", "off the request or does not hold together")
                         if failed else "", signals))
@@ -171,10 +174,11 @@ EXECUTORS: dict[str, Callable[[Components, Sequence[str], Sequence[str]], list[M
 }
 # What the overall stack reads. Fluency is a gate only: on this data longer, richer greetings have a
 # lower bigram likelihood than plain short ones, so as a weight it would reward the plain ones.
-SIGNALS = ("coherence_logit", "topic_fit", "topic_split", "preference_logit", "fit_occasion", "fit_length",
-           "cliche_excess", "copy")
+TOPIC_SIGNALS = ("topic_fit", "topic_split", "topic_tail", "topic_agree")  # TopicModel.signals' columns
+COHERENCE_SIGNALS = ("coherence_logit", *TOPIC_SIGNALS)  # what the coherence mark stacks
+SIGNALS = (*COHERENCE_SIGNALS, "preference_logit", "fit_occasion", "fit_length", "cliche_excess", "copy")
 # The direction each signal may weigh in (a penalty never turns into a reward, whatever the fit says).
-SIGNS = {"coherence_logit": 1, "topic_fit": 1, "topic_split": 1, "preference_logit": 1, "fit_occasion": -1,
+SIGNS = {**{name: 1 for name in COHERENCE_SIGNALS}, "preference_logit": 1, "fit_occasion": -1,
          "fit_length": -1, "cliche_excess": -1, "copy": -1}
 
 
