@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import random
 from collections import Counter
@@ -35,7 +36,7 @@ from generation.requests import occasions_compatible, parse_request
 from training.judges.adversarial import PERTURBATIONS, Attack
 from training.judges.base import GOOD
 from training.judges.data import load_labeled
-from training.judges.evaluation import LabeledItem, binary_metrics, split_by_query
+from training.judges.evaluation import LabeledItem, binary_metrics
 from training.judges.negatives import MAKERS, OccasionPool
 from training.judges.principled import SHARED_DIR, PrincipledJudge
 from training.judges.registry import query_hash, read_trained_queries
@@ -43,6 +44,7 @@ from training.judges.train_side import Example, slots_of
 
 QUANTILES = (0.02, 0.03, 0.05, 0.08, 0.12)  # of good reflection greetings a tightened principle may fail
 LEARNED = ("coherence", "preference", "fluency")  # principles with a calibrated threshold
+SPLIT_SALT = "adversarial-offline"
 
 
 @dataclass
@@ -173,10 +175,20 @@ def revised(judge, revision: Revision, name: str):
     return candidate
 
 
+def halves_by_query(items: Sequence[LabeledItem]) -> tuple[list[LabeledItem], list[LabeledItem]]:
+    """Reflection and held-out halves by a salted hash of the query: unsalted, a set that is itself
+    the bench's held-out side (hash below 15%) would land wholly on one side."""
+    reflect, heldout = [], []
+    for item in items:
+        digest = int(hashlib.sha256(f"{SPLIT_SALT}:{item.query.strip()}".encode()).hexdigest()[:8], 16)
+        (heldout if digest % 2 else reflect).append(item)
+    return reflect, heldout
+
+
 def optimise(judge, labelled: Sequence[LabeledItem], outputs: Sequence[tuple[str, str]] = (), rounds: int = 3,
              attacks_per_round: int = 200, seed: int = 0) -> dict:
     """Play the rounds; returns {"best": judge, "rounds": [...], "split": {...}}."""
-    reflect_items, heldout = split_by_query(list(labelled), 0.5)
+    reflect_items, heldout = halves_by_query(labelled)
     good = [(i.query, i.response) for i in reflect_items if i.label == 1]
     if not good or not heldout:
         raise ValueError(f"labelled: {len(labelled)} items leave {len(good)} good reflection greetings and "
