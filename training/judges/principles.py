@@ -29,6 +29,7 @@ from training.judges.topic import TopicModel
 
 MIN_CJK_SHARE = 0.3  # below this share of Chinese characters a text is not a Chinese greeting
 
+
 class PrincipleSetError(ValueError):
     """A principle set the offline judge cannot run; the message names the culprit."""
 
