@@ -14,8 +14,8 @@ calibration split of that side). Reported, each with counts, beside pick-the-lon
 * pointwise accuracy and Cohen's kappa on evaluate_data.json restricted to queries no judge saw
   (the file shares most of its good answers with the pairs: see ../shared/data/igniting/README.md).
 * pass rates on the demo model's greetings (models/zhufu-small through the serving path, held-out
-  team requests) and on the team's own greetings of the same requests: a judge that reads the
-  request passes far fewer of the model's.
+  team requests) and on the team's own greetings of the same requests (issue 16's goal: far fewer
+  of the model's).
 A reward model joins when --reward-model names one saved by `python -m bench.reward_model --save DIR`
 (the same split); it is not trained here (about 16 minutes on 2 cores)."""
 import argparse
