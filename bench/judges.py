@@ -13,6 +13,9 @@ calibration split of that side). Reported, each with counts, beside pick-the-lon
   by the second half of another occasion's greeting;
 * pointwise accuracy and Cohen's kappa on evaluate_data.json restricted to queries no judge saw
   (the file shares most of its good answers with the pairs: see ../shared/data/igniting/README.md).
+* pass rates on the demo model's greetings (models/zhufu-small through the serving path, held-out
+  team requests) and on the team's own greetings of the same requests (issue 16's goal: far fewer
+  of the model's).
 A reward model joins when --reward-model names one saved by `python -m bench.reward_model --save DIR`
 (the same split); it is not trained here (about 16 minutes on 2 cores)."""
 import argparse
@@ -22,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.greetings import Writer
 from training.judges.data import load_labeled, load_pairs
 from training.judges.evaluation import Pair, evaluate_labeled, evaluate_pairs, in_heldout, split_by_query
 from training.judges.length import LengthJudge, best_length_threshold
@@ -31,6 +35,8 @@ from training.judges.train_side import STARTER_DIR, collect
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "igniting"
 HELDOUT_FRACTION = 0.15
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "models" / "zhufu-small"
+DEMO_REQUESTS = 50  # held-out team requests the demo model writes for (3 candidates each)
 
 
 @dataclass
@@ -80,7 +86,30 @@ def accuracy_table(pairs, judges: dict) -> dict:
     return evaluate_pairs(pairs, judges)["overall"]
 
 
-def run_principled(data_dir: Path, starter_dir: Path = STARTER_DIR, reward_model: Path | None = None) -> dict:
+def demo_pass_rates(judges: dict, heldout_side, model: Path, max_requests: int = DEMO_REQUESTS, seed: int = 0) -> dict:
+    """Each judge's pass rate (score >= 0.5) on the demo model's greetings for held-out team requests
+    (the serving path: slots prompt, guards, 3 candidates each) and on the team's own greetings
+    for the same requests."""
+    human: dict[str, list[str]] = {}
+    for e in heldout_side.examples:
+        if e.source != "shared":
+            human.setdefault(e.query, []).append(e.greeting)
+    requests = random.Random(seed).sample(sorted(human), min(max_requests, len(human)))
+    writer = Writer(Path(model))
+    written = [(r, t) for i, r in enumerate(requests) for t in writer.write(r, seed + i, guarded=True)]
+    people = [(r, t) for r in requests for t in human[r]]
+    out = {"model": str(model), "requests": len(requests), "model_greetings": len(written),
+           "human_greetings": len(people)}
+    for name, judge in judges.items():
+        passed = {side: [s >= 0.5 for s in judge.scores([q for q, _ in rows], [t for _, t in rows])]
+                  for side, rows in (("model", written), ("human", people))}
+        out[name] = {side: {"pass_rate": sum(v) / len(v), "passed": sum(v), "count": len(v)} for side, v in passed.items()}
+    out["samples"] = [{"request": r, "model": t} for r, t in written[:: max(1, len(written) // 6)]][:6]
+    return out
+
+
+def run_principled(data_dir: Path, starter_dir: Path = STARTER_DIR, reward_model: Path | None = None,
+                   demo_model: Path | None = DEMO_MODEL) -> dict:
     """Every judge on every split, in one run."""
     from training.judges.principled import train_principled
 
@@ -120,6 +149,8 @@ def run_principled(data_dir: Path, starter_dir: Path = STARTER_DIR, reward_model
     }
     if team_pairs:
         report["team_pairs"] = accuracy_table(team_pairs, judges)
+    if demo_model is not None and Path(demo_model).is_dir():
+        report["demo_pass_rates"] = demo_pass_rates(judges, heldout_side, demo_model)
     return report
 
 
@@ -150,6 +181,13 @@ def print_table(report: dict) -> None:
     for subset in ("other_occasion", "spliced", "team_pairs"):
         if subset in report:
             print(f"  {subset:<18} {_row(report[subset])}")
+    demo = report.get("demo_pass_rates")
+    if demo:
+        print(f"pass rate, demo model vs people ({demo['requests']} held-out team requests):")
+        for name in (n for n in demo if isinstance(demo[n], dict) and "model" in demo[n]):
+            m, h = demo[name]["model"], demo[name]["human"]
+            print(f"  {name:<13} model {m['pass_rate']:.3f} ({m['passed']}/{m['count']})  "
+                  f"human {h['pass_rate']:.3f} ({h['passed']}/{h['count']})")
     print(f"labeled, unseen queries: n={report['split']['labeled_unseen_queries']}")
     for name, m in report["labeled"].items():
         print(f"  {name:<13} acc {m['accuracy']:.3f}  P {m['precision']:.3f}  R {m['recall']:.3f}  "
@@ -163,9 +201,14 @@ def main() -> None:
     parser.add_argument("--baselines-only", action="store_true", help="the TF-IDF and length baselines alone (fast)")
     parser.add_argument("--reward-model", type=Path, help="a reward model folder saved by bench.reward_model --save")
     parser.add_argument("--out", type=Path, help="also write the JSON report here")
+    parser.add_argument("--demo-model", type=Path, default=DEMO_MODEL,
+                        help="the checkpoint whose greetings on held-out team requests each judge passes or not")
+    parser.add_argument("--no-demo", action="store_true", help="skip the demo model's pass rate")
     parser.add_argument("--starter", type=Path, default=STARTER_DIR, help="the team corpus folder (greetings*.jsonl, pairs*)")
     args = parser.parse_args()
-    report = run(args.data) if args.baselines_only else run_principled(args.data, args.starter, reward_model=args.reward_model)
+    demo = None if args.no_demo else args.demo_model
+    report = run(args.data) if args.baselines_only else run_principled(args.data, args.starter, reward_model=args.reward_model,
+                                                                       demo_model=demo)
     print_table(report)
     if args.json:
         print(json.dumps(report, indent=2, ensure_ascii=False))

@@ -179,3 +179,12 @@ def corpus_file(tmp_path):
 def runs_dir(tmp_path, settings):
     settings.RUNS_DIR = tmp_path / "runs"
     return settings.RUNS_DIR
+
+
+@pytest.fixture(scope="session")
+def team_principled_judge():
+    """A principled judge trained once per session on the team corpus alone (seconds, no ../shared)."""
+    from training.judges.principled import train_principled
+    from training.judges.train_side import collect
+
+    return train_principled(collect(shared_dir=None))

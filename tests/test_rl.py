@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from generation.checkpoint import read_metadata
 from tests.conftest import GREETINGS
 from training.data.prompts import PromptFileError, read_prompts
 from training.judges.length import LengthJudge
@@ -240,6 +241,8 @@ def test_train_grpo_runs_saves_and_refuses_bad_config(tiny_checkpoint, tmp_path,
     for key in ("reward", "kl", "loss", "pass_rate", "real_experts_per_token"):
         assert all(math.isfinite(e[key]) for e in steps), key
     assert not list(tmp_path.glob("grpo/.checkpoint.tmp-*"))  # written through a temp folder, renamed into place
+    # the GRPO checkpoint reads requests as its parent did
+    assert read_metadata(result.checkpoint_dir)["prompt_format"] == read_metadata(tiny_checkpoint)["prompt_format"] == "query"
     # resumable: two more steps continue from step 2
     resumed = train_grpo(GRPOConfig(**{**vars(cfg), "max_steps": 4}), LengthJudge(10), resume=True)
     assert resumed.steps == 4 and len(resumed.history) == 4
@@ -340,8 +343,11 @@ def test_evaluate_generation_report_on_a_tiny_checkpoint(tiny_checkpoint, one_th
     queries = [q for q, _ in GREETINGS]
     report = evaluate_generation(tiny_checkpoint, queries, LengthJudge(10), tiny_checkpoint,
                                  training_greetings=[g for _, g in GREETINGS],
-                                 settings=EvalSettings(samples=2, max_new_tokens=24))
+                                 settings=EvalSettings(samples=2, max_new_tokens=24), keep_greetings=True)
     assert report["greetings"] == 12 and len(report["per_prompt_pass"]) == 6
+    kept = report["all_greetings"]
+    assert [k["query"] for k in kept] == [q for q in queries for _ in range(2)]
+    assert sum(k["judge_score"] >= 0.5 for k in kept) / 12 == pytest.approx(report["pass_rate"])
     lo, hi = report["pass_rate_ci95"]
     assert lo <= report["pass_rate"] <= hi
     assert report["kl_to_reference"]["kl_per_token"] == pytest.approx(0.0, abs=1e-6)  # itself as the reference

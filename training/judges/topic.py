@@ -48,18 +48,22 @@ class TopicModel:
         return joint - np.log(np.exp(joint).sum(axis=1, keepdims=True))
 
     def signals(self, occasions: Sequence[str | None], greetings: Sequence[str]) -> np.ndarray:
-        """[items, 2]: topic_fit (<= 0: both halves' log-ratio of the asked occasion to their likeliest)
-        and topic_split (<= 0, minus the halves' divergence)."""
+        """[items, 4]: topic_fit (<= 0: both halves' log-ratio of the asked occasion to their likeliest),
+        topic_split (<= 0, minus the halves' divergence), topic_tail (the second half's log-ratio
+        alone: a splice keeps a fitting first half) and topic_agree (the second half's log-ratio of
+        the first half's likeliest occasion: do the halves tell of one occasion, whatever was asked)."""
         if not greetings:
-            return np.zeros((0, 2))
+            return np.zeros((0, 4))
         split = [halves(g) for g in greetings]
         head = self.log_posteriors([h for h, _t in split])
         tail = self.log_posteriors([t for _h, t in split])
-        out = np.zeros((len(greetings), 2))
+        out = np.zeros((len(greetings), 4))
         for i, occasion in enumerate(occasions):
+            out[i, 3] = max(FLOOR, tail[i, int(head[i].argmax())] - tail[i].max())
             if occasion in self.index:
                 k = self.index[occasion]
-                out[i, 0] = max(FLOOR, head[i, k] - head[i].max()) + max(FLOOR, tail[i, k] - tail[i].max())
+                out[i, 2] = max(FLOOR, tail[i, k] - tail[i].max())
+                out[i, 0] = max(FLOOR, head[i, k] - head[i].max()) + out[i, 2]
             p, q = np.exp(head[i]), np.exp(tail[i])
             m = 0.5 * (p + q)
             js = 0.5 * (p * (head[i] - np.log(m + 1e-12))).sum() + 0.5 * (q * (tail[i] - np.log(m + 1e-12))).sum()

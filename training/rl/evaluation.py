@@ -189,9 +189,10 @@ class EvalSettings:
 def evaluate_generation(checkpoint: Path | str, prompts: Sequence[str], judge, reference: Path | str | None = None,
                         training_greetings: Iterable[str] | None = None, settings: EvalSettings | None = None,
                         reward_config: RewardConfig = RewardConfig(), model_and_tokenizer=None,
-                        reference_model=None) -> dict:
+                        reference_model=None, keep_greetings: bool = False) -> dict:
     """The full report for one checkpoint (see the module docstring). ``per_prompt_pass`` (pass
-    rate per prompt, in prompt order) is what the gate pairs between two checkpoints."""
+    rate per prompt, in prompt order) is what the gate pairs between two checkpoints;
+    ``keep_greetings`` adds every greeting with its judge score (``all_greetings``)."""
     from generation.checkpoint import load_checkpoint
 
     settings = settings or EvalSettings()
@@ -230,6 +231,9 @@ def evaluate_generation(checkpoint: Path | str, prompts: Sequence[str], judge, r
         "per_prompt_pass": per_prompt,
         "samples": [{"query": g.query, "greeting": g.text} for g in generated[:: settings.samples]],
     }
+    if keep_greetings:
+        report["all_greetings"] = [{"query": g.query, "greeting": g.text, "judge_score": r.judge_score}
+                                   for g, r in zip(generated, rewards)]
     if training_greetings is not None:
         detector = CopyDetector(training_greetings)
         report["novelty"] = novelty(texts, detector)

@@ -404,7 +404,7 @@ def train_grpo(cfg: GRPOConfig, judge, resume: bool = False, on_progress=None) -
     save_state(run.state_dir, model, optimizer, tokenizer, step, history, Window())
     meta = read_metadata(Path(cfg.init_checkpoint))
     checkpoint_dir = save_checkpoint(model, tokenizer, out_dir / "checkpoint", {
-        **{k: meta[k] for k in ("preset", "preset_config") if k in meta},
+        **{k: meta[k] for k in ("preset", "preset_config", "prompt_format") if k in meta},  # how it reads requests
         "grpo_config": run_spec(cfg), "metrics": jsonable(last), "parent": str(cfg.init_checkpoint),
         "data": {"prompts": len(cfg.prompts)}, "judge": getattr(judge, "version", None),
     })
