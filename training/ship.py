@@ -20,7 +20,9 @@ from pathlib import Path
 
 import torch
 
+from generation.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from training.data.examples import STARTER_FILES
+from training.data.registry import fetch
 from training.trainer import TrainConfig, train_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,8 +52,6 @@ def pretrain(run_dir: Path, steps: int, documents: int, deterministic: bool, see
     """Language modelling on a seeded sample of the registry documents and the team's greetings.
     The greetings are conditioned as in SFT, so both stages hold out the same requests."""
     if not PRETRAIN_CORPUS.is_file():
-        from training.data.registry import fetch
-
         fetch(PRETRAIN_CORPUS.parent)
     cfg = TrainConfig(preset="small", data_paths=list(STARTER_FILES), out_dir=run_dir, seed=seed,
                       deterministic=deterministic, max_steps=steps, objective="pretrain", prompt_format="slots",
@@ -61,8 +61,6 @@ def pretrain(run_dir: Path, steps: int, documents: int, deterministic: bool, see
 
 def export(checkpoint: Path, out: Path, command: str) -> Path:
     """`checkpoint` re-saved in bfloat16 into `out`, data paths made relative to the repository."""
-    from generation.checkpoint import load_checkpoint, read_metadata, save_checkpoint
-
     model, tokenizer = load_checkpoint(checkpoint, fast_moe=False)
     model = model.to(torch.bfloat16)
     meta = read_metadata(checkpoint)

@@ -12,7 +12,6 @@ from generation.engine import InvalidRequestError, PromptTooLongError, SchemaErr
 from generation.greeting import FinalText
 from webapp.api.errors import ApiError, bad_param
 from webapp.api.parsing import ApiRequest, DEFAULT_MAX_TOKENS
-from webapp.checkpoints.serving import ModelNotReady, get_backend
 from webapp.checkpoints.services import active_checkpoint
 
 
@@ -46,6 +45,8 @@ def resolve_model(requested: str) -> str:
 
 
 def backend():
+    from webapp.checkpoints.serving import ModelNotReady, get_backend  # looked up per call: tests swap the backend
+
     try:
         return get_backend()
     except ModelNotReady as exc:

@@ -8,6 +8,7 @@ from django import forms
 from django.conf import settings
 
 from generation.presets import PRESETS
+from webapp.checkpoints.training import new_run_name, train_and_register
 from webapp.jobs.datafiles import DataFileField, check_data_file
 from webapp.jobs.kinds import JobHandle, JobKind, register
 
@@ -40,8 +41,6 @@ class SFTParams(forms.Form):
 
 
 def run_sft(params: dict, job: JobHandle) -> dict:
-    from webapp.checkpoints.training import new_run_name, train_and_register
-
     name_file = job.workdir / RUN_NAME_FILE
     run_name = name_file.read_text().strip() if name_file.is_file() else ""
     state_saved = bool(run_name) and (Path(settings.RUNS_DIR) / run_name / "state" / "state.json").is_file()

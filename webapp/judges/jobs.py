@@ -11,12 +11,15 @@ from pathlib import Path
 
 from django import forms
 
+from training.curation import CurationConfig, CurationError
+from training.judges.adversarial import AdversarialConfig, AdversarialError, PERTURBATIONS
 from webapp.checkpoints.choices import CheckpointChoiceField
 from webapp.jobs.choices import MultipleRegistryChoiceField, RegistryChoiceField
 from webapp.jobs.datafiles import DataFileField, MultipleDataFileField
 from webapp.jobs.kinds import FieldError, JobHandle, JobKind, register
 from webapp.judges import curation, services
 from webapp.judges.choices import JudgeChoiceField
+from webapp.judges.models import PrincipleSet
 
 _LIST_SPLIT = re.compile(r"[,，\n]+")
 
@@ -60,8 +63,6 @@ class PrincipleSetChoiceField(RegistryChoiceField):
     what = ("原则集", "principle set")
 
     def rows(self):
-        from webapp.judges.models import PrincipleSet
-
         return PrincipleSet.objects.order_by("name", "-version")
 
     def row_choices(self):
@@ -143,8 +144,6 @@ class CuratePairsParams(forms.Form):
 
 
 def run_curate_pairs(params: dict, job: JobHandle) -> dict:
-    from training.curation import CurationConfig, CurationError
-
     p = clean_params(CuratePairsParams, params)
     job.on_progress({"event": "stage", "stage": "load agents"})
     try:
@@ -194,8 +193,6 @@ class AdversarialJudgeParams(forms.Form):
     seed = forms.IntegerField(initial=0)
 
     def clean_strategies(self):
-        from training.judges.adversarial import PERTURBATIONS
-
         names = split_list(self.cleaned_data.get("strategies", ""))
         unknown = [n for n in names if n not in PERTURBATIONS]
         if unknown:
@@ -204,8 +201,6 @@ class AdversarialJudgeParams(forms.Form):
 
 
 def run_adversarial_judge(params: dict, job: JobHandle) -> dict:
-    from training.judges.adversarial import AdversarialConfig, AdversarialError
-
     p = clean_params(AdversarialJudgeParams, params)
     try:
         settings_ = AdversarialConfig(rounds=p["rounds"], attacks_per_round=p["attacks_per_round"],

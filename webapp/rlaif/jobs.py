@@ -6,7 +6,9 @@ from pathlib import Path
 
 from django import forms
 
+from training.rl.evaluation import EvalSettings
 from webapp.checkpoints.choices import CheckpointChoiceField
+from webapp.checkpoints.models import Checkpoint
 from webapp.jobs.datafiles import DataFileField
 from webapp.jobs.kinds import JobHandle, JobKind, register
 from webapp.judges.choices import JudgeChoiceField
@@ -78,7 +80,6 @@ def run_evaluate(params: dict, job: JobHandle) -> dict:
     checkpoint = services.checkpoint_for(params.get("checkpoint"))
     version, judge = services.judge_for(params.get("judge"))
     prompts = services.prompts_from(params["prompts_file"])[: params.get("max_prompts")]
-    from training.rl.evaluation import EvalSettings
 
     report = services.evaluate_checkpoint(checkpoint, prompts, judge,
                                           EvalSettings(samples=params.get("samples", 4), seed=params.get("seed", 0)))
@@ -99,7 +100,6 @@ def run_grpo(params: dict, job: JobHandle) -> dict:
                                resume=job.resumed, on_progress=job.on_progress, **services.grpo_fields(params))
     if not result.completed:
         return {"cancelled": True, "step": result.steps}
-    from webapp.checkpoints.models import Checkpoint
 
     candidate = (Checkpoint.objects.filter(name=run_name).first()  # registered before a worker died
                  or services.register_grpo_checkpoint(result, parent=checkpoint, run_name=run_name,

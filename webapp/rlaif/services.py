@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from training.data.prompts import PromptFileError, read_prompts
+from training.judges.evaluation import in_heldout
 from training.rl.evaluation import EvalSettings, EvaluationError, evaluate_generation
 from training.rl.gate import GateConfig, GateDecision, gate
 from training.rl.grpo import GRPOConfig, GRPOError, GRPOResult, train_grpo
@@ -26,10 +27,14 @@ from training.rl.pipeline import lineage, training_greetings
 from training.rl.rewards import RewardConfig
 from training.runs import jsonable
 from webapp.checkpoints.models import Checkpoint
+from webapp.checkpoints.services import RegistryError, promote_checkpoint, register_checkpoint, resolve_checkpoint
+from webapp.checkpoints.training import train_and_register
+from webapp.corpus.models import Label
 from webapp.jobs.datafiles import DataFileError, check_data_file
 from webapp.jobs.kinds import FieldError
-from webapp.checkpoints.services import RegistryError, promote_checkpoint, register_checkpoint, resolve_checkpoint
+from webapp.judges.services import JudgeServiceError, active_judge, load_judge, resolve_judge
 from webapp.rlaif.models import RlaifRound
+from webapp.studio.models import GenerationRequest
 
 STARTER_QUERIES = Path(__file__).resolve().parents[2] / "training" / "data" / "starter" / "queries.txt"
 
@@ -76,8 +81,6 @@ def checkpoint_for(identifier: str | None) -> Checkpoint:
 
 def judge_for(identifier: str | None):
     """(JudgeVersion, judge object) by name or id, or the active judge."""
-    from webapp.judges.services import JudgeServiceError, active_judge, load_judge, resolve_judge
-
     if not identifier and active_judge() is None:
         raise RlaifError("judge", "没有启用的评审：请在评审字段中选择一个，或在评审页面启用一个 / no judge is active: choose "
                                   "one in the Judge field, or activate one on the Judges page", fix=judges_page())
@@ -108,8 +111,6 @@ def sft_reference(checkpoint: Checkpoint) -> Path:
 
 def split_heldout(prompts: Sequence[str], fraction: float) -> tuple[list[str], list[str]]:
     """(train, held-out) by a stable hash of the query, so a query stays on its side across rounds."""
-    from training.judges.evaluation import in_heldout
-
     train = [p for p in prompts if not in_heldout(p, fraction)]
     heldout = [p for p in prompts if in_heldout(p, fraction)]
     if not train or not heldout:
@@ -131,8 +132,6 @@ def gather_round_data(since: datetime | None, out_dir: Path) -> dict:
     """Studio request queries and human/click labels newer than ``since``, written to ``out_dir``:
     prompts.txt (one query a line), labeled.jsonl ({query, response, label}) and pairs.json
     (LlamaFactory pairwise: a good and a bad greeting of the same query) for `train_judge --pairs`."""
-    from webapp.corpus.models import Label
-    from webapp.studio.models import GenerationRequest
 
     requests = GenerationRequest.objects.filter(status=GenerationRequest.Status.DONE)
     labels = Label.objects.filter(source_kind__in=[Label.SourceKind.HUMAN, Label.SourceKind.CLICK])
@@ -263,7 +262,6 @@ def run_round(*, params: dict, workdir: Path, on_progress: Callable[[dict], bool
         if active is None:
             if not stage("sft"):
                 return _cancelled(round_, "cancelled before SFT")
-            from webapp.checkpoints.training import train_and_register
 
             active = train_and_register(preset=params.get("sft_preset") or "small", data_paths=[],
                                         max_steps=params.get("sft_steps") or None, on_progress=on_progress)
