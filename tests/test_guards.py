@@ -94,3 +94,27 @@ def test_request_figures_count_only_requests_that_ask():
     assert figures["n_occasion_fit"] == 2 and figures["occasion_fit"] == 0.5
     assert figures["wrong_occasion"] == 0.5
     assert figures["distinct"] == 1.0
+
+
+def test_best_of_prefers_the_higher_scored_text_among_equally_bad_ones():
+    from generation.guards import best_of
+
+    slots = parse_request("给我的猫写一句中秋祝福")
+    # both name another occasion (the same failure); the scorer likes the second one better
+    drafts = ["新年快乐，小猫咪，愿你来年顺顺利利。", "春节快乐，小猫咪，年夜饭给你留一条鱼。"]
+    scored = {drafts[0]: 0.2, drafts[1]: 0.9}
+    asked = []
+
+    def scorer(texts):
+        asked.append(list(texts))
+        return [scored[t] for t in texts]
+
+    plain, judged = Guards(slots), Guards(slots, scorer=scorer)
+    pool = [plain.check(t) for t in drafts]
+    assert [c.failed for c in pool] == [["occasion"], ["occasion"]]
+    assert best_of(pool, [], plain).text == drafts[0]  # no scorer: the first drawn of equals
+    assert best_of(pool, [], judged).text == drafts[1] and asked == [drafts]
+    # fewer failures still win over a higher score: the scorer only breaks ties
+    passing = plain.check(MID_AUTUMN_OK)
+    scored[MID_AUTUMN_OK] = 0.0
+    assert best_of([*pool, passing], [], judged).text == MID_AUTUMN_OK

@@ -280,6 +280,8 @@ API_RATE_LIMIT_PER_MINUTE = int(os.environ.get("API_RATE_LIMIT_PER_MINUTE", "60"
 
 # --- Judges: trained judge folders, and the LLM judge's OpenAI-compatible endpoint (none by default).
 JUDGES_DIR = VAR_DIR / "judges"
+# The principled judge `make demo` registers (webapp/judges/default.py), and what an LLM judge falls back to.
+DEFAULT_JUDGE_NAME = "principled-team-v1"
 JUDGE_LLM_BASE_URL = os.environ.get("JUDGE_LLM_BASE_URL", "")
 JUDGE_LLM_MODEL = os.environ.get("JUDGE_LLM_MODEL", "")
 JUDGE_LLM_API_KEY = os.environ.get("JUDGE_LLM_API_KEY", "")
