@@ -220,3 +220,13 @@ def test_the_register_default_judge_command_prints_what_it_did(default_judge):
     call_command("register_default_judge", stdout=out)
     assert f"{default_judge.name} (principled) is active" in out.getvalue()
     assert json.loads(json.dumps(default_judge.metrics))["calibration_kappa"] is not None
+
+
+def test_a_principle_set_naming_an_unknown_executor_is_refused_naming_it(default_judge):
+    from webapp.judges.services import JudgeServiceError
+
+    odd = register_judge(kind="principled", name="principled-odd", path=default_judge.path,
+                         config={"principles": [{"name": "vibes", "zh": "感觉", "en": "vibes", "executor": "magic"}]})
+    with pytest.raises(JudgeServiceError, match="'magic'") as refused:
+        load_judge(odd)
+    assert "vibes" in str(refused.value) and "request_fit" in str(refused.value)  # the known ones are listed
