@@ -230,3 +230,28 @@ def test_a_principle_set_naming_an_unknown_executor_is_refused_naming_it(default
     with pytest.raises(JudgeServiceError, match="'magic'") as refused:
         load_judge(odd)
     assert "vibes" in str(refused.value) and "request_fit" in str(refused.value)  # the known ones are listed
+
+
+def test_a_failing_judge_leaves_the_request_done_and_says_so_on_the_cards(default_judge, monkeypatch):
+    from webapp.studio import ranking
+
+    class BrokenJudge:
+        def evaluate_many(self, queries, texts):
+            raise RuntimeError("the judge broke")
+
+        def scores(self, queries, texts):
+            raise RuntimeError("the judge broke")
+
+    monkeypatch.setattr(ranking, "serving_judge", lambda: (default_judge, BrokenJudge()))
+    writer = create_user_with_role("wen", WRITER, "pw-wen-12345")[0]
+    use_fake_backend(monkeypatch, [WRONG_OCCASION, GOOD_TEXT])
+    req = GenerationRequest.objects.create(user=writer, n=2, query=REQUEST, prompt_query=REQUEST)
+    req.reset_candidates()
+    assert run_request.run(req.pk) == "done"
+    candidates = list(req.candidates.order_by("index"))
+    assert [c.text for c in candidates] == [WRONG_OCCASION, GOOD_TEXT]
+    assert all("the judge broke" in c.checks["judge"]["error"] for c in candidates)
+    client = Client()
+    client.force_login(writer)
+    page = client.get(reverse("studio:request", args=[req.pk])).content.decode()
+    assert "评审失败 The judge failed" in page and page.index('id="card-0"') < page.index('id="card-1"')

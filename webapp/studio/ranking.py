@@ -25,8 +25,8 @@ logger = logging.getLogger(__name__)
 def _served():
     try:
         return serving_judge()
-    except JudgeServiceError as exc:
-        logger.warning("the active judge cannot be loaded: %s", exc)
+    except Exception as exc:  # noqa: BLE001 — a judge that cannot load must not fail the writer's request
+        logger.warning("the active judge cannot be loaded: %s", exc, exc_info=not isinstance(exc, JudgeServiceError))
         return None
 
 

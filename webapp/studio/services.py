@@ -311,6 +311,7 @@ def run_generation(request_id: int, task_id: str | None = None) -> str:
     except Exception as exc:  # noqa: BLE001 — any failure becomes the request's visible reason
         return _fail(run, f"生成失败 Generation failed: {type(exc).__name__}: {exc}")
     ranking.judge_candidates(req.prompt_query or req.query, run.targets)  # verdicts into checks["judge"]
+    run.keep_alive()  # a slow (LLM) judge must not let the lease run out
     with transaction.atomic():
         if not recovery.still_mine(req):  # a later attempt took over while this one stalled
             return "superseded"
