@@ -177,7 +177,8 @@ CELERY_TASK_ROUTES = {
     "webapp.train.*": {"queue": "train"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Redis only: kombu's SQLAlchemy transport hands every option to create_engine, which refuses this one.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600} if BROKER_KIND == "redis" else {}
 CELERY_BEAT_SCHEDULER = "webapp.core.beat:HeartbeatScheduler"
 CELERY_BEAT_MAX_LOOP_INTERVAL = 5
 # No generation request is lost (webapp/studio/recovery.py): beat re-enqueues queued requests not enqueued for
