@@ -7,13 +7,15 @@ Each guard looks at one finished candidate against the request's slots (``genera
 of the request already has). A guard with nothing to check (no occasion asked, no training
 greetings known) passes. ``generation.greeting.stream_greetings`` resamples failed candidates
 within a ``Budget`` of rounds, then keeps the best distinct ones (``best_of``); every candidate
-carries what each guard said about it.
+carries what each guard said about it. ``Guards.scorer`` (optional, injected by the caller: a judge's
+``texts -> scores``, higher better) breaks ties among drafts with the same failures; this module
+never imports a judge.
 """
 from __future__ import annotations
 
 import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from generation import requests as slots_lib
@@ -91,6 +93,7 @@ class Guards:
     slots: "slots_lib.RequestSlots"
     copies: CopyDetector | None = None
     enabled: tuple[str, ...] = GUARD_ORDER
+    scorer: Callable[[Sequence[str]], Sequence[float]] | None = None  # texts -> scores, higher better
 
     def check(self, text: str, taken: Sequence[str] = (), finish_reason: str = "stop") -> Checked:
         text = _normalise(text)
@@ -130,6 +133,10 @@ class Budget:
 
 
 def best_of(pool: Sequence[Checked], taken: Sequence[str], guards: Guards) -> Checked:
-    """After the budget: the least bad drawn text that no other place has, else the least bad one."""
-    rechecked = sorted((guards.check(c.text, taken, c.finish_reason) for c in pool), key=Checked.badness)
-    return next((c for c in rechecked if c.checks.get("distinct", True)), rechecked[0])
+    """After the budget: the least bad drawn text that no other place has, else the least bad one;
+    among equally bad texts the one `guards.scorer` scores highest (the first drawn without one)."""
+    rechecked = [guards.check(c.text, taken, c.finish_reason) for c in pool]
+    scores = list(guards.scorer([c.text for c in rechecked])) if guards.scorer and len(rechecked) > 1 else []
+    order = sorted(range(len(rechecked)), key=lambda i: (rechecked[i].badness(), -scores[i] if scores else 0.0))
+    ranked = [rechecked[i] for i in order]
+    return next((c for c in ranked if c.checks.get("distinct", True)), ranked[0])

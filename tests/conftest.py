@@ -182,9 +182,38 @@ def runs_dir(tmp_path, settings):
 
 
 @pytest.fixture(scope="session")
-def team_principled_judge():
-    """A principled judge trained once per session on the team corpus alone (seconds, no ../shared)."""
-    from training.judges.principled import train_principled
-    from training.judges.train_side import collect
+def principled_judge_folder(tmp_path_factory):
+    """The default principled judge (team corpus only), trained once per test session: about a
+    minute on 2 busy cores, so every test that needs it links this folder instead of training."""
+    from webapp.judges.default import DEFAULT_JUDGE_NAME, train_default_folder
 
-    return train_principled(collect(shared_dir=None))
+    folder = tmp_path_factory.mktemp("default-judge") / DEFAULT_JUDGE_NAME
+    train_default_folder(folder, lambda message: None)
+    return folder
+
+
+def link_default_judge(principled_judge_folder: Path, judges_dir: Path) -> Path:
+    """The session's trained judge folder linked where ensure_default_judge looks for it."""
+    target = Path(judges_dir) / principled_judge_folder.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        target.symlink_to(principled_judge_folder, target_is_directory=True)
+    return target
+
+
+@pytest.fixture
+def default_judge(principled_judge_folder, settings, tmp_path):
+    """The demo's default judge registered and active, from the session's trained folder."""
+    from webapp.judges.default import ensure_default_judge
+
+    settings.JUDGES_DIR = tmp_path / "judges"
+    link_default_judge(principled_judge_folder, settings.JUDGES_DIR)
+    return ensure_default_judge().version
+
+
+@pytest.fixture(scope="session")
+def team_principled_judge(principled_judge_folder):
+    """The session's default judge (team corpus only) as a judge object, loaded from its folder."""
+    from training.judges.principled import PrincipledJudge
+
+    return PrincipledJudge.load(principled_judge_folder)

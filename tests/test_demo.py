@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import REPO, subprocess_env, wait_until
+from tests.conftest import REPO, link_default_judge, subprocess_env, wait_until
 from webapp.site.demo import free_port
 
 pytestmark = pytest.mark.services
@@ -71,7 +71,9 @@ def run_demo_until_green(env: dict) -> tuple[DemoProcess, dict, str]:
     return demo, health, page
 
 
-def test_demo_serves_green_status_without_redis_then_with_redis(transactional_db, tmp_path):
+def test_demo_serves_green_status_without_redis_then_with_redis(transactional_db, tmp_path, principled_judge_folder):
+    # the session's trained judge stands in for the minute the demo spends training it on a fresh clone
+    link_default_judge(principled_judge_folder, tmp_path / "var" / "judges")
     base_env = subprocess_env(ZHUFU_VAR_DIR=str(tmp_path / "var"), ZHUFU_DEMO="1")
     base_env.pop("CELERY_BROKER_URL")
     base_env.pop("CELERY_RESULT_BACKEND")
@@ -82,6 +84,7 @@ def test_demo_serves_green_status_without_redis_then_with_redis(transactional_db
     assert page.count('class="part ok"') == 6, page
     assert "Broker:   embedded SQLite broker" in demo.output()
     assert demo.output().count("shown once") == 3
+    assert "Judge: principled-team-v1 (principled) is active" in demo.output()
     assert demo.interrupt() == 0
     assert "stopped." in demo.output()
 

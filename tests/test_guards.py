@@ -107,3 +107,27 @@ def test_a_greeting_that_gives_another_age_fails_the_age_guard():
 def test_passing_an_entrance_exam_is_an_admission_not_a_first_school_day():
     assert parse_request("祝贺表妹考上大学").occasion == "录取"
     assert parse_request("儿子今天上大学了，开学祝福").occasion == "开学"
+
+
+def test_best_of_prefers_the_higher_scored_text_among_equally_bad_ones():
+    from generation.guards import best_of
+
+    slots = parse_request("给我的猫写一句中秋祝福")
+    # both name another occasion (the same failure); the scorer likes the second one better
+    drafts = ["新年快乐，小猫咪，愿你来年顺顺利利。", "春节快乐，小猫咪，年夜饭给你留一条鱼。"]
+    scored = {drafts[0]: 0.2, drafts[1]: 0.9}
+    asked = []
+
+    def scorer(texts):
+        asked.append(list(texts))
+        return [scored[t] for t in texts]
+
+    plain, judged = Guards(slots), Guards(slots, scorer=scorer)
+    pool = [plain.check(t) for t in drafts]
+    assert [c.failed for c in pool] == [["occasion"], ["occasion"]]
+    assert best_of(pool, [], plain).text == drafts[0]  # no scorer: the first drawn of equals
+    assert best_of(pool, [], judged).text == drafts[1] and asked == [drafts]
+    # fewer failures still win over a higher score: the scorer only breaks ties
+    passing = plain.check(MID_AUTUMN_OK)
+    scored[MID_AUTUMN_OK] = 0.0
+    assert best_of([*pool, passing], [], judged).text == MID_AUTUMN_OK

@@ -220,3 +220,18 @@ def test_grpo_job_reward_terms_default_on_and_refuse_out_of_range(setup):
     with pytest.raises(RlaifError) as error:
         jobs.cleaned(jobs.GRPOParams, {"diversity_coef": "-1"})
     assert error.value.field == "diversity_coef"
+
+
+def test_evaluate_generation_defaults_to_the_demos_principled_judge(setup, principled_judge_folder, settings):
+    """With no judge active (a fresh install), make demo's registration makes the principled judge the
+    one evaluate_generation (and the gate and GRPO, which take the same judge_for) scores with."""
+    from tests.conftest import link_default_judge
+    from webapp.judges.default import ensure_default_judge
+    from webapp.judges.models import JudgeVersion
+
+    JudgeVersion.objects.update(is_active=False)
+    link_default_judge(principled_judge_folder, settings.JUDGES_DIR)
+    version = ensure_default_judge().version
+    report = run_command("--prompts", str(setup["prompts"]), "--samples", "2", "--max-new-tokens", "24", "--json")
+    assert report["judge_name"] == version.name and report["judge"] == version.name  # the object that scored
+    assert 0 <= report["pass_rate"] <= 1 and 0 <= report["mean_judge_score"] <= 1

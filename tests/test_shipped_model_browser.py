@@ -1,7 +1,9 @@
 """The shipped model in the studio, as a writer meets it: a real Celery worker serves the committed
 checkpoint (models/zhufu-small) through the one greeting path with its guards, and a real
 Chromium asks for two greetings. Each gets three distinct candidates that name the asked occasion
-and no other. The worker's seed is fixed, so what it writes is the same on every run."""
+and no other. The worker's seed is fixed, so what it writes is the same on every run. The demo's
+default judge (the principled one) is active: each card shows its verdict and per-principle marks,
+and the finished cards are ordered by its score, best first."""
 import os
 
 import pytest
@@ -43,7 +45,12 @@ def ask(page, live_server, request: str, worker) -> list[str]:
     return [page.locator(f"#card-{i} [data-text]").text_content() for i in range(3)]
 
 
-def test_the_shipped_model_writes_for_the_asked_occasion(shipped, celery_processes, browser, live_server):
+def card_order(page) -> list[int]:
+    return [int(i) for i in page.eval_on_selector_all("#cards .card", "cards => cards.map(c => c.dataset.index)")]
+
+
+def test_the_shipped_model_writes_for_the_asked_occasion(shipped, default_judge, celery_processes, browser,
+                                                         live_server):
     create_user_with_role("lan", WRITER, "pw-lan-123456")
     worker = start_worker(celery_processes)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -65,3 +72,15 @@ def test_the_shipped_model_writes_for_the_asked_occasion(shipped, celery_process
         req = GenerationRequest.objects.filter(query=request).latest("created_at")
         assert req.checkpoint_name == shipped.name and req.slots["occasion"] == occasion
         assert occasion in page.locator("#slots").text_content()  # the card says what it wrote for
+        # the demo's judge gave every card a verdict with its marks, and the cards are best first
+        records = {c.index: c.checks["judge"] for c in req.candidates.all()}
+        assert {r["judge"] for r in records.values()} == {default_judge.name}
+        assert card_order(page) == sorted(records, key=lambda i: -records[i]["score"])
+        for index, record in records.items():
+            card = page.locator(f"#card-{index}")
+            assert card.locator(".verdict").get_attribute("data-verdict") == record["verdict"]
+            assert card.locator(".mark").count() == len(record["principles"]) == 5
+            failed = [m for m in record["principles"] if not m["passed"]]
+            assert card.locator(".mark.fail").count() == len(failed)
+            for mark in failed:
+                assert mark["reason"] in card.locator(f'[data-principle="{mark["name"]}"]').text_content()

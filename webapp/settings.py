@@ -178,7 +178,8 @@ CELERY_TASK_ROUTES = {
     "webapp.train.*": {"queue": "train"},
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Redis only: kombu's SQLAlchemy transport hands every option to create_engine, which refuses this one.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600} if BROKER_KIND == "redis" else {}
 CELERY_BEAT_SCHEDULER = "webapp.core.beat:HeartbeatScheduler"
 CELERY_BEAT_MAX_LOOP_INTERVAL = 5
 # No generation request is lost (webapp/studio/recovery.py): beat re-enqueues queued requests not enqueued for
@@ -282,6 +283,8 @@ API_RATE_LIMIT_PER_MINUTE = int(os.environ.get("API_RATE_LIMIT_PER_MINUTE", "60"
 
 # --- Judges: trained judge folders, and the LLM judge's OpenAI-compatible endpoint (none by default).
 JUDGES_DIR = VAR_DIR / "judges"
+# The principled judge `make demo` registers (webapp/judges/default.py), and what an LLM judge falls back to.
+DEFAULT_JUDGE_NAME = "principled-team-v1"
 JUDGE_LLM_BASE_URL = os.environ.get("JUDGE_LLM_BASE_URL", "")
 JUDGE_LLM_MODEL = os.environ.get("JUDGE_LLM_MODEL", "")
 JUDGE_LLM_API_KEY = os.environ.get("JUDGE_LLM_API_KEY", "")

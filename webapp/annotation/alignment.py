@@ -105,6 +105,29 @@ def judge_alignment(judge: JudgeVersion, items: dict[int, HumanItem], full: bool
     return result
 
 
+def principle_alignment(judge: JudgeVersion, items: dict[int, HumanItem]) -> list[dict]:
+    """Per principle of the judge's verdicts (the marks a principled judge stores in its Labels'
+    detail["principles"]): on greetings with a human answer, how often the principle's pass/fail
+    agrees with people's Good/Bad, and Cohen's kappa; in the principle set's order."""
+    rows: dict[str, dict] = {}
+    labels = Label.objects.filter(source_kind=Label.SourceKind.JUDGE, source_name=judge.name,
+                                  greeting_id__in=list(items)).values_list("greeting_id", "detail")
+    for greeting_id, detail in labels:
+        human = items[greeting_id].consensus
+        for mark in ((detail or {}).get("principles") or []) if human else []:
+            row = rows.setdefault(mark["name"], {"name": mark["name"], "label": mark.get("label", ""), "human": [],
+                                                 "judged": []})
+            row["human"].append(human)
+            row["judged"].append("good" if mark.get("passed") else "bad")
+    out = []
+    for row in rows.values():
+        human, judged = row.pop("human"), row.pop("judged")
+        out.append({**row, "fails": judged.count("bad"), "compared": len(human),
+                    "agreement": estimate(metrics.agreement_rate, human, judged, n_resamples=300),
+                    "kappa": estimate(lambda a, b: metrics.cohen_kappa(a, b, LABELS), human, judged, n_resamples=300)})
+    return out
+
+
 def agreement_over_versions(items: dict[int, HumanItem]) -> list[dict]:
     """Agreement with people for every judge version that judged these greetings, oldest first."""
     names = set(Label.objects.filter(source_kind=Label.SourceKind.JUDGE, greeting_id__in=list(items))

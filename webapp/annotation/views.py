@@ -13,7 +13,7 @@ from webapp.annotation.forms import (AlignmentForm, BatchForm, CheckpointBatchFo
                                      PairwiseRatingForm, PointwiseRatingForm)
 from webapp.annotation.models import Batch, BatchBuild, Kind
 from webapp.annotation.rubric import RUBRIC, RUBRIC_KEYS
-from webapp.core.svg import bar_chart
+from webapp.core.svg import bar_chart, principles_chart
 from webapp.core.roles import ADMIN, ANNOTATOR, admin_required, has_role, role_required
 
 
@@ -194,6 +194,8 @@ def alignment(request):
         context["length_chart"] = bar_chart(
             [{"label": name, "value": e.value, "low": e.low, "high": e.high, "n": e.n} for name, e in
              result["by_length"]], "Judge–human agreement by greeting length (characters)")
+        context["principles"] = alignment_service.principle_alignment(judge, items)
+        context["principles_chart"] = principles_chart(context["principles"])
     versions = alignment_service.agreement_over_versions(items)
     context["versions"] = versions
     if versions:

@@ -46,3 +46,12 @@ def bar_chart(bars: list[dict], title: str, y_label: str = "agreement") -> str:
         parts.append(f'<text x="{cx + bar_w / 2 + 3:.1f}" y="{y(value) + 12:.1f}" class="value">{value:.2f}</text>')
     parts.append("</svg>")
     return mark_safe("".join(parts))
+
+
+def principles_chart(rows: list[dict]) -> str:
+    """The alignment page's per-principle agreement bars (rows of alignment.principle_alignment)."""
+    if not rows:
+        return ""
+    return bar_chart([{"label": row["name"], "value": row["agreement"].value, "low": row["agreement"].low,
+                       "high": row["agreement"].high, "n": row["agreement"].n} for row in rows],
+                     "每条原则与人的一致率 Agreement with people per principle (pass = Good)")

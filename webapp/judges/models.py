@@ -52,6 +52,7 @@ class JudgeVersion(models.Model):
         REWARD_MODEL = "reward_model"
         LLM = "llm"
         ENSEMBLE = "ensemble"
+        PRINCIPLED = "principled"  # training.judges.principled: offline, one executor per principle
 
     name = models.CharField(max_length=100, unique=True)
     kind = models.CharField(max_length=20, choices=Kind.choices)

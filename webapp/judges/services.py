@@ -16,8 +16,10 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from training.judges.base import BAD, GOOD, Verdict
+from training.judges.fallback import FallbackJudge
 from training.judges.registry import JudgeLoadError, load_judge as load_judge_object, query_hash, read_trained_queries
 from webapp.corpus.models import Greeting, Label
+from webapp.judges.marks import principle_marks
 from webapp.judges.models import JudgeVersion, PrincipleSet
 
 
@@ -86,7 +88,8 @@ def activate_judge(judge_version: JudgeVersion) -> JudgeVersion:
         raise JudgeServiceError(f"judge version {judge_version.name!r} no longer exists") from None
     if locked.is_active:
         return locked
-    if locked.kind in (JudgeVersion.Kind.TFIDF, JudgeVersion.Kind.REWARD_MODEL) and not Path(locked.path).is_dir():
+    if locked.kind in (JudgeVersion.Kind.TFIDF, JudgeVersion.Kind.REWARD_MODEL, JudgeVersion.Kind.PRINCIPLED) \
+            and not Path(locked.path).is_dir():
         raise JudgeServiceError(f"cannot activate {locked.name}: its folder {locked.path} is missing")
     JudgeVersion.objects.select_for_update().filter(is_active=True).update(is_active=False)
     locked.is_active = True
@@ -103,8 +106,9 @@ def resolve_judge(identifier: str | None) -> JudgeVersion:
     if identifier is None:
         judge = active_judge()
         if judge is None:
-            raise JudgeServiceError("no active judge: name one with --judge, or train one with "
-                                    "`python manage.py train_judge --kind tfidf --pairs FILE --activate`")
+            raise JudgeServiceError("no active judge: name one with --judge, activate one on the judges page "
+                                    "(/train/judges/), or register the default principled judge with "
+                                    "`python manage.py register_default_judge`")
         return judge
     query = JudgeVersion.objects.filter(name=identifier)
     if identifier.isdigit():
@@ -158,10 +162,13 @@ def load_judge(judge_version: JudgeVersion):
     from django.core.cache import cache
 
     try:
-        return load_judge_object(judge_version.kind, judge_version.path or None, name=judge_version.name,
-                                 config=config, principles=principles, cache=cache)
+        judge = load_judge_object(judge_version.kind, judge_version.path or None, name=judge_version.name,
+                                  config=config, principles=principles, cache=cache)
     except JudgeLoadError as exc:
         raise JudgeServiceError(f"judge {judge_version.name}: {exc}") from exc
+    if judge_version.kind == JudgeVersion.Kind.LLM:  # an endpoint that is down or answers garbage: judged offline
+        return FallbackJudge(judge, lambda: load_judge_object("principled", judges_dir() / settings.DEFAULT_JUDGE_NAME))
+    return judge
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,15 +199,16 @@ def judge_greetings(judge_version: JudgeVersion, greetings: Iterable[Greeting], 
     counts = {"judged": 0, "skipped": len(greetings) - len(todo), "stored": 0, "good": 0, "bad": 0}
     for start in range(0, len(todo), batch_size):
         batch = todo[start : start + batch_size]
-        verdicts = _verdicts(judge, [g.query.text for g in batch], [g.text for g in batch])
+        queries, texts = [g.query.text for g in batch], [g.text for g in batch]
+        verdicts, marks = _verdicts(judge, queries, texts), principle_marks(judge, queries, texts)
         with transaction.atomic():
-            for greeting, verdict in zip(batch, verdicts):
+            for greeting, verdict, principles in zip(batch, verdicts, marks):
                 value = Label.Value.GOOD if verdict.verdict == GOOD else Label.Value.BAD
                 _, created = Label.objects.update_or_create(
                     greeting=greeting, source_kind=Label.SourceKind.JUDGE, source_name=judge_version.name,
                     defaults={"value": value, "score": verdict.score,
                               "detail": {"reason": verdict.reason, "rubric": verdict.rubric,
-                                         "judge_version": verdict.judge_version}})
+                                         "judge_version": verdict.judge_version, "principles": principles}})
                 counts["stored"] += created
                 counts["good" if value == Label.Value.GOOD else "bad"] += 1
         counts["judged"] += len(batch)

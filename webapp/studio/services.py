@@ -20,6 +20,7 @@ from generation.greeting import (MAX_TOKENS_BY_LENGTH, RequestTooLong, normalise
 from generation.guards import Guards
 from generation.requests import LengthSpec, UnknownSlotValue, parse_request
 from webapp.corpus.models import QUERY_MAX_LENGTH, Greeting, Label, Query
+from webapp.studio import ranking
 from webapp.studio.models import Candidate, GenerationRequest
 
 FLUSH_SECONDS = 0.2
@@ -229,8 +230,9 @@ def snapshot(req: GenerationRequest, candidates: list[Candidate]) -> dict:
     return {
         "id": req.pk, "status": req.status, "reason": req.reason, "checkpoint": req.checkpoint_name, "n": req.n,
         "rewrite_index": req.rewrite_index,
-        "candidates": [{"index": c.index, "text": c.text, "finished": c.finished, "finish_reason": c.finish_reason}
-                       for c in sorted(candidates, key=lambda c: c.index)],
+        "candidates": [{"index": c.index, "text": c.text, "finished": c.finished, "finish_reason": c.finish_reason,
+                        "judge": (c.checks or {}).get("judge")}  # best first once done and judged (ranking.py)
+                       for c in ranking.in_card_order(req.status == GenerationRequest.Status.DONE, candidates)],
     }
 
 
@@ -308,6 +310,8 @@ def run_generation(request_id: int, task_id: str | None = None) -> str:
         return _fail(run, str(exc))
     except Exception as exc:  # noqa: BLE001 — any failure becomes the request's visible reason
         return _fail(run, f"生成失败 Generation failed: {type(exc).__name__}: {exc}")
+    ranking.judge_candidates(req.prompt_query or req.query, run.targets)  # verdicts into checks["judge"]
+    run.keep_alive()  # a slow (LLM) judge must not let the lease run out
     with transaction.atomic():
         if not recovery.still_mine(req):  # a later attempt took over while this one stalled
             return "superseded"
@@ -334,7 +338,7 @@ def request_guards(req: GenerationRequest, backend) -> Guards:
     """The serve-time guards for this request: its slots, and the backend's training greetings to
     catch copies (none known: that guard passes)."""
     slots = slots_from_record(req.slots) if req.slots else parse_request(req.query)
-    return Guards(slots, getattr(backend, "copies", None))
+    return Guards(slots, getattr(backend, "copies", None), scorer=ranking.guard_scorer(req.prompt_query or req.query))
 
 
 def _fail(run: _Run, reason: str) -> str:

@@ -17,8 +17,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from webapp.core.roles import ADMIN, ANNOTATOR, WRITER, RoleRequired, create_user_with_role, may_write
 from webapp.core.security import client_ip
 from webapp.core.streaming import event_stream_response
-from webapp.studio import services
 from webapp.core.accounts import SignUpForm
+from webapp.studio import ranking, services
 from webapp.studio.forms import FeedbackForm, RequestForm
 from webapp.studio.models import Candidate, GenerationRequest
 
@@ -56,7 +56,8 @@ def own_request(request, pk) -> GenerationRequest:
 
 
 def _cards_context(request, req: GenerationRequest) -> dict:
-    candidates = list(req.candidates.select_related("greeting"))
+    candidates = ranking.in_card_order(req.status == GenerationRequest.Status.DONE,
+                                       list(req.candidates.select_related("greeting")))  # best first once judged
     feedback = services.feedback_for(request.user, candidates)
     for c in candidates:
         c.my = feedback.get(c.greeting_id, {})

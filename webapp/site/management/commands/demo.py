@@ -25,6 +25,7 @@ class Command(BaseCommand):
         demo.create_demo_accounts(out)
         self.import_starter_corpus(out)
         self.ensure_checkpoint(preset, out)
+        call_command("register_default_judge", stdout=self.stdout)  # the principled judge ranks the studio's candidates
         if no_serve:
             return
         code = demo.run_services(demo.free_port(port), out)
