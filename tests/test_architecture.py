@@ -93,3 +93,17 @@ def test_failures_name_each_broken_rule(architecture):
              "unjustified_imports": ["webapp/core/views.py:3 webapp.core.health"],
              "long_modules_not_allowed": [("webapp/core/big.py", 451)]}
     assert len(architecture.failures(house)) == 5
+
+
+def test_tests_are_laid_out_by_floor(architecture):
+    """tests/<floor>/ for kernels, generation and training; tests/webapp/<app>/ for each web app;
+    tests/browser/ for tests that drive Chromium; only this file stays at the top."""
+    allowed = {Path("kernels"), Path("generation"), Path("training"), Path("browser")}
+    allowed |= {Path("webapp") / app for app in architecture.WEBAPP_APPS}
+    tests = REPO / "tests"
+    misplaced = [str(p.relative_to(tests)) for p in tests.rglob("test_*.py")
+                 if p.parent.relative_to(tests) not in allowed and p != Path(__file__).resolve()]
+    assert not misplaced, f"tests outside a floor folder: {misplaced}"
+    browser_elsewhere = [str(p.relative_to(tests)) for p in tests.rglob("test_*.py")
+                         if "new_page(" in p.read_text() and p.parent.name != "browser" and p != Path(__file__).resolve()]
+    assert not browser_elsewhere, f"browser tests outside tests/browser: {browser_elsewhere}"
