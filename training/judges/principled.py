@@ -38,6 +38,7 @@ from training.judges.coherence import CoherenceScorer, train_coherence_pairs
 from training.judges.creativity import HashedCopyDetector, cliches_in
 from training.judges.fit import HARD_CHECKS, ambiguous_words
 from training.judges.fluency import BigramModel, train_fluency
+from training.judges.naturalness import NaturalnessModel, machine_contrasts, read_samples, train_naturalness
 from training.judges.negatives import OccasionPool, make_contrasts, make_negatives
 from training.judges.principles import (COHERENCE_SIGNALS, EXECUTORS, PRINCIPLES_V1, SIGNALS, SIGNS, Components, Mark,  # noqa: F401 (re-exported)
                                         Principle, PrincipleSetError, _reason, _sigmoid, check_principles, cjk_share,
@@ -147,6 +148,8 @@ class PrincipledJudge:
         tmp.mkdir()
         self.components.coherence.save(tmp)
         self.components.fluency.save(tmp)
+        if self.components.naturalness is not None:
+            self.components.naturalness.save(tmp)
         self.components.preference.save(tmp / "preference")
         self.components.topic.save(tmp)
         save_file(self.components.copies.tensors(), str(tmp / COPIES_FILE))
@@ -175,7 +178,7 @@ class PrincipledJudge:
         parts = Components(CoherenceScorer.load(folder), TopicModel.load(folder), TfidfJudge.load(folder / "preference"),
                            BigramModel.load(folder),
                            HashedCopyDetector.from_tensors(load_file(str(folder / COPIES_FILE))),
-                           frozenset(meta.get("ambiguous_words", [])), meta["calibration"])
+                           frozenset(meta.get("ambiguous_words", [])), meta["calibration"], NaturalnessModel.load(folder))
         chosen = principles if principles is not None else [Principle(**p) for p in meta["principles"]]
         return cls(parts, check_principles(chosen), meta.get("name", NAME), meta.get("info", {}))
 
@@ -357,8 +360,12 @@ def free_cliche_count(greetings: Sequence[str]) -> int:
 
 
 def train_principled(data: TrainSide, *, seed: int = 0, negatives_per_example: int = 2,
-                     progress: Callable[[str], None] | None = None) -> PrincipledJudge:
-    """Fit the learned parts on the fit split, calibrate on the calibration split (both train side)."""
+                     progress: Callable[[str], None] | None = None,
+                     machine: Sequence[tuple[str, str]] | None = None) -> PrincipledJudge:
+    """Fit the learned parts on the fit split, calibrate on the calibration split (both train side).
+    `machine`: (query, greeting) rows the generator wrote, for the naturalness model (fit-split
+    queries) and as bad calibration rows (calibration-split queries); default the committed samples
+    of the shipped model (training.judges.naturalness.SAMPLES_FILE), [] for none."""
     say = progress or (lambda message: None)
     started = time.perf_counter()
     if not data.examples:
@@ -376,20 +383,31 @@ def train_principled(data: TrainSide, *, seed: int = 0, negatives_per_example: i
     preference = preference_model(fit)
     say("fluency")
     fluency = train_fluency([e.greeting for e in fit.examples], [e.greeting for e in calibration.examples], seed)
+    machine = read_samples() if machine is None else list(machine)
+    machine_fit = [g for q, g in machine if not in_calibration(q)]
+    machine_calibration = [(q, g) for q, g in machine if in_calibration(q)]
+    naturalness = train_naturalness([e.greeting for e in fit.examples], machine_fit, seed)
+    say(f"naturalness: {len(machine_fit)} model greetings" if naturalness else "naturalness: no model greetings")
     ambiguous = ambiguous_words((e.occasion, e.greeting) for e in fit.examples if e.occasion)
     fit_copies = HashedCopyDetector.from_texts(e.greeting for e in fit.examples)
     parts = Components(coherence, topic, preference, fluency, fit_copies, ambiguous,
-                       {"free_cliches": free_cliche_count([e.greeting for e in fit.examples]), "fluency_threshold": 0.5})
+                       {"free_cliches": free_cliche_count([e.greeting for e in fit.examples]), "fluency_threshold": 0.5},
+                       naturalness)
     say("calibration")
     cal_rows, cal_groups = labelled_rows(calibration, random.Random(seed + 1), 1)
+    if naturalness is not None:  # the model's own greetings are what a fluency gate must catch
+        cal_rows = list(cal_rows) + [(q, g, 0) for q, g in machine_calibration]
+        cal_groups = list(cal_groups) + ["machine"] * len(machine_calibration)
     real = [(p.query, p.chosen, p.query, p.rejected) for p in calibration.pairs]
     made = contrast_pairs(calibration, random.Random(seed + 2), 2)
+    made += machine_contrasts(calibration, machine_calibration)
     report = calibrate(parts, cal_rows, cal_groups, real, made)
     parts.copies = HashedCopyDetector.from_texts(e.greeting for e in data.examples)
     info = {"train_seconds": round(time.perf_counter() - started, 1), "seed": seed,
             "fit": {"examples": len(fit.examples), "pairs": len(fit.pairs), "weak": len(fit.weak),
                     "contrasts": len(contrasts)},
             "calibration": report, "fluency": fluency.info, "coherence": coherence.info,
+            "naturalness": naturalness.info if naturalness else None,
             "trained_queries": sorted(data.queries())}
     return PrincipledJudge(parts, PRINCIPLES_V1, NAME, info)
 

@@ -24,6 +24,7 @@ from training.judges.coherence import CoherenceScorer
 from training.judges.creativity import HashedCopyDetector, cliches_in
 from training.judges.fit import HARD_CHECKS, request_fit
 from training.judges.fluency import BigramModel
+from training.judges.naturalness import NaturalnessModel
 from training.judges.tfidf import TfidfJudge
 from training.judges.topic import TopicModel
 
@@ -73,6 +74,7 @@ class Components:
     copies: HashedCopyDetector
     ambiguous: frozenset[str]
     calibration: dict
+    naturalness: NaturalnessModel | None = None  # human vs the model's own samples (training.judges.naturalness)
 
 
 # --------------------------------------------------------------------------------------------
@@ -134,13 +136,14 @@ def run_preference(parts: Components, queries, greetings) -> list[Mark]:
 
 def run_fluency(parts: Components, queries, greetings) -> list[Mark]:
     threshold = parts.calibration.get("fluency_threshold", 0.5)
+    natural = parts.naturalness.human_probability(list(greetings)) if parts.naturalness else [1.0] * len(greetings)
     out = []
-    for greeting in greetings:
+    for greeting, human in zip(greetings, natural):
         z = parts.fluency.slope * parts.fluency.mean_logprob(greeting) + parts.fluency.intercept
-        score = _sigmoid(z)
+        score = min(_sigmoid(z), human)  # the lower: garbled characters, or a clause that does not hold
         failed = score < threshold
         out.append(Mark(score, failed, _reason("表达不通顺，像是乱码或拼凑", "not fluent: reads as garbled or broken text")
-                        if failed else "", {"fluency_logit": float(np.clip(z, -10, 10))}))
+                        if failed else "", {"fluency_logit": float(np.clip(z, -10, 10)), "naturalness": human}))
     return out
 
 
@@ -177,10 +180,10 @@ EXECUTORS: dict[str, Callable[[Components, Sequence[str], Sequence[str]], list[M
 # lower bigram likelihood than plain short ones, so as a weight it would reward the plain ones.
 TOPIC_SIGNALS = ("topic_fit", "topic_split", "topic_tail", "topic_agree")  # TopicModel.signals' columns
 COHERENCE_SIGNALS = ("coherence_logit", *TOPIC_SIGNALS)  # what the coherence mark stacks
-SIGNALS = (*COHERENCE_SIGNALS, "preference_logit", "fit_occasion", "fit_length", "cliche_excess", "copy")
+SIGNALS = (*COHERENCE_SIGNALS, "preference_logit", "fit_occasion", "fit_length", "cliche_excess", "copy", "naturalness")
 # The direction each signal may weigh in (a penalty never turns into a reward, whatever the fit says).
 SIGNS = {**{name: 1 for name in COHERENCE_SIGNALS}, "preference_logit": 1, "fit_occasion": -1,
-         "fit_length": -1, "cliche_excess": -1, "copy": -1}
+         "fit_length": -1, "cliche_excess": -1, "copy": -1, "naturalness": 1}
 
 
 def check_principles(principles: Sequence[Principle | dict]) -> tuple[Principle, ...]:
