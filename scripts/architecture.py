@@ -155,38 +155,38 @@ def _absolute(path: Path, node: ast.ImportFrom) -> str:
     return ".".join(package + ([node.module] if node.module else []))
 
 
-def heavy_modules(files: list[Path]) -> dict[str, str]:
-    """{project module: the heavy library it loads at import, directly or through project modules}."""
+def heavy_modules(files: list[Path]) -> dict[str, frozenset[str]]:
+    """{project module: the heavy libraries importing it loads, directly or through project modules}.
+
+    Importing ``a.b.c`` runs ``a`` and ``a.b`` first, so a module carries its packages' libraries too."""
     top = {module_name(path): {m for m, _, function in _imports(path) if function is None} for path in files}
-    found: dict[str, str] = {}
 
-    def loads(module: str, seen: frozenset) -> str | None:
-        if module in found:
-            return found[module] or None
-        for name in sorted(top.get(module, ())):
-            if name.split(".")[0] in HEAVY_LIBRARIES:
-                found[module] = name
-                return name
-            parts = name.split(".")
-            for k in range(1, len(parts) + 1):  # importing a.b.c runs a, a.b and a.b.c
-                prefix = ".".join(parts[:k])
-                if prefix in top and prefix not in seen and loads(prefix, seen | {module}):
-                    found[module] = found[prefix]
-                    return found[module]
-        if not seen:  # only a complete search may record "light"
-            found[module] = ""
-        return None
+    def runs(name: str) -> list[str]:
+        parts = name.split(".")
+        return [prefix for k in range(1, len(parts) + 1) if (prefix := ".".join(parts[:k])) in top]
 
-    for module in sorted(top):
-        loads(module, frozenset())
-    return {module: library for module, library in found.items() if library}
+    loads = {module: {name.split(".")[0] for name in names if name.split(".")[0] in HEAVY_LIBRARIES}
+             for module, names in top.items()}
+    changed = True
+    while changed:  # a fixed point: cycles between project modules are allowed at this level
+        changed = False
+        for module, names in top.items():
+            before = len(loads[module])
+            for name in names:
+                for prefix in runs(name):
+                    loads[module] |= loads[prefix]
+            for prefix in runs(module):
+                loads[module] |= loads[prefix]
+            changed |= len(loads[module]) != before
+    return {module: frozenset(libraries) for module, libraries in loads.items() if libraries}
 
 
-def deferral_reason(where: str, module: str, function: str | None, heavy: dict[str, str]) -> str | None:
+def deferral_reason(where: str, module: str, function: str | None, heavy: dict[str, frozenset[str]]) -> str | None:
     """Why an import of project code sits inside a function, or None when nothing forces it."""
     importer = module_name(REPO / where)
-    if module in heavy and importer not in heavy:
-        return f"defers {heavy[module]}"
+    deferred = heavy.get(module, frozenset()) - heavy.get(importer, frozenset())
+    if deferred:
+        return "defers " + ", ".join(sorted(deferred))
     if function == "ready" and where.endswith("apps.py"):
         return "waits for Django's app registry (AppConfig.ready)"
     if where == "webapp/celery.py":
