@@ -51,6 +51,7 @@ from training.curation.rejection_sampling import (CuratedPair, CurationConfig, C
                                                   GeneratorAgent, PairPicker, _notify, append_row, check_agents,
                                                   curation_prompts, read_rows, write_candidates, write_pair_file)
 from training.curation.retrieval import RetrievalIndex
+from training.judges.llm import JudgeError, JudgeOutputInvalid
 
 
 DEBATE_FILE = "debate.jsonl"
@@ -225,8 +226,6 @@ def reflect_outcome(text: str, judge_verdict: int, strengths: Sequence[str], wea
 def ask_agent(client, agent: str, principles: DebatePrinciples, data: dict) -> dict:
     """One agent's validated answer from the endpoint (client.ask_json of an LLMJudge: retries, concurrency
     limit, token accounting, one repair request when the first answer is invalid)."""
-    from training.judges.llm import JudgeError, JudgeOutputInvalid
-
     messages = [{"role": "system", "content": system_prompt(agent, principles)},
                 {"role": "user", "content": data_block(data)}]
     try:

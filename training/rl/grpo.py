@@ -31,9 +31,10 @@ from typing import Sequence
 import torch
 
 from generation.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from generation.engine import Engine, SamplingParams
 from generation.presets import PresetError, get_preset
 from generation.tokenizer import encode_prompt
-from training.rl.evaluation import CopyDetector, distinct_n
+from training.rl.evaluation import CopyDetector, distinct_n, room
 from training.rl.rewards import DiversityBank, RewardConfig, compute_rewards
 from training.routing import RoutingRecorder, update_router_bias
 from training.runs import Progress, RunFolder, jsonable, notify
@@ -126,12 +127,8 @@ class GRPOResult:
 def rollout_engine(engine, queries: Sequence[str], group_size: int, temperature: float, max_new_tokens: int,
                    seed: int) -> list[Rollout]:
     """``group_size`` samples per query on the serving engine, all queries batched together."""
-    from generation.engine import SamplingParams
-
     tokenizer = engine.tokenizer
     prompts = [encode_prompt(tokenizer, q) for q in queries]
-    from training.rl.evaluation import room
-
     params = [SamplingParams(n=group_size, max_tokens=room(engine, prompt, max_new_tokens), temperature=temperature,
                              seed=seed + i) for i, prompt in enumerate(prompts)]
     outputs = engine.generate(prompts, params)
@@ -336,8 +333,6 @@ def train_grpo(cfg: GRPOConfig, judge, resume: bool = False, on_progress=None) -
         copies = CopyDetector(cfg.training_greetings)
     engine = None
     if cfg.rollout == "engine":
-        from generation.engine import Engine
-
         slots = cfg.prompts_per_step * cfg.group_size
         engine = Engine(model, tokenizer, max_slots=slots, max_n=cfg.group_size)
 
