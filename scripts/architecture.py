@@ -35,67 +35,13 @@ LONG_MODULES_NOT_YET_SPLIT: dict[str, str] = {}
 # Imports of project code inside functions that neither defer a heavy library nor wait for Django's
 # app registry: each is still to move to its module's top (shrink this list). "path module".
 PENDING_INLINE_IMPORTS: frozenset[str] = frozenset({
-    "generation/checkpoint.py generation.moe",
-    "training/curation/debate.py training.judges.llm",
-    "training/judges/registry.py training.judges.length",
-    "training/judges/registry.py training.judges.llm",
     "training/marl/train.py training.marl.vector_train",
     "training/marl/train.py training.marl.vmas_env",
-    "training/rl/evaluation.py generation.checkpoint",
-    "training/rl/evaluation.py generation.engine",
-    "training/rl/evaluation.py generation.tokenizer",
-    "training/rl/evaluation.py training.rl.grpo",
-    "training/rl/grpo.py generation.engine",
-    "training/rl/grpo.py training.rl.evaluation",
-    "training/rl/pipeline.py generation.conditioning",
-    "training/rl/pipeline.py generation.guards",
-    "training/rl/pipeline.py training.data.examples",
-    "training/rl/pipeline.py training.judges.data",
-    "training/rl/pipeline.py training.judges.registry",
-    "training/rl/pipeline.py training.judges.tfidf",
-    "training/rl/pipeline.py training.trainer",
-    "webapp/annotation/checkpoint_batches.py generation.greeting",
-    "webapp/annotation/checkpoint_batches.py webapp.annotation.models",
-    "webapp/annotation/checkpoint_batches.py webapp.annotation.tasks",
-    "webapp/annotation/checkpoint_batches.py webapp.checkpoints.models",
-    "webapp/annotation/checkpoint_batches.py webapp.checkpoints.services",
-    "webapp/annotation/checkpoint_batches.py webapp.corpus.models",
-    "webapp/api/responses.py webapp.checkpoints.serving",
-    "webapp/checkpoints/serving.py webapp.checkpoints.models",
     "webapp/core/heartbeats.py webapp.core.models",
     "webapp/jobs/services.py webapp.jobs.tasks",
-    "webapp/judges/curation.py generation.backends",
-    "webapp/judges/curation.py generation.checkpoint",
-    "webapp/judges/curation.py training.curation",
-    "webapp/judges/curation.py training.data.formats",
-    "webapp/judges/curation.py training.judges.adversarial",
-    "webapp/judges/curation.py training.judges.data",
-    "webapp/judges/curation.py training.judges.llm",
-    "webapp/judges/curation.py webapp.checkpoints.services",
-    "webapp/judges/curation.py webapp.corpus.models",
-    "webapp/judges/curation.py webapp.corpus.services",
-    "webapp/judges/curation.py webapp.judges.principles",
-    "webapp/judges/services.py generation.checkpoint",
-    "webapp/judges/services.py training.data.formats",
-    "webapp/judges/services.py training.judges.data",
-    "webapp/judges/services.py training.judges.evaluation",
-    "webapp/judges/services.py training.judges.length",
-    "webapp/judges/services.py training.judges.llm",
-    "webapp/judges/services.py training.judges.registry",
-    "webapp/judges/services.py training.judges.reward_model",
-    "webapp/judges/services.py training.judges.reward_model_training",
-    "webapp/judges/services.py training.judges.tfidf",
-    "webapp/judges/services.py webapp.checkpoints.services",
     "webapp/marl/jobs.py webapp.checkpoints.services",
     "webapp/marl/jobs.py webapp.marl.services",
-    "webapp/marl/management/commands/train_marl.py webapp.marl.services",
-    "webapp/studio/models.py generation.greeting",
-    "webapp/studio/recovery.py webapp.studio.services",
-    "webapp/studio/services.py webapp.checkpoints.services",
-    "webapp/studio/services.py webapp.checkpoints.serving",
-    "webapp/studio/services.py webapp.studio",
     "webapp/studio/services.py webapp.studio.tasks",
-    "webapp/studio/tasks.py webapp.studio",
 })
 GREETING_PATH = ("stream_greetings", "write_greetings", "write_checked")
 
@@ -159,7 +105,8 @@ def heavy_modules(files: list[Path]) -> dict[str, frozenset[str]]:
     """{project module: the heavy libraries importing it loads, directly or through project modules}.
 
     Importing ``a.b.c`` runs ``a`` and ``a.b`` first, so a module carries its packages' libraries too."""
-    top = {module_name(path): {m for m, _, function in _imports(path) if function is None} for path in files}
+    top = {module_name(path): {m for m, _, function in _imports(path) if function is None} | _submodules_imported(path)
+           for path in files}
 
     def runs(name: str) -> list[str]:
         parts = name.split(".")
@@ -179,6 +126,19 @@ def heavy_modules(files: list[Path]) -> dict[str, frozenset[str]]:
                 loads[module] |= loads[prefix]
             changed |= len(loads[module]) != before
     return {module: frozenset(libraries) for module, libraries in loads.items() if libraries}
+
+
+def _submodules_imported(path: Path) -> set[str]:
+    """``package.name`` for each top-level ``from package import name`` (a submodule, when one by that name exists)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            node.body = []  # imports inside functions load nothing at import time
+        elif isinstance(node, ast.ImportFrom) and node.col_offset == 0:
+            package = node.module if node.level == 0 else _absolute(path, node)
+            found |= {f"{package}.{alias.name}" for alias in node.names if package}
+    return found
 
 
 def deferral_reason(where: str, module: str, function: str | None, heavy: dict[str, frozenset[str]]) -> str | None:
