@@ -6,8 +6,9 @@ project's own modules). Printed: import cycles between units, imports that climb
 imports only apps before it), imports of project code inside functions (a deferral is justified
 when it keeps torch and its kin from loading, or waits for Django's app registry in ready();
 the rest are listed in PENDING_INLINE_IMPORTS), modules over 450 lines (tests and migrations
-aside; LONG_MODULES_NOT_YET_SPLIT names those still waiting), and the greeting path's call sites.
-tests/test_architecture.py fails on anything new in any of these.
+aside; LONG_MODULES_NOT_YET_SPLIT names those still waiting), the modules that write greetings
+(build a prompt and sample from it; goal 1, generation/greeting.py) and the callers of that one path.
+tests/test_architecture.py fails on anything new in the first four (the greeting paths are measured, not yet enforced).
 """
 from __future__ import annotations
 
@@ -43,7 +44,13 @@ PENDING_INLINE_IMPORTS: frozenset[str] = frozenset({
     "webapp/marl/jobs.py webapp.marl.services",
     "webapp/studio/services.py webapp.studio.tasks",
 })
+# The one greeting path (goal 1 of issue #17: one place builds the prompt, samples and cleans the text).
+GREETING_PATH_MODULE = "generation/greeting.py"
 GREETING_PATH = ("stream_greetings", "write_greetings", "write_checked")
+# A module writes greetings on its own when it both builds a generation prompt and samples from it.
+PROMPT_BUILDERS = frozenset({"greeting_prompt", "encode_prompt"})
+SAMPLERS = frozenset({"stream", "generate"})  # backend.stream, engine.generate, model.generate
+ENGINE_PACKAGE = "generation/engine/"  # the engine samples token ids; it builds no prompt
 
 
 def python_files() -> list[Path]:
@@ -166,7 +173,7 @@ def guarded_by_main(path: Path, line: int) -> bool:
 
 def read_house() -> dict:
     edges: dict[tuple[str, str], list[str]] = defaultdict(list)
-    inside, deferred, unjustified, long_modules, greeting_calls = [], [], [], [], []
+    inside, deferred, unjustified, long_modules, greeting_calls, greeting_paths = [], [], [], [], [], []
     files = python_files()
     heavy = heavy_modules(files)
     for path in files:
@@ -188,19 +195,34 @@ def read_house() -> dict:
         lines = path.read_text(encoding="utf-8").count("\n")
         if lines > LONG_MODULE:
             long_modules.append((where, lines))
-        if not where.startswith("generation/greeting"):
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Call):
-                    name = getattr(node.func, "id", getattr(node.func, "attr", None))
-                    if name in GREETING_PATH:
-                        greeting_calls.append(f"{where}:{node.lineno} {name}")
+        path_sites, calls = greeting_sites(path)
+        if path_sites and not where.startswith(ENGINE_PACKAGE):
+            greeting_paths.append((where, path_sites))
+        if where != GREETING_PATH_MODULE:
+            greeting_calls += [f"{where}:{line} {name}" for line, name in calls]
     return {"edges": {f"{a} -> {b}": sites for (a, b), sites in sorted(edges.items())},
             "cycles": cycles(edges), "climbing": climbing(edges), "unlisted_apps": unlisted_webapp_apps(),
             "imports_in_functions": inside, "deferred_imports": deferred, "unjustified_imports": unjustified,
             "long_modules": sorted(long_modules, key=lambda item: -item[1]),
             "long_modules_not_allowed": [(w, n) for w, n in long_modules if w not in LONG_MODULES_NOT_YET_SPLIT],
-            "greeting_path_calls": greeting_calls}
+            "greeting_paths": greeting_paths, "greeting_path_calls": greeting_calls}
+
+
+def greeting_sites(path: Path) -> tuple[list[str], list[tuple[int, str]]]:
+    """(where `path` builds a prompt and samples from it: "line name" of each such call, empty unless
+    it does both; its calls of the one greeting path as (line, name))."""
+    prompts, samples, calls = [], [], []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Call):
+            continue
+        name = getattr(node.func, "id", getattr(node.func, "attr", None))
+        if name in PROMPT_BUILDERS:
+            prompts.append(f"{node.lineno} {name}")
+        elif name in SAMPLERS and isinstance(node.func, ast.Attribute):
+            samples.append(f"{node.lineno} {name}")
+        elif name in GREETING_PATH:
+            calls.append((node.lineno, name))
+    return (sorted(prompts + samples, key=lambda site: int(site.split()[0])) if prompts and samples else []), calls
 
 
 def cycles(edges) -> list[list[str]]:
@@ -288,7 +310,11 @@ def main(argv=None) -> int:
     print(f"modules over {LONG_MODULE} lines: {len(house['long_modules'])}")
     for where, lines in house["long_modules"]:
         print(f"  {lines:5d}  {where}" + ("" if where in LONG_MODULES_NOT_YET_SPLIT else "  (not on the allow-list)"))
-    print(f"greeting path call sites outside generation/greeting.py: {len(house['greeting_path_calls'])}")
+    print(f"modules that write greetings (build a prompt and sample from it, the engine aside): "
+          f"{len(house['greeting_paths'])} (goal 1: {GREETING_PATH_MODULE})")
+    for where, sites in house["greeting_paths"]:
+        print(f"  {where}: " + ", ".join(sites))
+    print(f"callers of the one path ({', '.join(GREETING_PATH)}): {len(house['greeting_path_calls'])}")
     for site in house["greeting_path_calls"]:
         print("  " + site)
     if args.json:
