@@ -129,7 +129,7 @@ def compare_tokenizers(train_texts: list[str], heldout_texts: list[str], min_fre
     return {"char": tokenizer_figures(char_tok, heldout_texts), "byte_bpe": bpe}
 
 
-if __name__ == "__main__":  # the comparison quoted in the module docstring
+if __name__ == "__main__":  # the comparison in the README's Benchmarks table
     import json
     import sys
     from pathlib import Path
