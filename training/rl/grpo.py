@@ -1,24 +1,13 @@
 """GRPO (Shao et al. 2024, DeepSeekMath) on our LongCat-Flash generator, with the judge as reward.
 
-    result = train_grpo(GRPOConfig(init_checkpoint=sft_dir, out_dir=run_dir, prompts=queries), judge)
-
-Per step: ``prompts_per_step`` queries, ``group_size`` (4, as in the paper) samples each from the
-current policy; rewards (training.rl.rewards) are normalised within each group (advantage =
-(r - mean) / (std + eps)); the loss per completion token is the clipped policy-gradient term plus
-``kl_coef`` (0.001, as in the paper) times the k3 estimate of KL(policy || SFT reference),
-``exp(ref - logp) - (ref - logp) - 1`` (Schulman's low-variance, always non-negative estimator),
-averaged over all completion tokens of the batch.
-
-Why our own loop and not TRL's GRPOTrainer: TRL samples with ``model.generate()``; our rollouts run
-on the serving engine (continuous batching over the absorbed-MLA cache), which ``bench.rlaif``
-measures against ``generate()`` rollouts on the same checkpoint (the README quotes the figure).
-The engine reads the live weights (it owns no copy), so each rollout uses the current policy.
-
-The training forward uses the fast MoE path; the router biases keep being steered to the preset's
-K_e after every step exactly as in SFT (training.routing), and the measured real experts per token
-is reported. Resumable: every ``save_every`` steps (and when stopped) ``out_dir/state`` gets the
-model, AdamW moments, RNG state and history (the SFT trainer's safetensors state format); the
-final checkpoint is written atomically (generation.checkpoint.save_checkpoint).
+``train_grpo(GRPOConfig(init_checkpoint=..., out_dir=..., prompts=...), judge)``. Per step:
+``prompts_per_step`` queries x ``group_size`` samples from the current policy; rewards
+(training.rl.rewards) normalised within each group; per completion token the clipped
+policy-gradient term plus ``kl_coef`` times the k3 estimate of KL(policy || SFT reference).
+Rollouts run on the serving engine, which reads the live weights (README: why not TRL). Router
+biases are steered to the preset's K_e after every step as in SFT. Resumable: every
+``save_every`` steps (and when stopped) ``out_dir/state`` holds model, AdamW moments, RNG and
+history; the final checkpoint is written atomically.
 """
 from __future__ import annotations
 
