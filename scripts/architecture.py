@@ -302,7 +302,7 @@ def main(argv=None) -> int:
     if house["unlisted_apps"]:
         print("web apps missing from WEBAPP_APPS: " + ", ".join(house["unlisted_apps"]))
     print(f"imports of project code inside functions: {len(house['imports_in_functions'])} "
-          f"({len(house['deferred_imports'])} defer torch or wait for Django, "
+          f"({len(house['deferred_imports'])} defer a heavy library or wait for Django, "
           f"{len(house['imports_in_functions']) - len(house['deferred_imports']) - len(house['unjustified_imports'])} "
           f"pending on the allow-list, {len(house['unjustified_imports'])} unjustified)")
     for site in house["unjustified_imports"]:
