@@ -4,7 +4,8 @@ Units: ``kernels``, ``generation``, ``training``, each ``webapp/<app>``, and ``w
 project's own modules). Printed: import cycles between units, imports that climb a floor
 (kernels <- generation <- training <- webapp, and inside webapp the order of WEBAPP_APPS: an app
 imports only apps before it), imports of project code inside functions (a deferral is justified
-when it keeps torch and its kin from loading, or waits for Django's app registry in ready();
+when it keeps out a heavy library (torch and its kin) that the importer does not load itself, or
+waits for Django's app registry in ready();
 the rest are listed in PENDING_INLINE_IMPORTS), modules over 450 lines (tests and migrations
 aside; LONG_MODULES_NOT_YET_SPLIT names those still waiting), the modules that write greetings
 (build a prompt and sample from it; goal 1, generation/greeting.py) and the callers of that one path.
@@ -136,13 +137,10 @@ def heavy_modules(files: list[Path]) -> dict[str, frozenset[str]]:
 
 
 def _submodules_imported(path: Path) -> set[str]:
-    """``package.name`` for each top-level ``from package import name`` (a submodule, when one by that name exists)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    """``package.name`` for each module-level ``from package import name`` (a submodule, when one by that name exists)."""
     found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-            node.body = []  # imports inside functions load nothing at import time
-        elif isinstance(node, ast.ImportFrom) and node.col_offset == 0:
+    for node in ast.parse(path.read_text(encoding="utf-8"), filename=str(path)).body:
+        if isinstance(node, ast.ImportFrom):
             package = node.module if node.level == 0 else _absolute(path, node)
             found |= {f"{package}.{alias.name}" for alias in node.names if package}
     return found
