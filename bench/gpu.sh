@@ -3,7 +3,7 @@
 #   1. a CUDA PyTorch: the host's own when it already sees the GPU (the device tool's image:
 #      torch, triton and transformers preinstalled, no network), else
 #      `make install TORCH_PIN=... TORCH_INDEX=...` into .venv (a host with network);
-#   2. the Triton kernel tests compiled on the GPU (tests/test_kernels.py with ZHUFU_KERNEL_DEVICE=cuda);
+#   2. the Triton kernel tests compiled on the GPU (tests/kernels/test_kernels.py with ZHUFU_KERNEL_DEVICE=cuda);
 #   3. python -m bench.moe_kernels --preset base: fused MoE vs torch path vs transformers' loop at
 #      decode and prefill shapes, with achieved GB/s and TFLOP/s;
 #   4. python -m bench.engine --preset base: engine vs generate() at batch 1/32/256.
@@ -71,7 +71,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 KERNEL_ENV=(ZHUFU_KERNEL_DEVICE=cuda)
 [ "$DEVICE" = cpu ] && KERNEL_ENV=(TRITON_INTERPRET=1 OMP_NUM_THREADS=1)
 step kernel_tests 240 env "${KERNEL_ENV[@]}" "$PY" -m pytest -q --noconftest -p no:cacheprovider -p no:django \
-    -o addopts="" tests/test_kernels.py
+    -o addopts="" tests/kernels/test_kernels.py
 
 # 3. MoE kernels: base shapes on the GPU; the dry run times small shapes once
 if [ "$DEVICE" = cuda ]; then

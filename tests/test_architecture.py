@@ -97,6 +97,20 @@ def test_failures_name_each_broken_rule(architecture):
     assert len(architecture.failures(house)) == 5
 
 
+def test_tests_are_laid_out_by_floor(architecture):
+    """tests/<floor>/ for kernels, generation and training; tests/webapp/<app>/ for each web app;
+    tests/browser/ for tests that drive Chromium; only this file stays at the top."""
+    allowed = {Path("kernels"), Path("generation"), Path("training"), Path("browser")}
+    allowed |= {Path("webapp") / app for app in architecture.WEBAPP_APPS}
+    tests = REPO / "tests"
+    misplaced = [str(p.relative_to(tests)) for p in tests.rglob("test_*.py")
+                 if p.parent.relative_to(tests) not in allowed and p != Path(__file__).resolve()]
+    assert not misplaced, f"tests outside a floor folder: {misplaced}"
+    browser_elsewhere = [str(p.relative_to(tests)) for p in tests.rglob("test_*.py")
+                         if "new_page(" in p.read_text() and p.parent.name != "browser" and p != Path(__file__).resolve()]
+    assert not browser_elsewhere, f"browser tests outside tests/browser: {browser_elsewhere}"
+
+
 def test_a_module_that_builds_a_prompt_and_samples_is_a_greeting_path(architecture, tmp_path):
     writer, caller = tmp_path / "writer.py", tmp_path / "caller.py"
     writer.write_text("def f(b, q, p):\n    return b.stream(b.greeting_prompt(q), p)\n")

@@ -5,7 +5,7 @@ per-agent numpy arrays [N, dim]. Our actors emit continuous actions in [0, 1] (s
 mpe2); they are mapped onto VMAS's force range ([-1, 1] per axis) here, so the MADDPG update
 does not change between backends. Discrete actions are one-hot and sent as indices.
 
-Differences from mpe2 that matter for comparisons (measured in tests/test_marl_vmas.py and
+Differences from mpe2 that matter for comparisons (measured in tests/training/test_marl_vmas.py and
 `python -m bench.marl_vmas parity`, written up in the README):
 - actions: VMAS takes a 2-d force in [-1, 1] (mpe2: 5 numbers in [0, 1] whose differences,
   times a sensitivity of 5, are the force), and 9 discrete moves (mpe2: 5);
