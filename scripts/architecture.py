@@ -39,7 +39,6 @@ LONG_MODULES_NOT_YET_SPLIT: dict[str, str] = {}
 PENDING_INLINE_IMPORTS: frozenset[str] = frozenset({
     "training/marl/train.py training.marl.vector_train",
     "training/marl/train.py training.marl.vmas_env",
-    "webapp/core/heartbeats.py webapp.core.models",
     "webapp/jobs/services.py webapp.jobs.tasks",
     "webapp/marl/jobs.py webapp.checkpoints.services",
     "webapp/marl/jobs.py webapp.marl.services",
