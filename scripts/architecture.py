@@ -136,7 +136,7 @@ def heavy_modules(files: list[Path]) -> dict[str, frozenset[str]]:
 
 
 def _submodules_imported(path: Path) -> set[str]:
-    """``package.name`` for each module-level ``from package import name`` (a submodule, when one by that name exists)."""
+    """``package.name`` for each module-level ``from package import name`` (a submodule, when one exists)."""
     found = set()
     for node in ast.parse(path.read_text(encoding="utf-8"), filename=str(path)).body:
         if isinstance(node, ast.ImportFrom):
