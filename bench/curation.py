@@ -2,29 +2,14 @@
 
     python -m bench.curation --json [--checkpoint DIR] [--prompts 30] [--gen-steps 300]
 
-Side by side on the same prompts and the same candidate budget per prompt (4), with the in-process
-engine as the agents' backend and the TF-IDF judge (trained on the training side of the paper's
-pairs, as in bench/judges.py):
-
-* anchor: one agent (temperature 0.8, 4 candidates);
-* multi-agent: two agents (temperature 0.7 and 1.2 with a persona, 2 candidates each);
-* debate (with --debate-local, or --debate-url URL --debate-model M for any OpenAI-compatible endpoint):
-  the same two agents with 3 few-shot examples retrieved from the training pairs' chosen greetings, then
-  the positive, negative, judge and reflect agents (training.curation.debate) on that endpoint, over the
-  same prompts (or the first --debate-prompts). --debate-local serves the bench's own generator
-  checkpoint through the app's OpenAI-compatible API (uvicorn on a private stack, bench/stack.py: real
-  HTTP, JSON-constrained decoding, an API key; the API reads only the last user message, so the agents'
-  system prompts never reach the local model). The presets' context (tiny: 64 tokens) cannot hold the agents' requests (the
-  data block alone is ~110 characters, 3 few-shot examples ~150), and the rope is the default unscaled
-  kind, so max_position_embeddings is raised to DEBATE_CONTEXT for the served copy and for the debate's
-  generator agents, as bench/engine.py does; each answer is capped at DEBATE_MAX_TOKENS (budget-forced,
-  so the JSON still closes), which bounds the judge and reflect requests that quote earlier answers.
-  A small local model is a weak judge: its verdicts mean nothing, only throughput and pipeline do.
-
-Prompts come from random_query.txt minus every query of evaluate_data.json and of the held-out
-pairs (the leakage guard; the count is reported). Without --checkpoint a tiny generator is
-trained on sft_data.json first (--gen-steps; seconds on a CPU): its greetings are weak, so the
-figures measure the machinery (throughput, the share rejected at each stage), not pair quality."""
+Same prompts, 4 candidates per prompt, the in-process engine and the TF-IDF judge: anchor one agent
+(T 0.8) vs two agents (T 0.7 and 1.2 + persona, 2 each); with --debate-local (the bench's own
+checkpoint served through the app's OpenAI-compatible API on a private stack, context raised to
+DEBATE_CONTEXT, answers capped at DEBATE_MAX_TOKENS) or --debate-url/--debate-model, the debate
+pipeline (training.curation.debate) too. Prompts: random_query.txt minus every evaluation and
+held-out query. Without --checkpoint a tiny generator is trained first, so the figures measure the
+machinery (throughput, rejections per stage), not pair quality; a small local judge means nothing.
+"""
 import argparse
 import json
 import os

@@ -2,22 +2,13 @@
 
     python -m bench.judges --json [--reward-model DIR] [--out bench/results/judges_principled.json]
 
-Splits by query (split_by_query, 15% held out): every judge trains on the training side only.
-The TF-IDF judge trains on reward_data_train.json's training pairs; the principled judge on the
-training side of the team corpus, of sft_data.json and of those pairs (its thresholds on a
-calibration split of that side). Reported, each with counts, beside pick-the-longer:
-* ordinary pairs: the held-out pairs (overall, chosen-not-longer, length-matched);
-* other-occasion pairs: a held-out request's own greeting against a held-out good greeting of
-  another occasion within 10 characters of its length;
-* spliced pairs: the greeting against itself with its second half (from a clause mark) replaced
-  by the second half of another occasion's greeting;
-* pointwise accuracy and Cohen's kappa on evaluate_data.json restricted to queries no judge saw
-  (the file shares most of its good answers with the pairs: see ../shared/data/igniting/README.md).
-* pass rates on the demo model's greetings (models/zhufu-small through the serving path, held-out
-  team requests) and on the team's own greetings of the same requests (issue 16's goal: far fewer
-  of the model's).
-A reward model joins when --reward-model names one saved by `python -m bench.reward_model --save DIR`
-(the same split); it is not trained here (about 16 minutes on 2 cores)."""
+Split by query (15% held out); every judge trains on the training side only. Reported with counts,
+beside pick-the-longer: held-out pairs (overall, chosen-not-longer, length-matched), other-occasion
+pairs (a request's greeting vs a good one of another occasion of similar length), spliced pairs
+(second half swapped for another occasion's), pointwise accuracy and kappa on evaluate_data.json
+for queries no judge saw, and pass rates on the demo model's greetings vs the team's own for the
+same requests. --reward-model adds one saved by ``python -m bench.reward_model --save DIR``.
+"""
 import argparse
 import json
 import random

@@ -1,10 +1,8 @@
 """Model and training presets: a LongcatFlashConfig plus the hyperparameters that go with it.
 
 * ``tiny``  tests: trains in seconds.
-* ``small`` the demo default: 400 steps of 24 sequences (~800k tokens), ~5 min on 2 idle CPU
-  cores (~3k tokens/s); measured 14 min (842 s) with the 2 cores shared by other jobs. On the
-  paper's sft_data.json it reaches held-out loss 2.09 and writes readable greetings
-  (``python -m bench.heldout``).
+* ``small`` the demo default: 400 steps of 24 sequences on 2 CPU cores (its held-out loss and
+  time: README, Benchmarks, ``python -m bench.heldout``).
 * ``base``  for a GPU.
 
 Routing follows LongCat-Flash (arXiv:2509.01322): every token picks ``moe_topk`` = K experts

@@ -1,26 +1,15 @@
 """Zhufu's tokenizer: character level with byte fallback, trained on the corpus texts.
 
-Choice (measured by ``compare_tokenizers`` on the paper's sft_data.json, 3,600 training /
-400 held-out examples split by query; run ``python -m generation.tokenizer``)::
-
-    kind                vocab   chars/token   held-out chars without a token of their own
-    char (min_freq 2)    2268         0.994   0.29% (spelled as fallback bytes)
-    byte-level BPE       2268         1.689   7.07% of non-ASCII chars (split into byte pieces)
-
-We use the character model. The byte-level BPE of the same vocabulary size makes sequences
-about 40% shorter (cheaper training), but Chinese characters are three UTF-8 bytes, so every character the merges did not learn is
-split into byte pieces that the model has to learn to reassemble, and a sampled sequence can
-stop in the middle of a character. Character tokens map one to one onto what a greeting is
-made of; the byte tokens (``<0x00>``..``<0xFF>``) only serve characters never seen in
-training, such as rare emoji, so nothing is ever unknown and decoding round-trips exactly.
-
-Sequence layout (``build_example``)::
+Character tokens map one to one onto what a greeting is made of; the byte tokens
+(``<0x00>``..``<0xFF>``) serve only characters never seen in training, so nothing is unknown and
+decoding round-trips exactly. (Why not byte-level BPE: README, Benchmarks, ``python -m
+generation.tokenizer``.) Sequence layout (``build_example``)::
 
     <bos> 请只生成一条祝福语：{query} <sep> {response} <eos>
     |------------- prompt ---------------|
 
-The loss is masked on the prompt (its length is returned); generation feeds the prompt and
-stops at ``<eos>``.
+The loss is masked on the prompt (its length is returned); generation feeds the prompt
+(``encode_prompt``) and stops at ``<eos>``.
 """
 from __future__ import annotations
 
@@ -140,7 +129,7 @@ def compare_tokenizers(train_texts: list[str], heldout_texts: list[str], min_fre
     return {"char": tokenizer_figures(char_tok, heldout_texts), "byte_bpe": bpe}
 
 
-if __name__ == "__main__":  # the comparison quoted in the module docstring
+if __name__ == "__main__":  # the comparison in the README's Benchmarks table
     import json
     import sys
     from pathlib import Path

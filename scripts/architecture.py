@@ -4,10 +4,12 @@ Units: ``kernels``, ``generation``, ``training``, each ``webapp/<app>``, and ``w
 project's own modules). Printed: import cycles between units, imports that climb a floor
 (kernels <- generation <- training <- webapp, and inside webapp the order of WEBAPP_APPS: an app
 imports only apps before it), imports of project code inside functions (a deferral is justified
-when it keeps torch and its kin from loading, or waits for Django's app registry in ready();
+when it keeps out a heavy library (torch and its kin) that the importer does not load itself, or
+waits for Django's app registry in ready();
 the rest are listed in PENDING_INLINE_IMPORTS), modules over 450 lines (tests and migrations
-aside; LONG_MODULES_NOT_YET_SPLIT names those still waiting), and the greeting path's call sites.
-tests/test_architecture.py fails on anything new in any of these.
+aside; LONG_MODULES_NOT_YET_SPLIT names those still waiting), the modules that write greetings
+(build a prompt and sample from it; goal 1, generation/greeting.py) and the callers of that one path.
+tests/test_architecture.py fails on anything new in the first four (the greeting paths are measured, not yet enforced).
 """
 from __future__ import annotations
 
@@ -35,69 +37,20 @@ LONG_MODULES_NOT_YET_SPLIT: dict[str, str] = {}
 # Imports of project code inside functions that neither defer a heavy library nor wait for Django's
 # app registry: each is still to move to its module's top (shrink this list). "path module".
 PENDING_INLINE_IMPORTS: frozenset[str] = frozenset({
-    "generation/checkpoint.py generation.moe",
-    "training/curation/debate.py training.judges.llm",
-    "training/judges/registry.py training.judges.length",
-    "training/judges/registry.py training.judges.llm",
     "training/marl/train.py training.marl.vector_train",
     "training/marl/train.py training.marl.vmas_env",
-    "training/rl/evaluation.py generation.checkpoint",
-    "training/rl/evaluation.py generation.engine",
-    "training/rl/evaluation.py generation.tokenizer",
-    "training/rl/evaluation.py training.rl.grpo",
-    "training/rl/grpo.py generation.engine",
-    "training/rl/grpo.py training.rl.evaluation",
-    "training/rl/pipeline.py generation.conditioning",
-    "training/rl/pipeline.py generation.guards",
-    "training/rl/pipeline.py training.data.examples",
-    "training/rl/pipeline.py training.judges.data",
-    "training/rl/pipeline.py training.judges.registry",
-    "training/rl/pipeline.py training.judges.tfidf",
-    "training/rl/pipeline.py training.trainer",
-    "webapp/annotation/checkpoint_batches.py generation.greeting",
-    "webapp/annotation/checkpoint_batches.py webapp.annotation.models",
-    "webapp/annotation/checkpoint_batches.py webapp.annotation.tasks",
-    "webapp/annotation/checkpoint_batches.py webapp.checkpoints.models",
-    "webapp/annotation/checkpoint_batches.py webapp.checkpoints.services",
-    "webapp/annotation/checkpoint_batches.py webapp.corpus.models",
-    "webapp/api/responses.py webapp.checkpoints.serving",
-    "webapp/checkpoints/serving.py webapp.checkpoints.models",
-    "webapp/core/heartbeats.py webapp.core.models",
     "webapp/jobs/services.py webapp.jobs.tasks",
-    "webapp/judges/curation.py generation.backends",
-    "webapp/judges/curation.py generation.checkpoint",
-    "webapp/judges/curation.py training.curation",
-    "webapp/judges/curation.py training.data.formats",
-    "webapp/judges/curation.py training.judges.adversarial",
-    "webapp/judges/curation.py training.judges.data",
-    "webapp/judges/curation.py training.judges.llm",
-    "webapp/judges/curation.py webapp.checkpoints.services",
-    "webapp/judges/curation.py webapp.corpus.models",
-    "webapp/judges/curation.py webapp.corpus.services",
-    "webapp/judges/curation.py webapp.judges.principles",
-    "webapp/judges/services.py generation.checkpoint",
-    "webapp/judges/services.py training.data.formats",
-    "webapp/judges/services.py training.judges.data",
-    "webapp/judges/services.py training.judges.evaluation",
-    "webapp/judges/services.py training.judges.length",
-    "webapp/judges/services.py training.judges.llm",
-    "webapp/judges/services.py training.judges.registry",
-    "webapp/judges/services.py training.judges.reward_model",
-    "webapp/judges/services.py training.judges.reward_model_training",
-    "webapp/judges/services.py training.judges.tfidf",
-    "webapp/judges/services.py webapp.checkpoints.services",
     "webapp/marl/jobs.py webapp.checkpoints.services",
     "webapp/marl/jobs.py webapp.marl.services",
-    "webapp/marl/management/commands/train_marl.py webapp.marl.services",
-    "webapp/studio/models.py generation.greeting",
-    "webapp/studio/recovery.py webapp.studio.services",
-    "webapp/studio/services.py webapp.checkpoints.services",
-    "webapp/studio/services.py webapp.checkpoints.serving",
-    "webapp/studio/services.py webapp.studio",
     "webapp/studio/services.py webapp.studio.tasks",
-    "webapp/studio/tasks.py webapp.studio",
 })
+# The one greeting path (goal 1 of issue #17: one place builds the prompt, samples and cleans the text).
+GREETING_PATH_MODULE = "generation/greeting.py"
 GREETING_PATH = ("stream_greetings", "write_greetings", "write_checked")
+# A module writes greetings on its own when it both builds a generation prompt and samples from it.
+PROMPT_BUILDERS = frozenset({"greeting_prompt", "encode_prompt"})
+SAMPLERS = frozenset({"stream", "generate"})  # backend.stream, engine.generate, model.generate
+ENGINE_PACKAGE = "generation/engine/"  # the engine samples token ids; it builds no prompt
 
 
 def python_files() -> list[Path]:
@@ -155,38 +108,49 @@ def _absolute(path: Path, node: ast.ImportFrom) -> str:
     return ".".join(package + ([node.module] if node.module else []))
 
 
-def heavy_modules(files: list[Path]) -> dict[str, str]:
-    """{project module: the heavy library it loads at import, directly or through project modules}."""
-    top = {module_name(path): {m for m, _, function in _imports(path) if function is None} for path in files}
-    found: dict[str, str] = {}
+def heavy_modules(files: list[Path]) -> dict[str, frozenset[str]]:
+    """{project module: the heavy libraries importing it loads, directly or through project modules}.
 
-    def loads(module: str, seen: frozenset) -> str | None:
-        if module in found:
-            return found[module] or None
-        for name in sorted(top.get(module, ())):
-            if name.split(".")[0] in HEAVY_LIBRARIES:
-                found[module] = name
-                return name
-            parts = name.split(".")
-            for k in range(1, len(parts) + 1):  # importing a.b.c runs a, a.b and a.b.c
-                prefix = ".".join(parts[:k])
-                if prefix in top and prefix not in seen and loads(prefix, seen | {module}):
-                    found[module] = found[prefix]
-                    return found[module]
-        if not seen:  # only a complete search may record "light"
-            found[module] = ""
-        return None
+    Importing ``a.b.c`` runs ``a`` and ``a.b`` first, so a module carries its packages' libraries too."""
+    top = {module_name(path): {m for m, _, function in _imports(path) if function is None} | _submodules_imported(path)
+           for path in files}
 
-    for module in sorted(top):
-        loads(module, frozenset())
-    return {module: library for module, library in found.items() if library}
+    def runs(name: str) -> list[str]:
+        parts = name.split(".")
+        return [prefix for k in range(1, len(parts) + 1) if (prefix := ".".join(parts[:k])) in top]
+
+    loads = {module: {name.split(".")[0] for name in names if name.split(".")[0] in HEAVY_LIBRARIES}
+             for module, names in top.items()}
+    changed = True
+    while changed:  # a fixed point: cycles between project modules are allowed at this level
+        changed = False
+        for module, names in top.items():
+            before = len(loads[module])
+            for name in names:
+                for prefix in runs(name):
+                    loads[module] |= loads[prefix]
+            for prefix in runs(module):
+                loads[module] |= loads[prefix]
+            changed |= len(loads[module]) != before
+    return {module: frozenset(libraries) for module, libraries in loads.items() if libraries}
 
 
-def deferral_reason(where: str, module: str, function: str | None, heavy: dict[str, str]) -> str | None:
+def _submodules_imported(path: Path) -> set[str]:
+    """``package.name`` for each module-level ``from package import name`` (a submodule, when one exists)."""
+    found = set()
+    for node in ast.parse(path.read_text(encoding="utf-8"), filename=str(path)).body:
+        if isinstance(node, ast.ImportFrom):
+            package = node.module if node.level == 0 else _absolute(path, node)
+            found |= {f"{package}.{alias.name}" for alias in node.names if package}
+    return found
+
+
+def deferral_reason(where: str, module: str, function: str | None, heavy: dict[str, frozenset[str]]) -> str | None:
     """Why an import of project code sits inside a function, or None when nothing forces it."""
     importer = module_name(REPO / where)
-    if module in heavy and importer not in heavy:
-        return f"defers {heavy[module]}"
+    deferred = heavy.get(module, frozenset()) - heavy.get(importer, frozenset())
+    if deferred:
+        return "defers " + ", ".join(sorted(deferred))
     if function == "ready" and where.endswith("apps.py"):
         return "waits for Django's app registry (AppConfig.ready)"
     if where == "webapp/celery.py":
@@ -206,7 +170,7 @@ def guarded_by_main(path: Path, line: int) -> bool:
 
 def read_house() -> dict:
     edges: dict[tuple[str, str], list[str]] = defaultdict(list)
-    inside, deferred, unjustified, long_modules, greeting_calls = [], [], [], [], []
+    inside, deferred, unjustified, long_modules, greeting_calls, greeting_paths = [], [], [], [], [], []
     files = python_files()
     heavy = heavy_modules(files)
     for path in files:
@@ -228,19 +192,34 @@ def read_house() -> dict:
         lines = path.read_text(encoding="utf-8").count("\n")
         if lines > LONG_MODULE:
             long_modules.append((where, lines))
-        if not where.startswith("generation/greeting"):
-            tree = ast.parse(path.read_text(encoding="utf-8"))
-            for node in ast.walk(tree):
-                if isinstance(node, ast.Call):
-                    name = getattr(node.func, "id", getattr(node.func, "attr", None))
-                    if name in GREETING_PATH:
-                        greeting_calls.append(f"{where}:{node.lineno} {name}")
+        path_sites, calls = greeting_sites(path)
+        if path_sites and not where.startswith(ENGINE_PACKAGE):
+            greeting_paths.append((where, path_sites))
+        if where != GREETING_PATH_MODULE:
+            greeting_calls += [f"{where}:{line} {name}" for line, name in calls]
     return {"edges": {f"{a} -> {b}": sites for (a, b), sites in sorted(edges.items())},
             "cycles": cycles(edges), "climbing": climbing(edges), "unlisted_apps": unlisted_webapp_apps(),
             "imports_in_functions": inside, "deferred_imports": deferred, "unjustified_imports": unjustified,
             "long_modules": sorted(long_modules, key=lambda item: -item[1]),
             "long_modules_not_allowed": [(w, n) for w, n in long_modules if w not in LONG_MODULES_NOT_YET_SPLIT],
-            "greeting_path_calls": greeting_calls}
+            "greeting_paths": greeting_paths, "greeting_path_calls": greeting_calls}
+
+
+def greeting_sites(path: Path) -> tuple[list[str], list[tuple[int, str]]]:
+    """(where `path` builds a prompt and samples from it: "line name" of each such call, empty unless
+    it does both; its calls of the one greeting path as (line, name))."""
+    prompts, samples, calls = [], [], []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if not isinstance(node, ast.Call):
+            continue
+        name = getattr(node.func, "id", getattr(node.func, "attr", None))
+        if name in PROMPT_BUILDERS:
+            prompts.append(f"{node.lineno} {name}")
+        elif name in SAMPLERS and isinstance(node.func, ast.Attribute):
+            samples.append(f"{node.lineno} {name}")
+        elif name in GREETING_PATH:
+            calls.append((node.lineno, name))
+    return (sorted(prompts + samples, key=lambda site: int(site.split()[0])) if prompts and samples else []), calls
 
 
 def cycles(edges) -> list[list[str]]:
@@ -320,7 +299,7 @@ def main(argv=None) -> int:
     if house["unlisted_apps"]:
         print("web apps missing from WEBAPP_APPS: " + ", ".join(house["unlisted_apps"]))
     print(f"imports of project code inside functions: {len(house['imports_in_functions'])} "
-          f"({len(house['deferred_imports'])} defer torch or wait for Django, "
+          f"({len(house['deferred_imports'])} defer a heavy library or wait for Django, "
           f"{len(house['imports_in_functions']) - len(house['deferred_imports']) - len(house['unjustified_imports'])} "
           f"pending on the allow-list, {len(house['unjustified_imports'])} unjustified)")
     for site in house["unjustified_imports"]:
@@ -328,7 +307,11 @@ def main(argv=None) -> int:
     print(f"modules over {LONG_MODULE} lines: {len(house['long_modules'])}")
     for where, lines in house["long_modules"]:
         print(f"  {lines:5d}  {where}" + ("" if where in LONG_MODULES_NOT_YET_SPLIT else "  (not on the allow-list)"))
-    print(f"greeting path call sites outside generation/greeting.py: {len(house['greeting_path_calls'])}")
+    print(f"modules that write greetings (build a prompt and sample from it, the engine aside): "
+          f"{len(house['greeting_paths'])} (goal 1: {GREETING_PATH_MODULE})")
+    for where, sites in house["greeting_paths"]:
+        print(f"  {where}: " + ", ".join(sites))
+    print(f"callers of the one path ({', '.join(GREETING_PATH)}): {len(house['greeting_path_calls'])}")
     for site in house["greeting_path_calls"]:
         print("  " + site)
     if args.json:

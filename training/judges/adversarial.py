@@ -1,28 +1,14 @@
 """Adversarial optimisation of the LLM judge's principles, with reflection (the paper's game).
 
-    result = optimise_principles(Principles(rules=[...], strengths=[...], weaknesses=[...]),
-                                 LLMJudgeConfig(base_url=..., model=...), labelled_items, rounds=3)
-    result.best      # the principle set to keep (the start when no round improved it)
-    result.rounds    # per round: attack success rate and agreement before/after, accepted, rules diff
-
-Each round:
-
-1. Attack. The adversary writes flawed greetings: known bad patterns applied to good greetings
-   (repetition, pressure to marry or have children, an injected instruction, a pile of cliches,
-   an off-topic greeting, typos, sarcasm), drawn by strategy weights S_G, plus optionally
-   greetings the endpoint writes when asked for flawed-but-plausible ones. Every attack is
-   flawed by construction, so the judge is fooled when it says Good: the attack success rate
-   (ASR) is the share of attacks it passes.
-2. Reflect. The failures (attacks passed) and the mismatches on the reflection half of the
-   labelled data go to the judge's endpoint, which is asked for a revised rule list
-   (JSON-constrained; at most 10 rules; one repair request when the answer is invalid).
-3. Decide. The new principle set is kept only when its agreement (accuracy) on the held-out half
-   of the labelled data does not drop AND its ASR on this round's attacks falls.
-4. S_G. Strategies that fooled the judge weigh more in the next round's attacks (the optimiser
-   rewriting S_G when the detector catches the flaw); with the endpoint as adversary, its
-   strategy texts are rewritten when every one of its attacks was caught.
-
-No Django here; the webapp stores the best set as a new PrincipleSet version.
+``optimise_principles(Principles(...), LLMJudgeConfig(...), labelled_items, rounds=3)`` returns
+``best`` (the start when no round improved it) and per-round ``rounds``. Each round:
+1. Attack: flawed-by-construction greetings (known bad patterns applied to good ones, drawn by
+   strategy weights S_G, optionally written by the endpoint); the attack success rate (ASR) is
+   the share the judge passes.
+2. Reflect: the passed attacks and the mismatches on the reflection half of the labels go to the
+   endpoint, which returns a revised rule list (JSON-constrained, at most 10 rules, one repair).
+3. Decide: the new set is kept only when held-out agreement does not drop AND the ASR falls.
+4. S_G: strategies that fooled the judge weigh more next round. No Django here.
 """
 from __future__ import annotations
 

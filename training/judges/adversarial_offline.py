@@ -1,22 +1,14 @@
 """Adversarial optimisation with reflection for the principled judge, offline (no endpoint).
 
-    python -m training.judges.adversarial_offline --judge var/judges/principled-v1 \
-        [--labelled ../shared/data/igniting/evaluate_data.json] [--model-outputs before.json] \
+    python -m training.judges.adversarial_offline --judge DIR [--labelled FILE] [--model-outputs FILE] \
         [--rounds 3] [--attacks 200] [--save DIR] [--out bench/results/adversarial_principled.json]
 
-The game of training.judges.adversarial, with local players:
-1. Attack: flawed-by-construction greetings from good labelled ones: the perturbations of
-   adversarial.py (repetition, pressure, injection, cliche pile, off-topic, typo, sarcasm), the
-   rule-made corruptions of negatives.py (other occasion, splice, shuffle, truncation,
-   repetition, wrong addressee), and the local model's own greetings answered to a request of an
-   incompatible occasion. A strategy that fooled the judge weighs more next round (S_G).
-2. Reflect: for the attacks that passed, the nearest-miss principle (the one whose mark sits
-   closest above its threshold) and the overall cut; candidate revisions tighten one threshold to
-   a quantile of the reflection half's good greetings, switch a dropped gate on, or allow one
-   stock phrase fewer.
-3. Decide: a revision is kept only when agreement (accuracy) on the held-out half of the labels
-   does not drop and the attack success rate (ASR) falls; the kept one with the lowest ASR wins.
-The best calibration is saved as a new judge version (`--save`, name suffixed `+advN`).
+The game of training.judges.adversarial with local players. Attack: adversarial.py's perturbations,
+negatives.py's rule-made corruptions and the local model's greetings for an incompatible occasion,
+weighted by S_G. Reflect: for the attacks that passed, revisions that tighten the nearest-miss
+principle's threshold, switch a dropped gate on or allow one stock phrase fewer. Decide: kept only
+when held-out agreement does not drop and the attack success rate falls; the lowest ASR wins and
+``--save`` writes it as a new judge version (name suffixed ``+advN``).
 """
 from __future__ import annotations
 

@@ -1,26 +1,14 @@
 """A principle-guided LLM judge over any OpenAI-compatible chat-completions endpoint.
 
-    judge = LLMJudge(LLMJudgeConfig(base_url="http://127.0.0.1:8000/v1", model="qwen2.5-7b"),
-                     rules=[...], strengths=[...], weaknesses=[...])
-    judge.evaluate("七十生日祝福语", "愿您福如东海，寿比南山")  # -> Verdict
-
-* The prompt carries the principle set (rules, strengths, weaknesses: plain lists, no Django).
-  The query and the greeting are passed as data: one JSON object (every quote, backslash and
-  newline escaped) between delimiters carrying a nonce the greeting cannot know, with the
-  instruction that nothing inside is an instruction.
-* The model must answer ``{"verdict": "Good"|"Bad", "score": 0..1, "reason": str, "rubric": {..}}``
-  (``response_format`` json_schema is sent); Good exactly when score >= 0.5. An invalid answer
-  gets one repair request (the invalid output sent back, asking for valid JSON); a second
-  invalid answer raises :class:`JudgeOutputInvalid`.
-* Connection errors, timeouts, HTTP 429 and 5xx are retried with exponential backoff; when the
-  retries are spent :class:`JudgeUnavailable` is raised. Other HTTP errors (401, 404...) are not
-  retried. ``scores`` either returns every score or raises: never a half result.
-* At most ``max_concurrency`` requests are in flight per judge (a semaphore; ``scores`` uses a
-  thread pool of that size).
-* Verdicts are cached under (judge version, query, response): an in-memory LRU plus an
-  optional cache object with ``get(key)`` / ``set(key, value)`` (e.g. Django's cache).
-* Token accounting: prompt and completion tokens from each answer's ``usage`` (repairs
-  included) add up in ``judge.usage``.
+``LLMJudge(LLMJudgeConfig(base_url=..., model=...), rules=..., strengths=..., weaknesses=...)``.
+The prompt carries the principle set; the query and greeting go in as data (one escaped JSON
+object between nonce delimiters, declared not to be instructions). The answer must be
+``{"verdict", "score", "reason", "rubric"}`` (json_schema sent; Good exactly when score >= 0.5);
+an invalid one gets one repair request, then :class:`JudgeOutputInvalid`. Connection errors,
+timeouts, 429 and 5xx are retried with backoff, then :class:`JudgeUnavailable`; ``scores`` returns
+every score or raises. At most ``max_concurrency`` requests in flight; verdicts cached under
+(judge version, query, response) in an LRU plus an optional ``get``/``set`` cache; prompt and
+completion tokens (repairs included) add up in ``judge.usage``.
 """
 from __future__ import annotations
 

@@ -13,6 +13,9 @@ import unicodedata
 from pathlib import Path
 from typing import Iterable
 
+from training.judges.length import LengthJudge
+from training.judges.llm import LLMJudge, LLMJudgeConfig
+
 KINDS = ("length", "tfidf", "reward_model", "llm", "principled")
 TRAINED_QUERIES_FILE = "trained_queries.json"
 
@@ -66,8 +69,6 @@ def load_judge(kind: str, folder: Path | str | None, *, name: str | None = None,
     """
     config = dict(config or {})
     if kind == "length":
-        from training.judges.length import LengthJudge
-
         threshold = config.get("threshold", 39)
         if not isinstance(threshold, int) or threshold < 1:
             raise JudgeLoadError(f"a length judge needs a positive integer threshold, not {threshold!r}")
@@ -110,8 +111,6 @@ def load_judge(kind: str, folder: Path | str | None, *, name: str | None = None,
             judge.name = name
         return judge
     if kind == "llm":
-        from training.judges.llm import LLMJudge, LLMJudgeConfig
-
         principles = principles or {}
         known = set(LLMJudgeConfig.__dataclass_fields__)
         try:

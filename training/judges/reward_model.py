@@ -1,29 +1,14 @@
 """A Bradley-Terry reward model on the generator's LongCat-Flash MoE backbone.
 
-    result = train_reward_model(pairs, RewardModelConfig(preset="small"), out_dir=Path("var/judges/rm-1"))
-    judge = RewardModelJudge.load(Path("var/judges/rm-1"))
-    judge.evaluate("七十生日祝福语", "愿您福如东海，寿比南山")  # -> Verdict
-
-* Model: ``LongcatFlashModel`` from a preset (or the backbone of a generator checkpoint, so it
-  starts from a trained LM, with that checkpoint's tokenizer) plus a linear head on the hidden
-  state of the last non-pad token (the ``<eos>`` closing ``<bos> prompt <sep> greeting <eos>``;
-  sequences are right-padded and attention is causal, so no mask is needed).
-* Loss: ``-log sigmoid(r_chosen - r_rejected)`` per pair, weighted: pairs the length rule gets
-  wrong or cannot tell apart (chosen not longer, or length difference <= 10 characters) weigh
-  ``hard_pair_weight`` (default 4), because the data's preferences are ~96% "the longer one wins"
-  and a reward model that only learns length is useless.
-* Validation: a split by query of the training pairs (salted, so it never coincides with an
-  outer held-out split made by ``split_by_query``); every ``eval_every`` steps the accuracy on
-  the three subsets (overall / chosen not longer / length matched) is logged.
-* Calibration: the reward threshold that best separates validation chosen from rejected texts
-  turns rewards into Good/Bad; ``score = sigmoid((r - threshold) / scale)``, scale = the std of
-  validation rewards.
-* Fast MoE path on; router biases steered towards the preset's K_e as in the generator trainer;
-  seeded; tqdm progress bar with ETA; ``on_progress(dict)`` returning False stops it.
-* Saved as a folder, written to a temp folder and renamed into place: the backbone via
-  ``save_pretrained`` (safetensors), the tokenizer, ``reward_head.safetensors`` and
-  ``reward_model.json`` (threshold, scale, preset, pooling, metrics), plus the training-query
-  hashes (``trained_queries.json``) for the evaluation's leakage guard.
+``train_reward_model(pairs, RewardModelConfig(...), out_dir)`` trains ``LongcatFlashModel`` (from a
+preset, or a generator checkpoint's backbone and tokenizer) plus a linear head on the last
+non-pad token (the ``<eos>`` of ``<bos> prompt <sep> greeting <eos>``). Loss
+``-log sigmoid(r_chosen - r_rejected)``; pairs the length rule gets wrong or cannot tell apart
+weigh ``hard_pair_weight``, so the model learns more than length. Validated on a salted split by
+query; calibrated to Good/Bad by the threshold that best separates validation chosen from
+rejected (``score = sigmoid((r - threshold) / scale)``). ``on_progress(dict)`` returning False stops it.
+Saved atomically as a folder (backbone safetensors, tokenizer, ``reward_head.safetensors``,
+``reward_model.json``, ``trained_queries.json`` for the leakage guard); ``RewardModelJudge.load``.
 """
 from __future__ import annotations
 

@@ -1,22 +1,12 @@
 """Evaluate a generator on held-out prompts: what the gate and ``evaluate_generation`` report.
 
-    report = evaluate_generation(checkpoint_dir, prompts, judge, reference_dir, training_greetings=texts)
-
-* pass rate: share of greetings the judge calls Good (score >= 0.5), the paper's "excellence
-  rate"; per prompt averaged over its ``samples`` greetings, with a percentile bootstrap 95%
-  interval over prompts (prompts are the unit that was sampled);
-* mean reward (judge score minus the penalties of training.rl.rewards) and mean judge score;
-* KL to the SFT (reference) model: per completion token, the k3 estimator of the two models'
-  temperature-1 distributions on the evaluation samples (drawn at the evaluation temperature,
-  so an approximation), and per greeting (the sum over its tokens);
-* distinct-1 / distinct-2: distinct character uni/bigrams over all greetings / all of them;
-* novelty: share of greetings that are neither verbatim nor near-verbatim copies of a training
-  greeting. Near-verbatim: more than ``NEAR_COPY_THRESHOLD`` (50%) of the greeting's character
-  8-grams occur in one single training greeting. 8 characters is about one clause of a Chinese
-  greeting: set phrases ("祝你生日快乐") are shorter, so sharing a few of them is not copying,
-  while half of all 8-grams from one source means whole clauses were lifted. Greetings shorter
-  than 8 characters can only be verbatim copies;
-* lengths in characters (mean, median, p10, p90) and the share cut off by the token limit.
+``evaluate_generation(checkpoint_dir, prompts, judge, reference_dir, training_greetings=...)``:
+pass rate (share the judge calls Good, the paper's "excellence rate"; per prompt over its
+``samples``, with a bootstrap 95% interval over prompts), mean reward and judge score, k3 KL to
+the SFT reference per token and per greeting, distinct-1/2, novelty (neither a verbatim nor a
+near-verbatim copy of a training greeting: more than ``NEAR_COPY_THRESHOLD`` of its character
+8-grams from one greeting; 8 characters is about a clause, longer than set phrases), and
+lengths with the share cut off by the token limit.
 """
 from __future__ import annotations
 

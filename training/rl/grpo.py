@@ -1,24 +1,13 @@
 """GRPO (Shao et al. 2024, DeepSeekMath) on our LongCat-Flash generator, with the judge as reward.
 
-    result = train_grpo(GRPOConfig(init_checkpoint=sft_dir, out_dir=run_dir, prompts=queries), judge)
-
-Per step: ``prompts_per_step`` queries, ``group_size`` (4, as in the paper) samples each from the
-current policy; rewards (training.rl.rewards) are normalised within each group (advantage =
-(r - mean) / (std + eps)); the loss per completion token is the clipped policy-gradient term plus
-``kl_coef`` (0.001, as in the paper) times the k3 estimate of KL(policy || SFT reference),
-``exp(ref - logp) - (ref - logp) - 1`` (Schulman's low-variance, always non-negative estimator),
-averaged over all completion tokens of the batch.
-
-Why our own loop and not TRL's GRPOTrainer: TRL samples with ``model.generate()``; our rollouts run
-on the serving engine (continuous batching over the absorbed-MLA cache), which ``bench.rlaif``
-measures against ``generate()`` rollouts on the same checkpoint (the README quotes the figure).
-The engine reads the live weights (it owns no copy), so each rollout uses the current policy.
-
-The training forward uses the fast MoE path; the router biases keep being steered to the preset's
-K_e after every step exactly as in SFT (training.routing), and the measured real experts per token
-is reported. Resumable: every ``save_every`` steps (and when stopped) ``out_dir/state`` gets the
-model, AdamW moments, RNG state and history (the SFT trainer's safetensors state format); the
-final checkpoint is written atomically (generation.checkpoint.save_checkpoint).
+``train_grpo(GRPOConfig(init_checkpoint=..., out_dir=..., prompts=...), judge)``. Per step:
+``prompts_per_step`` queries x ``group_size`` samples from the current policy; rewards
+(training.rl.rewards) normalised within each group; per completion token the clipped
+policy-gradient term plus ``kl_coef`` times the k3 estimate of KL(policy || SFT reference).
+Rollouts run on the serving engine, which reads the live weights (README: why not TRL). Router
+biases are steered to the preset's K_e after every step as in SFT. Resumable: every
+``save_every`` steps (and when stopped) ``out_dir/state`` holds model, AdamW moments, RNG and
+history; the final checkpoint is written atomically.
 """
 from __future__ import annotations
 
@@ -31,9 +20,10 @@ from typing import Sequence
 import torch
 
 from generation.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from generation.engine import Engine, SamplingParams
 from generation.presets import PresetError, get_preset
 from generation.tokenizer import encode_prompt
-from training.rl.evaluation import CopyDetector, distinct_n
+from training.rl.evaluation import CopyDetector, distinct_n, room
 from training.rl.rewards import DiversityBank, RewardConfig, compute_rewards
 from training.routing import RoutingRecorder, update_router_bias
 from training.runs import Progress, RunFolder, jsonable, notify
@@ -126,12 +116,8 @@ class GRPOResult:
 def rollout_engine(engine, queries: Sequence[str], group_size: int, temperature: float, max_new_tokens: int,
                    seed: int) -> list[Rollout]:
     """``group_size`` samples per query on the serving engine, all queries batched together."""
-    from generation.engine import SamplingParams
-
     tokenizer = engine.tokenizer
     prompts = [encode_prompt(tokenizer, q) for q in queries]
-    from training.rl.evaluation import room
-
     params = [SamplingParams(n=group_size, max_tokens=room(engine, prompt, max_new_tokens), temperature=temperature,
                              seed=seed + i) for i, prompt in enumerate(prompts)]
     outputs = engine.generate(prompts, params)
@@ -336,8 +322,6 @@ def train_grpo(cfg: GRPOConfig, judge, resume: bool = False, on_progress=None) -
         copies = CopyDetector(cfg.training_greetings)
     engine = None
     if cfg.rollout == "engine":
-        from generation.engine import Engine
-
         slots = cfg.prompts_per_step * cfg.group_size
         engine = Engine(model, tokenizer, max_slots=slots, max_n=cfg.group_size)
 

@@ -13,16 +13,20 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from generation.checkpoint import read_metadata
+from generation.conditioning import DEFAULT_FORMAT
+from generation.guards import CopyDetector
+from training.data.examples import STARTER_FILES, load_examples
+from training.judges.data import load_pairs
+from training.judges.registry import write_trained_queries
 from training.rl.evaluation import EvalSettings, evaluate_generation
 from training.rl.gate import GateConfig, GateDecision, gate
 from training.rl.grpo import GRPOConfig, GRPOResult, train_grpo
+from training.trainer import TrainConfig, TrainingError, train_model
 
 
 def sft_stage(*, preset: str, data_paths: Sequence[Path], out_dir: Path, max_steps: int | None = None, seed: int = 0,
               on_progress=None, progress_bar: bool = True) -> Path:
     """The SFT cold start (training.trainer); returns the checkpoint folder."""
-    from training.trainer import TrainConfig, TrainingError, train_model
-
     result = train_model(TrainConfig(preset=preset, data_paths=list(data_paths), out_dir=Path(out_dir), seed=seed,
                                      max_steps=max_steps, progress_bar=progress_bar), on_progress=on_progress)
     if result.checkpoint_dir is None:
@@ -39,8 +43,6 @@ def judge_stage(*, pair_files: Sequence[Path], out_dir: Path, exclude_queries: I
     any fluent greeting (an SFT model scores ~95%: no room to measure a gain). With
     ``excellence_quantile`` q, Good means "scores above the q-quantile of the chosen greetings":
     an excellence bar rather than an acceptability bar."""
-    from training.judges.data import load_pairs
-    from training.judges.registry import write_trained_queries
     from training.judges.tfidf import train_tfidf_judge
 
     excluded = {q.strip() for q in exclude_queries}
@@ -99,9 +101,6 @@ def sft_data_paths(checkpoint: Path) -> list[Path]:
 def describe_backend(backend, checkpoint: Path, name: str):
     """What the greeting path needs to know of the checkpoint behind a backend: its name (for
     provenance), how it reads requests, and the greetings it was trained on (the copy guard)."""
-    from generation.conditioning import DEFAULT_FORMAT
-    from generation.guards import CopyDetector
-
     backend.checkpoint_name = name
     backend.prompt_format = read_metadata(Path(checkpoint)).get("prompt_format", DEFAULT_FORMAT)
     greetings = training_greetings(Path(checkpoint))
@@ -111,8 +110,6 @@ def describe_backend(backend, checkpoint: Path, name: str):
 
 def training_greetings(checkpoint: Path, extra_paths: Sequence[Path] = ()) -> list[str] | None:
     """The greetings the checkpoint's SFT saw (plus ``extra_paths``); None when none can be found."""
-    from training.data.examples import STARTER_FILES, load_examples
-
     paths = [p for p in sft_data_paths(checkpoint) if p.is_file()] + [Path(p) for p in extra_paths]
     if not paths and all(p.is_file() for p in STARTER_FILES):
         paths = list(STARTER_FILES)  # the trainer's default corpus

@@ -1,31 +1,12 @@
-"""The GRPO reward: the judge's score in [0, 1] minus penalties.
+"""The GRPO reward: the judge's score in [0, 1] minus penalties (``compute_rewards``, ``RewardConfig``).
 
-    rewards = compute_rewards(judge, queries, responses, RewardConfig())
-    [r.total for r in rewards]
-
-Why penalties: the paper's data prefers the longer text 96% of the time, so any judge trained on
-it (TF-IDF, the reward model, even "pick the longer") pays for length. A policy optimised against
-it drifts to ever longer, padded greetings. Three guards:
-
-* length outside the request's bounds: "简短"/"一句话" asks for at most ``short_max`` characters,
-  "长一点"/"详细" for at least ``long_min``; with no wish the bounds are [``min_chars``,
-  ``max_chars``] (the data's greetings average 30-60 characters, 95% are under 100). The penalty
-  grows linearly with the share of characters outside the bounds, capped at ``length_coef``;
-* repetition (padding with repeated phrases): the share of repeated character 4-grams above
-  ``repetition_free`` costs up to ``repetition_coef``;
-* truncation: a rollout cut off by the token limit (no end token) costs ``truncation_penalty``.
-
-Two optional guards against reward hacking by template collapse (off unless their coefficient is
-set). The TF-IDF judge ignores the query, so GRPO finds one phrase it likes ("如星辰般闪耀，如春风般
-轻盈") and writes it into every greeting: pass rate up, distinct-2 halved. Both are checked by the
-gate, so the reward now pays for them too:
-
-* diversity: ``diversity_coef`` times the sample's mean character n-gram containment (share of its
-  n-grams found in another text, averaged over the others), half against its group's other samples
-  and half against a rolling bank of recent rollouts (``DiversityBank``): within a group the
-  sample that repeats what everyone writes gets the lower advantage;
-* copying: a (near-)verbatim copy of a training greeting (evaluation's ``CopyDetector``, the
-  novelty test) costs ``copy_coef``.
+Judges trained on the paper's data pay for length, so a policy optimised against them drifts to
+long, padded greetings; the penalties guard against it: length outside the request's bounds
+("简短"/"一句话" at most ``short_max`` characters, "长一点"/"详细" at least ``long_min``, else
+[``min_chars``, ``max_chars``]), repeated character 4-grams above ``repetition_free``, and a rollout
+cut off by the token limit. Two guards against template collapse, off unless their coefficient
+is set: ``diversity_coef`` (n-gram containment against the group and a ``DiversityBank`` of recent
+rollouts) and ``copy_coef`` (a near-verbatim copy of a training greeting, the gate's novelty check).
 """
 from __future__ import annotations
 

@@ -5,9 +5,14 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
+from generation.greeting import control_characters
 from training.data.prompts import PromptFileError, read_prompts
-from webapp.annotation.models import Batch, Kind
+from webapp.annotation.models import Batch, BatchBuild, Kind
 from webapp.annotation.services import AnnotationError
+from webapp.annotation.tasks import build_batch
+from webapp.checkpoints.models import Checkpoint
+from webapp.checkpoints.services import RegistryError, resolve_checkpoint
+from webapp.corpus.models import QUERY_MAX_LENGTH, normalise_text
 
 
 MAX_BUILD_PROMPTS = 1000
@@ -16,9 +21,6 @@ MAX_PER_PROMPT = 20
 
 def clean_prompts(prompts) -> list[str]:
     """The prompt set as distinct normalised queries, in order; refusals name the field `prompts`."""
-    from webapp.corpus.models import QUERY_MAX_LENGTH, normalise_text
-    from generation.greeting import control_characters
-
     if isinstance(prompts, str) or not hasattr(prompts, "__iter__"):
         raise AnnotationError("prompts must be a list of queries.", field="prompts")
     out, seen = [], set()
@@ -66,9 +68,6 @@ def prompts_from_upload(uploaded) -> list[str]:
 
 
 def _checkpoint(value, field_name: str):
-    from webapp.checkpoints.models import Checkpoint
-    from webapp.checkpoints.services import RegistryError, resolve_checkpoint
-
     if value is None or value == "":
         raise AnnotationError("Choose a checkpoint.", field=field_name)
     try:
@@ -83,8 +82,6 @@ def _checkpoint(value, field_name: str):
 
 def _start_build(*, checkpoint_a, checkpoint_b, prompts, n_per_prompt, kind, k, name, created_by, lease_seconds,
                  temperature, top_p, max_tokens, seed, default_name):
-    from webapp.annotation.models import BatchBuild
-
     if kind not in Kind.values:
         raise AnnotationError(f"kind must be pointwise or pairwise, not {kind!r}.", field="kind")
     if not isinstance(n_per_prompt, int) or not 1 <= n_per_prompt <= MAX_PER_PROMPT:
@@ -125,8 +122,6 @@ def _free_name(base: str) -> str:
 
 
 def enqueue_build(build_id: int) -> None:
-    from webapp.annotation.tasks import build_batch
-
     build_batch.delay(build_id)
 
 

@@ -12,6 +12,7 @@ from generation.engine import InvalidRequestError, PromptTooLongError, SchemaErr
 from generation.greeting import FinalText
 from webapp.api.errors import ApiError, bad_param
 from webapp.api.parsing import ApiRequest, DEFAULT_MAX_TOKENS
+from webapp.checkpoints import serving
 from webapp.checkpoints.services import active_checkpoint
 
 
@@ -45,11 +46,9 @@ def resolve_model(requested: str) -> str:
 
 
 def backend():
-    from webapp.checkpoints.serving import ModelNotReady, get_backend  # looked up per call: tests swap the backend
-
     try:
-        return get_backend()
-    except ModelNotReady as exc:
+        return serving.get_backend()  # looked up per call: tests swap the backend
+    except serving.ModelNotReady as exc:
         raise ApiError(503, str(exc), "server_error", code="model_not_ready") from None
 
 

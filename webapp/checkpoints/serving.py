@@ -9,6 +9,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from webapp.checkpoints.models import Checkpoint
 from webapp.checkpoints.services import RegistryError, active_checkpoint
 
 _lock = threading.Lock()  # guards _state; never held while a model loads
@@ -97,8 +98,6 @@ def get_backend():
 
 def active_checkpoint_name() -> str | None:
     """The name of the checkpoint this process serves (for provenance of generated greetings)."""
-    from webapp.checkpoints.models import Checkpoint
-
     checkpoint_id = _state["checkpoint_id"]
     if checkpoint_id is None:
         return None

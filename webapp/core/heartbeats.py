@@ -8,14 +8,14 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
+from webapp.core.models import Heartbeat
+
 logger = logging.getLogger(__name__)
 
 
 def record_heartbeat(name: str, role: str, **info) -> None:
     """Upsert the heartbeat row (``info``: extra facts, e.g. a worker's queues). Never raises: a
     database hiccup must not kill a worker."""
-    from webapp.core.models import Heartbeat
-
     try:
         close_old_connections()
         Heartbeat.objects.update_or_create(
@@ -31,8 +31,6 @@ def record_heartbeat(name: str, role: str, **info) -> None:
 
 
 def latest_heartbeat(role: str):
-    from webapp.core.models import Heartbeat
-
     return Heartbeat.objects.filter(role=role).order_by("-last_seen").first()
 
 
@@ -41,8 +39,6 @@ RECENT_HEARTBEATS = 100  # rows never expire (a container gets a new hostname pe
 
 def heartbeats(role: str) -> list:
     """The processes of ``role`` that reported most recently, newest first."""
-    from webapp.core.models import Heartbeat
-
     return list(Heartbeat.objects.filter(role=role).order_by("-last_seen")[:RECENT_HEARTBEATS])
 
 

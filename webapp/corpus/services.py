@@ -1,17 +1,11 @@
 """Importing greeting data files (by path or URL) into the corpus tables.
 
 ``import_file`` reads one file with ``training.data.formats`` and writes it in ONE transaction:
-a malformed record stops the import and nothing of that file is kept (unless ``skip_bad``,
-which skips and reports every malformed record). Rows are keyed by content hashes, so a
-re-import adds nothing. Writes are bulk: a batch of records costs a handful of queries.
-
-Each format becomes rows:
-
-* alpaca   -> Query + Greeting(source=corpus) + Label good (corpus, origin)
-* pairwise -> Query + 2 Greetings + PreferencePair (a pair whose chosen equals rejected is a
-              tie: its greeting is imported, the pair is not, the summary lists it)
-* labeled  -> Query + Greeting (extra keys -> meta) + Label good/bad (``label_source``, origin)
-* queries, verl -> Query
+a malformed record stops the import and nothing of that file is kept (unless ``skip_bad``, which
+skips and reports every malformed record). Rows are keyed by content hashes, so a re-import adds
+nothing; writes are bulk. alpaca -> Query + Greeting + Label good; pairwise -> Query + 2
+Greetings + PreferencePair (a tie imports its greeting, not the pair, and the summary lists it);
+labeled -> Query + Greeting (extra keys -> meta) + Label; queries, verl -> Query.
 """
 from __future__ import annotations
 

@@ -9,9 +9,21 @@ from typing import Sequence
 
 from django.conf import settings
 
+from generation.backends import LocalEngineBackend, OpenAICompatibleBackend
+from generation.checkpoint import CheckpointError, load_checkpoint
+from training.curation import (CurationError, DebatePrinciples, Example, GeneratorAgent, RetrievalIndex, curate_pairs,
+                               curate_pairs_by_debate)
+from training.data.formats import FormatError
 from training.data.prompts import PromptFileError, read_prompts
-from webapp.corpus.models import Greeting, Label
+from training.judges.adversarial import (AdversarialError, PrincipleError, Principles, optimise_principles,
+                                         result_summary)
+from training.judges.data import load_labeled
+from training.judges.llm import LLMJudge
+from webapp.checkpoints.services import RegistryError, resolve_checkpoint
+from webapp.corpus.models import Greeting, Label, PreferencePair
+from webapp.corpus.services import import_file
 from webapp.judges.models import JudgeVersion, PrincipleSet
+from webapp.judges.principles import DEFAULT_RULES, DEFAULT_STRENGTHS, DEFAULT_WEAKNESSES
 from webapp.judges.services import (active_judge, _checked_principle_set, _default_name, JudgeJobCancelled,
                                     JudgeServiceError, llm_endpoint, load_judge, register_judge, resolve_judge)
 
@@ -36,11 +48,6 @@ def build_generator_agents(*, checkpoints: Sequence[str] = (), temperatures: Seq
     """One agent per (source, temperature), personas taken in turn. Sources: registered checkpoints
     (the local engine; none named and no remote -> the active checkpoint) and an OpenAI-compatible
     server's /v1/completions."""
-    from generation.backends import LocalEngineBackend, OpenAICompatibleBackend
-    from generation.checkpoint import CheckpointError, load_checkpoint
-    from training.curation import GeneratorAgent
-    from webapp.checkpoints.services import RegistryError, resolve_checkpoint
-
     sources = []
     for identifier in (checkpoints or ([] if remote_url else [None])):
         try:
@@ -79,8 +86,6 @@ def curate_preference_pairs(*, prompts_file: Path, agents, judge_names: Sequence
     """Run rejection sampling with registered judges (the active one by default); write the pair file
     under var/curation/NAME.json. Queries of `exclude_files` (evaluation data) are never used as prompts.
     Returns {pairs_file, stats, completed, judges}; raises JudgeServiceError (JudgeJobCancelled when stopped)."""
-    from training.curation import CurationError, curate_pairs
-
     name, output, queries, exclude = _curation_inputs(name, prompts_file, exclude_files, max_prompts)
     versions = [resolve_judge(j) for j in judge_names] if judge_names else [resolve_judge(None)]
     judges = {version.name: load_judge(version) for version in versions}
@@ -114,8 +119,6 @@ def _curation_report(result, name: str, import_to_corpus: bool, **extra) -> dict
                                 f"{done} judged candidates; no pair file written")
     report = {"pairs_file": str(result.output), "completed": True, **extra, "stats": result.stats}
     if import_to_corpus and result.records:
-        from webapp.corpus.services import import_file
-
         summary = import_file(result.output, "pairwise", progress=False, origin=f"curation:{name}")
         report["imported"] = str(summary)
     return report
@@ -129,9 +132,6 @@ def retrieval_examples(limit: int = RETRIEVAL_LIMIT):
     chosen side of a preference pair (what the corpus says people liked)."""
     from django.db.models import Count, F, Q
 
-    from training.curation import Example
-    from webapp.corpus.models import PreferencePair
-
     labelled = (Greeting.objects.annotate(good=Count("labels", filter=Q(labels__value=Label.Value.GOOD)),
                                           bad=Count("labels", filter=Q(labels__value=Label.Value.BAD)))
                 .filter(good__gt=F("bad")).values_list("id", flat=True))
@@ -143,9 +143,6 @@ def retrieval_examples(limit: int = RETRIEVAL_LIMIT):
 def debate_principles():
     """The strengths, weaknesses and rules the debate agents use: the active judge's principle set, else the
     newest 'default', else the built-in starting principles."""
-    from training.curation import DebatePrinciples
-    from webapp.judges.principles import DEFAULT_RULES, DEFAULT_STRENGTHS, DEFAULT_WEAKNESSES
-
     try:
         found = resolve_principle_set(None)
         return DebatePrinciples(tuple(found.strengths), tuple(found.weaknesses), tuple(found.rules))
@@ -156,8 +153,6 @@ def debate_principles():
 def debate_client(llm_config: dict | None = None, principles=None):
     """The debate agents' endpoint: an LLMJudge client (retries, concurrency limit, token accounting) from the
     LLM judge's settings (JUDGE_LLM_*), overridden by llm_config."""
-    from training.judges.llm import LLMJudge
-
     endpoint = llm_endpoint(llm_config, "the debate agents need an LLM endpoint")
     rules = list(principles.rules) if principles and principles.rules else ["只有在各方面都好时才给 1。"]
     return LLMJudge(endpoint, rules=rules, name="debate")
@@ -171,8 +166,6 @@ def curate_preference_pairs_by_debate(*, prompts_file: Path, agents, exclude_fil
     """Rejection sampling by debate (training.curation.debate): few-shot examples retrieved from the corpus's
     well-rated greetings (evaluation queries excluded), the agents on the LLM judge's endpoint, pairs written
     under var/curation/NAME.json. Returns {pairs_file, stats, completed, judges, endpoint}."""
-    from training.curation import CurationError, RetrievalIndex, curate_pairs_by_debate
-
     name, output, queries, exclude = _curation_inputs(name, prompts_file, exclude_files, max_prompts)
     principles = debate_principles()
     client = debate_client(llm_config, principles)
@@ -216,10 +209,6 @@ def optimise_principle_set(*, principle_set: PrincipleSet, labelled_file: Path, 
     """Adversarial optimisation of `principle_set`'s rules against the LLM endpoint (settings, overridden by
     llm_config); the best set, when it improved, is saved as the next version of the same name (parent = the
     start) and optionally registered as an LLM judge. Returns the rounds summary plus the new version."""
-    from training.data.formats import FormatError
-    from training.judges.adversarial import AdversarialError, PrincipleError, Principles, optimise_principles, result_summary
-    from training.judges.data import load_labeled
-
     _checked_principle_set(principle_set)
     endpoint = llm_endpoint(llm_config, "the LLM endpoint is not configured")
     try:

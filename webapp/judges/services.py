@@ -15,9 +15,20 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
+from generation.checkpoint import replace_dir_atomically
+from training.data.formats import FormatError
 from training.judges.base import BAD, GOOD, Verdict
+from training.judges.data import load_labeled, load_pairs
+from training.judges.evaluation import evaluate_labeled, evaluate_pairs, split_by_query
 from training.judges.fallback import FallbackJudge
-from training.judges.registry import JudgeLoadError, load_judge as load_judge_object, query_hash, read_trained_queries
+from training.judges.length import LengthJudge, best_length_threshold
+from training.judges.llm import LLMJudgeConfig
+from training.judges.registry import (JudgeLoadError, load_judge as load_judge_object, query_hash, read_trained_queries,
+                                      write_trained_queries)
+from training.judges.reward_model import RewardModelConfig, RewardModelError
+from training.judges.reward_model_training import train_reward_model
+from training.judges.tfidf import train_tfidf_judge
+from webapp.checkpoints.services import RegistryError, resolve_checkpoint
 from webapp.corpus.models import Greeting, Label
 from webapp.judges.marks import principle_marks
 from webapp.judges.models import JudgeVersion, PrincipleSet
@@ -129,8 +140,6 @@ def llm_settings() -> dict:
 
 def llm_endpoint(llm_config: dict | None, missing: str):
     """An LLMJudgeConfig from settings (JUDGE_LLM_*) overridden by llm_config; `missing` says who needs it."""
-    from training.judges.llm import LLMJudgeConfig
-
     config = {**llm_settings(), **(llm_config or {})}
     if not config.get("base_url") or not config.get("model"):
         raise JudgeServiceError(f"base_url: {missing} (JUDGE_LLM_BASE_URL and JUDGE_LLM_MODEL in settings, "
@@ -231,9 +240,6 @@ def _default_name(kind: str) -> str:
 
 
 def _load_pair_files(paths: Sequence[Path]):
-    from training.data.formats import FormatError
-    from training.judges.data import load_pairs
-
     if not paths:
         raise JudgeServiceError("give at least one --pairs FILE")
     pairs = []
@@ -248,8 +254,6 @@ def _load_pair_files(paths: Sequence[Path]):
 
 
 def _split(pairs):
-    from training.judges.evaluation import split_by_query
-
     train, heldout = split_by_query(pairs, HELDOUT_FRACTION)
     if not train:
         raise JudgeServiceError(f"all {len(pairs)} pairs fell in the held-out split; give more pairs (more queries)")
@@ -257,8 +261,6 @@ def _split(pairs):
 
 
 def _heldout_metrics(heldout, name, judge) -> dict:
-    from training.judges.evaluation import evaluate_pairs
-
     if not heldout:
         return {"heldout_pairs": 0}
     report = evaluate_pairs(heldout, {name: judge})
@@ -268,10 +270,6 @@ def _heldout_metrics(heldout, name, judge) -> dict:
 def train_tfidf_judge_version(*, pair_files: Sequence[Path], name: str | None = None, activate: bool = False) -> JudgeVersion:
     """Train the TF-IDF judge on the pairs minus the held-out split by query, record the held-out
     metrics and the training-query hashes, save under var/judges/NAME, register (and activate)."""
-    from generation.checkpoint import replace_dir_atomically
-    from training.judges.registry import write_trained_queries
-    from training.judges.tfidf import train_tfidf_judge
-
     name = name or _default_name("tfidf")
     if JudgeVersion.objects.filter(name=name).exists():
         raise JudgeServiceError(f"a judge named {name!r} is already registered; pick another --name")
@@ -301,17 +299,12 @@ def train_reward_model_version(*, pair_files: Sequence[Path], preset: str = "sma
                                seed: int = 0, progress_bar: bool = True, on_progress=None) -> JudgeVersion:
     """Train the MoE reward model on the pairs minus the held-out split by query (optionally from a
     registered generator checkpoint), evaluate on the held-out pairs, save and register it."""
-    from training.judges.reward_model import RewardModelConfig, RewardModelError
-    from training.judges.reward_model_training import train_reward_model
-
     name = name or _default_name("reward_model")
     if JudgeVersion.objects.filter(name=name).exists():
         raise JudgeServiceError(f"a judge named {name!r} is already registered; pick another --name")
     folder = _new_folder(name)
     init_path = None
     if init_checkpoint is not None:
-        from webapp.checkpoints.services import RegistryError, resolve_checkpoint
-
         try:
             checkpoint = resolve_checkpoint(init_checkpoint)
         except RegistryError as exc:
@@ -388,8 +381,6 @@ def _leakage_guard(items, versions: Sequence[JudgeVersion]) -> tuple[list, dict]
 
 def evaluate_judge_on_pairs(judge_version: JudgeVersion, path: Path) -> dict:
     """Accuracy overall / chosen not longer / length matched, beside pick-longer and the TF-IDF baseline."""
-    from training.judges.evaluation import evaluate_pairs
-
     baseline = tfidf_baseline()
     pairs = _load_pair_files([path])
     versions = [judge_version] if baseline.pk == judge_version.pk else [judge_version, baseline]
@@ -406,11 +397,6 @@ def evaluate_judge_on_pairs(judge_version: JudgeVersion, path: Path) -> dict:
 
 def evaluate_judge_on_labeled(judge_version: JudgeVersion, path: Path) -> dict:
     """Accuracy, precision, recall, F1, kappa beside the length-threshold baseline (and TF-IDF when registered)."""
-    from training.data.formats import FormatError
-    from training.judges.data import load_labeled
-    from training.judges.evaluation import evaluate_labeled
-    from training.judges.length import LengthJudge, best_length_threshold
-
     if not Path(path).is_file():
         raise JudgeServiceError(f"labeled file {path} does not exist")
     try:

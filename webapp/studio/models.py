@@ -14,6 +14,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from generation.greeting import slot_chips, slots_from_record
 from webapp.corpus.models import QUERY_MAX_LENGTH, Greeting
 
 N_MIN, N_MAX, N_DEFAULT = 1, 5, 3
@@ -91,8 +92,6 @@ class GenerationRequest(models.Model):
     @property
     def slot_chips(self) -> list[str]:
         """What the candidates were written for, as the card shows it (元宵 · 老板 · 12字)."""
-        from generation.greeting import slot_chips, slots_from_record
-
         return slot_chips(slots_from_record(self.slots)) if self.slots else []
 
     @property

@@ -19,8 +19,10 @@ from generation.greeting import (MAX_TOKENS_BY_LENGTH, RequestTooLong, normalise
                                  slots_from_record, slots_record, stream_greetings)
 from generation.guards import Guards
 from generation.requests import LengthSpec, UnknownSlotValue, parse_request
+from webapp.checkpoints import serving
+from webapp.checkpoints.services import active_checkpoint
 from webapp.corpus.models import QUERY_MAX_LENGTH, Greeting, Label, Query
-from webapp.studio import ranking
+from webapp.studio import ranking, recovery
 from webapp.studio.models import Candidate, GenerationRequest
 
 FLUSH_SECONDS = 0.2
@@ -76,8 +78,6 @@ def request_slots(*, query: str, occasion: str = "", recipient: str = "", tone: 
 def query_limit() -> tuple[int, int | None]:
     """(the longest request the active model takes, in characters; its context in tokens, None when
     unknown): the form's limit and counter follow the model, a remote server keeps the table's."""
-    from webapp.checkpoints.services import active_checkpoint
-
     checkpoint = active_checkpoint() if settings.GENERATION_BACKEND == "local" else None
     context = (checkpoint.model_config or {}).get("max_position_embeddings") if checkpoint else None
     if not context:
@@ -87,8 +87,6 @@ def query_limit() -> tuple[int, int | None]:
 
 def model_status() -> str:
     """'' when a checkpoint can serve; otherwise the reason, for the page and the API."""
-    from webapp.checkpoints.services import active_checkpoint
-
     if settings.GENERATION_BACKEND == "openai":
         return ""
     checkpoint = active_checkpoint()
@@ -193,7 +191,6 @@ def regenerate_candidate(req: GenerationRequest, index: int, *, user, ip: str) -
 def enqueue(request_id: int) -> None:
     """Send the task; a broker outage is logged, not raised: the request is saved as queued and
     the recovery sweep (recovery.py) sends it again once the broker is back."""
-    from webapp.studio import recovery
     from webapp.studio.tasks import run_request
 
     recovery.touch(request_id, "queued")
@@ -279,17 +276,14 @@ def run_generation(request_id: int, task_id: str | None = None) -> str:
     Returns what happened: 'missing', 'already done', 'running elsewhere', 'superseded', 'done' or
     'failed'. A request is written by the one delivery that claims it (recovery.claim); a queued,
     failed or abandoned one (its worker's lease ran out) restarts from empty."""
-    from webapp.checkpoints.serving import ModelNotReady, get_backend
-    from webapp.studio import recovery
-
     req, refused = recovery.claim(request_id, task_id)
     if req is None:
         return refused
     run = _start_run(req)
     run.keep_alive = recovery.KeepAlive(req.pk, task_id)
     try:
-        backend = get_backend()
-    except ModelNotReady as exc:
+        backend = serving.get_backend()  # looked up per call: tests swap the backend
+    except serving.ModelNotReady as exc:
         return _fail(run, f"模型尚未就绪 The model is not ready: {exc}")
     # the backend's own name: a promotion during this request must not relabel what it wrote
     req.checkpoint_name = getattr(backend, "checkpoint_name", None) or settings.GENERATION_REMOTE_MODEL or "remote"
@@ -342,8 +336,6 @@ def request_guards(req: GenerationRequest, backend) -> Guards:
 
 
 def _fail(run: _Run, reason: str) -> str:
-    from webapp.studio import recovery
-
     give_up(run.req, reason, run.targets)
     run.flush(force=True)
     recovery.release(run.req.pk)

@@ -2,7 +2,8 @@
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from webapp.studio import services
+from webapp.studio import recovery, services
+from webapp.studio.models import GenerationRequest
 
 
 @shared_task(name="webapp.generate.run_request", bind=True, acks_late=True, reject_on_worker_lost=True,
@@ -11,8 +12,6 @@ def run_request(self, request_id: int) -> str:
     try:
         return services.run_generation(request_id, task_id=self.request.id)
     except SoftTimeLimitExceeded:
-        from webapp.studio.models import GenerationRequest
-
         req = GenerationRequest.objects.filter(pk=request_id).first()
         if req is not None and not req.is_finished:
             services.give_up(req, "生成超时 Generation took too long and was stopped.")
@@ -22,6 +21,4 @@ def run_request(self, request_id: int) -> str:
 @shared_task(name="webapp.studio.recover_lost_requests", ignore_result=True)
 def recover_lost_requests() -> dict:
     """Run by beat (settings.CELERY_BEAT_SCHEDULE) on the default queue: see recovery.py."""
-    from webapp.studio import recovery
-
     return recovery.recover_lost_requests()

@@ -3,6 +3,7 @@ from django.core.management.base import BaseCommand, CommandError
 from training.marl.options import (ACTION_TYPES, ALGOS, BACKENDS, ENCODER_KINDS, ENV_MODULES, MAX_NUM_ENVS, MAX_STEPS,
                                   MIN_STEPS, PLACEMENTS)
 from webapp.checkpoints.services import RegistryError
+from webapp.marl.services import config_from_params, train_and_register_marl
 
 
 class Command(BaseCommand):
@@ -29,7 +30,6 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         from training.marl.envs import EnvError
         from training.marl.train import MARLCheckpointError, MARLConfigError
-        from webapp.marl.services import config_from_params, train_and_register_marl
 
         params = {k: options[k] for k in ("algo", "env", "backend", "num_envs", "steps", "seed", "action_type", "encoder", "placement",
                                           "window", "windows", "eval_episodes", "init_from")}
