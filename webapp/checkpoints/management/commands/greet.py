@@ -1,10 +1,17 @@
 from django.core.management.base import BaseCommand, CommandError
 
+from generation.checkpoint import CheckpointError
+from generation.conditioning import model_query
+from generation.greeting import RequestTooLong, write_checked
+from generation.guards import Guards
+from generation.requests import parse_request
+from webapp.checkpoints.serving import build_backend
 from webapp.checkpoints.services import RegistryError, resolve_checkpoint
 
 
 class Command(BaseCommand):
-    help = "Print n greetings for a request from the active checkpoint (or --checkpoint ID)."
+    help = ("Print n greetings for a request from the active checkpoint (or --checkpoint ID), written as the "
+            "studio writes them: the request's slots, the serve-time guards, the final text.")
 
     def add_arguments(self, parser):
         parser.add_argument("query", help='The request, e.g. "七十生日祝福语"')
@@ -16,9 +23,6 @@ class Command(BaseCommand):
         parser.add_argument("--seed", type=int)
 
     def handle(self, *args, query, n, checkpoint, temperature, top_p, max_new_tokens, seed, **options):
-        from generation.checkpoint import CheckpointError, load_checkpoint
-        from generation.sampling import generate_greetings
-
         query = query.strip()
         if not query:
             raise CommandError("the request is empty")
@@ -28,11 +32,20 @@ class Command(BaseCommand):
             raise CommandError("--temperature must be in (0, 2]")
         try:
             record = resolve_checkpoint(checkpoint)
-            model, tokenizer = load_checkpoint(record.path, expected_config=record.model_config or None)
+            problem = record.missing_files()
+            if problem:
+                raise RegistryError(f"checkpoint {record.name} cannot be loaded: {problem}")
+            backend = build_backend(record)  # what is on disk now, not a cached served engine
         except (RegistryError, CheckpointError) as exc:
             raise CommandError(str(exc)) from exc
-        greetings = generate_greetings(model, tokenizer, query, n=n, temperature=temperature, top_p=top_p,
-                                       max_new_tokens=max_new_tokens, seed=seed)
-        for index, text in enumerate(greetings, 1):
+        slots = parse_request(query)
+        try:
+            drafts = write_checked(backend, model_query(query, backend.prompt_format, slots), n,
+                                   guards=Guards(slots, getattr(backend, "copies", None)), seed=seed,
+                                   temperature=temperature, top_p=top_p, max_tokens=max_new_tokens)
+        except RequestTooLong as exc:
+            raise CommandError(str(exc)) from exc
+        for index, draft in enumerate(drafts, 1):
             # A greeting may span lines (a poem); indent its continuation under the number.
-            self.stdout.write(f"{index}. " + text.replace("\n", "\n   "))
+            failed = f"   [{', '.join(draft.checked.failed)}]" if draft.checked and draft.checked.failed else ""
+            self.stdout.write(f"{index}. " + draft.text.replace("\n", "\n   ") + failed)
