@@ -206,7 +206,7 @@ def test_the_vmas_study_appends_each_run_and_resumes_where_it_stopped(tmp_path, 
 
 
 def test_secondary_intervals_are_bonferroni_corrected_and_wider():
-    from bench.marl_vmas import FIGURES, PRIMARY, comparisons, corrected_interval
+    from bench.marl_vmas_summary import FIGURES, PRIMARY, comparisons, corrected_interval
 
     diffs = [0.5, 1.0, -0.2, 0.8, 0.3]
     _, low95, high95 = corrected_interval(diffs, 1)
