@@ -26,7 +26,8 @@ import time
 from pathlib import Path
 
 from bench import marl as mpe2_bench
-from bench.marl_vmas_summary import ANCHOR, MIXED, STUDIES, VARIANTS, markdown, write_all_summaries, write_summary
+from bench.marl_vmas_summary import (ANCHOR, FIGURES, MIXED, STUDIES, VARIANTS, markdown, write_all_summaries,
+                                     write_summary)
 from training.metrics import emit, format_table
 
 STUDY_DEFAULTS = dict(seeds=10, num_envs=32, update_every=32, batch_size=64, eval_episodes=100)
@@ -151,12 +152,29 @@ def plan(envs: list[str], variants: list[str], seeds: int) -> list[tuple[str, st
     return mpe2_bench.plan(envs, variants, seeds)
 
 
+def check_study(args, params: dict) -> None:
+    """Refuse a bad study before any run starts, naming the field (a typo must not cost a run first)."""
+    from training.marl.train import MARLConfig, MARLConfigError
+
+    for variant in args.variants.split(","):
+        if variant not in VARIANTS:
+            raise SystemExit(f"variants: unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    for env in args.envs.split(","):
+        if env not in FIGURES:
+            raise SystemExit(f"envs: the studies have no figure for {env!r}; choose from {', '.join(FIGURES)}")
+        try:
+            MARLConfig(env=env, backend="vmas", **params).validate()
+        except MARLConfigError as error:
+            raise SystemExit(str(error)) from None
+
+
 def study(args) -> dict:
     import torch
 
     torch.set_num_threads(1)  # one core: other work shares this machine
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     params, out = study_params(args), Path(args.out)
+    check_study(args, params)
     out.mkdir(parents=True, exist_ok=True)
     runs_path = out / "runs.jsonl"
     runs = load_runs(runs_path, params)

@@ -221,3 +221,28 @@ def test_secondary_intervals_are_bonferroni_corrected_and_wider():
     assert {r["level"] for r in rows if not r["primary"]} == {1 - 0.05 / 8}
     spread_hrt = next(r for r in rows if r["env"] == "simple_spread" and r["variant"] == "hrt")
     assert spread_hrt["diff"] == 1.0 and spread_hrt["better_seeds"] == 3
+
+
+@pytest.mark.parametrize("changes,field", [
+    (["--envs", "simple_world"], "envs"), (["--envs", "simple_tag"], "envs"), (["--variants", "maddpg,lstm"], "variants"),
+    (["--num-envs", "0"], "num_envs"), (["--num-envs", "5000"], "num_envs"), (["--steps", "10"], "steps"),
+    (["--steps", "3000000"], "steps"), (["--num-envs", "64", "--steps", "1000"], "steps"),
+    (["--eval-episodes", "5000"], "eval_episodes"),
+])
+def test_a_bad_study_is_refused_before_any_run_naming_the_field(tmp_path, changes, field):
+    from bench import marl_vmas
+
+    options = {"--envs": "simple_adversary", "--seeds": "1", "--steps": "200", "--num-envs": "4",
+               "--eval-episodes": "4", "--out": str(tmp_path / "out"), "--checkpoints": str(tmp_path / "ck")}
+    options.update(zip(changes[::2], changes[1::2]))
+    with pytest.raises(SystemExit, match=f"^{field}: "):
+        marl_vmas.main(["study", *[x for pair in options.items() for x in pair]])
+    assert not (tmp_path / "out").exists() and not (tmp_path / "ck").exists()  # nothing ran, nothing was written
+
+
+def test_the_bench_refuses_an_unknown_backend_or_study():
+    from bench import marl_vmas
+
+    for argv in (["--backend", "isaac", "study"], ["study", "--study", "1m"]):
+        with pytest.raises(SystemExit):
+            marl_vmas.main(argv)
