@@ -99,6 +99,8 @@ class MARLConfig:
             raise MARLConfigError("tau: must be in (0, 1]")
         if self.backend == "vmas" and self.eval_episodes > MAX_NUM_ENVS:
             raise MARLConfigError(f"eval_episodes: at most {MAX_NUM_ENVS} on vmas (they run as one batch)")
+        if self.init_from is not None:  # refused before anything trains (forms and jobs validate too)
+            check_origin(read_checkpoint_config(Path(self.init_from)), self.env, self.action_type, self.backend)
 
     def net_config(self) -> NetConfig:
         return NetConfig(hidden=self.hidden, encoder=self.encoder if self.algo == "hrtmaddpg" else None,
@@ -359,7 +361,8 @@ def saved_backend(saved: dict) -> str:
     return saved.get("backend", "mpe2")  # checkpoints from before the VMAS backend are mpe2's
 
 
-def check_compatible(saved: dict, env_name: str, info: dict, action_type: str, backend: str = "mpe2") -> None:
+def check_origin(saved: dict, env_name: str, action_type: str, backend: str) -> None:
+    """MARLCheckpointError naming the field when the checkpoint comes from another backend, scenario or action type."""
     if saved_backend(saved) != backend:
         raise MARLCheckpointError(f"backend: the checkpoint was trained on backend {saved_backend(saved)!r}, "
                                   f"not {backend!r}")
@@ -367,6 +370,10 @@ def check_compatible(saved: dict, env_name: str, info: dict, action_type: str, b
         raise MARLCheckpointError(f"env: the checkpoint was trained on {saved['env']!r}, not {env_name!r}")
     if saved["action_type"] != action_type:
         raise MARLCheckpointError(f"action_type: the checkpoint uses {saved['action_type']!r} actions, not {action_type!r}")
+
+
+def check_compatible(saved: dict, env_name: str, info: dict, action_type: str, backend: str = "mpe2") -> None:
+    check_origin(saved, env_name, action_type, backend)
     if saved["agents"] != info["agents"] or saved["spaces"] != jsonable(info["spaces"]):
         raise MARLCheckpointError("env: the checkpoint's agents or observation/action spaces differ from this environment's")
 
