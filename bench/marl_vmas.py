@@ -338,9 +338,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1000, help="throughput: random-action frames first")
     parser.add_argument("--episodes", type=int, default=200, help="parity: random-policy episodes per backend")
     parser.add_argument("--benchmarl-python", default="/work/marl-venv-benchmarl/bin/python")
-    parser.add_argument("--benchmarl-config", choices=["benchmarl", "ours", "matched"], default="benchmarl",
+    parser.add_argument("--benchmarl-config", default="benchmarl",
+                        choices=["benchmarl", "ours", "matched", "ours+target_actor", "ours+bootstrap"],
                         help="benchmarl: BenchMARL's own defaults; ours: its knobs set to our MADDPG's; matched: "
-                             "ours plus a target actor and bootstrapping at the time limit")
+                             "ours plus a target actor, bootstrapping at the time limit and small collections; "
+                             "ours+target_actor, ours+bootstrap: one of those each (bench/benchmarl_maddpg.py)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     spec = STUDIES[args.study]

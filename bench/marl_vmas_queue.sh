@@ -11,6 +11,9 @@ vmas() { .venv/bin/python -m bench.marl --backend vmas "$@"; }
 
 # 1. peer anchor: BenchMARL's MADDPG with our hyperparameters, target actor and time-limit bootstrapping
 vmas benchmarl --envs simple_spread --seeds 3 --benchmarl-config matched
+# 1b. which change closes the gap: one at a time on `ours`, seed 0
+vmas benchmarl --envs simple_spread --seeds 1 --benchmarl-config ours+target_actor
+vmas benchmarl --envs simple_spread --seeds 1 --benchmarl-config ours+bootstrap
 vmas summary > /dev/null
 # 2. the ablations to 10 seeds on simple_adversary at 100,000 frames (seed by seed: RNN only, transformer only)
 vmas study --study 100k --envs simple_adversary --variants rnn_only,transformer_only
