@@ -114,8 +114,45 @@ def peer_anchor(runs: list[dict], out: Path) -> list[dict]:
                      "benchmarl": tm, "benchmarl_low": tlow, "benchmarl_high": thigh, "benchmarl_seeds": len(theirs),
                      "benchmarl_wall_s": mean(r["wall_s"] for r in peers if r["env"] == env
                                               and r.get("config", "benchmarl") == config),
-                     "within_each_others_interval": bool(tlow <= om <= thigh and olow <= tm <= ohigh)})
+                     "within_each_others_interval": bool(tlow <= om <= thigh and olow <= tm <= ohigh),
+                     **welch_difference(theirs, ours)})
     return rows
+
+
+def welch_difference(a: list[float], b: list[float]) -> dict:
+    """mean(a) - mean(b) with its 95% Welch (unequal-variance) t-interval; NaN bounds under 2 values each."""
+    from scipy.stats import t
+
+    d = mean(a) - mean(b)
+    if len(a) < 2 or len(b) < 2:
+        return {"diff": d, "diff_low": math.nan, "diff_high": math.nan}
+    va, vb = (sum((x - mean(v)) ** 2 for x in v) / (len(v) - 1) / len(v) for v in (a, b))
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if va + vb > 0 else 1.0
+    half = t.ppf(0.975, df) * math.sqrt(va + vb)
+    return {"diff": d, "diff_low": d - half, "diff_high": d + half}
+
+
+def peer_markdown(rows: list[dict]) -> str:
+    """Our MADDPG beside BenchMARL's, per BenchMARL configuration, as a README table."""
+    lines = ["| BenchMARL configuration | seeds | BenchMARL MADDPG (95% CI) | our MADDPG (95% CI) | "
+             "BenchMARL - ours (95% Welch CI) | within each other's interval | BenchMARL wall per run |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['benchmarl_config']} ({r['env']}) | {r['benchmarl_seeds']} | {r['benchmarl']:.1f} "
+                     f"({r['benchmarl_low']:.1f}, {r['benchmarl_high']:.1f}) | {r['ours']:.1f} ({r['ours_low']:.1f}, "
+                     f"{r['ours_high']:.1f}), {r['ours_seeds']} seeds | {r['diff']:+.1f} ({r['diff_low']:+.1f}, "
+                     f"{r['diff_high']:+.1f}) | {'yes' if r['within_each_others_interval'] else 'no'} | "
+                     f"{r['benchmarl_wall_s']:.0f} s |")
+    return "\n".join(lines)
+
+
+def goal_line(summary: dict) -> str:
+    g = summary["goal"]
+    if g.get("met") is None:
+        return f"Goal figure ({g['figure']}): no paired seeds yet."
+    return (f"Goal figure ({g['figure']}): {g['diff']:+.2f} (95% CI {g['low']:+.2f}, {g['high']:+.2f}), "
+            f"{g['seeds']} paired seeds; met: {g['met']}; half-width {g['half_width']:.2f} vs a quarter of "
+            f"MADDPG's gap over a random adversary {g['maddpg_vs_random_gap'] / 4:.2f}; powered: {g['powered']}.")
 
 
 def markdown(summary: dict) -> str:
@@ -159,6 +196,18 @@ def read_runs(path: Path) -> list[dict]:
 
 
 def write_all_summaries() -> dict[str, dict]:
-    """Every study that has runs: its summary rewritten from its runs.jsonl."""
-    return {name: write_summary(spec["out"], runs, name)
-            for name, spec in STUDIES.items() if (runs := read_runs(spec["out"] / "runs.jsonl"))}
+    """Every study that has runs: its summary rewritten from its runs.jsonl; all of them as README
+    tables in OUT/summary.md (the README quotes them as of its writing; this file is the latest)."""
+    summaries = {name: write_summary(spec["out"], runs, name)
+                 for name, spec in STUDIES.items() if (runs := read_runs(spec["out"] / "runs.jsonl"))}
+    parts = ["# VMAS studies: summary rebuilt by `python -m bench.marl --backend vmas summary`", ""]
+    for name, summary in summaries.items():
+        wall = summary["study_wall_s"] / 60
+        parts += [f"## Study {name}: {summary['params'].get('steps', 0):,} frames per run, {summary['runs']} runs "
+                  f"({wall:.0f} min of one thread), complete: {summary['complete']}", "", goal_line(summary), "",
+                  markdown(summary), ""]
+        if summary["peer_anchor"]:
+            parts += ["Peer anchor (bench/results/marl_vmas/benchmarl.jsonl):", "", peer_markdown(summary["peer_anchor"]), ""]
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "summary.md").write_text("\n".join(parts))
+    return summaries
