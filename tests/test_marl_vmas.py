@@ -246,3 +246,44 @@ def test_the_bench_refuses_an_unknown_backend_or_study():
     for argv in (["--backend", "isaac", "study"], ["study", "--study", "1m"]):
         with pytest.raises(SystemExit):
             marl_vmas.main(argv)
+
+
+def test_the_summary_rebuilds_every_study_and_the_peer_anchor_from_whatever_finished(tmp_path, monkeypatch):
+    from bench import marl_vmas_summary as summary
+
+    studies = {name: {**spec, "out": tmp_path / name} for name, spec in summary.STUDIES.items()}
+    monkeypatch.setattr(summary, "STUDIES", studies)
+    monkeypatch.setattr(summary, "OUT", tmp_path / "100k")
+    params = {"steps": 100_000}
+
+    def run(env, variant, seed, **figures):
+        return {"env": env, "variant": variant, "seed": seed, "params": params, "steps": 100_000, "wall_s": 60.0,
+                "eval_reward": -370.0 - seed,
+                "xp_adversary": -18.0 + seed / 10 + (variant == "hrt"), "xp_agent": 15.0, "xp_random_adversary": -26.0,
+                "eval_reward_adversary": -18.0, "eval_reward_agent": 15.0,
+                **figures}
+
+    rows = [run("simple_adversary", v, s) for s in range(3) for v in ("maddpg", "hrt")]
+    rows += [run("simple_spread", "maddpg", s) for s in range(3)]
+    (tmp_path / "100k").mkdir()
+    (tmp_path / "100k" / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    peers = [{"env": "simple_spread", "seed": s, "config": "matched", "eval_reward": -365.0 + s, "wall_s": 300.0}
+             for s in range(3)]
+    (tmp_path / "100k" / "benchmarl.jsonl").write_text("".join(json.dumps(r) + "\n" for r in peers))
+    done = summary.write_all_summaries()
+    assert list(done) == ["100k"]  # the 200k study has no runs yet: skipped, not an error
+    s100 = json.loads((tmp_path / "100k" / "summary.json").read_text())
+    assert s100["complete"] is False and s100["goal"]["met"] is True and s100["goal"]["seeds"] == 3
+    (peer,) = s100["peer_anchor"]
+    assert peer["benchmarl_config"] == "matched" and peer["diff"] == pytest.approx(-364.0 - (-371.0))
+    assert peer["diff_low"] < peer["diff"] < peer["diff_high"]
+    text = (tmp_path / "100k" / "summary.md").read_text()
+    assert "## Study 100k" in text and "| matched (simple_spread) | 3 |" in text and "hrt (primary)" in text
+    assert (tmp_path / "100k" / "study.svg").read_text().startswith("<svg")
+    # the 200k study's first pair appears on the next rebuild, with its only secondary at 95%
+    (tmp_path / "200k").mkdir()
+    (tmp_path / "200k" / "runs.jsonl").write_text("".join(json.dumps(run("simple_adversary", v, s)) + "\n"
+                                                          for s in range(2) for v in ("maddpg", "hrt")))
+    done = summary.write_all_summaries()
+    assert list(done) == ["100k", "200k"] and {c["level"] for c in done["200k"]["comparisons"]} == {0.95}
+    assert "## Study 200k" in (tmp_path / "100k" / "summary.md").read_text()
