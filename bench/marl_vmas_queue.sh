@@ -14,6 +14,8 @@ vmas benchmarl --envs simple_spread --seeds 3 --benchmarl-config matched
 # 1b. which change closes the gap: one at a time on `ours`, seed 0
 vmas benchmarl --envs simple_spread --seeds 1 --benchmarl-config ours+target_actor
 vmas benchmarl --envs simple_spread --seeds 1 --benchmarl-config ours+bootstrap
+# 1c. what is left: our MADDPG with BenchMARL's joint actor step (every actor through every critic)
+vmas ours-variant --envs simple_spread --seeds 3 --actor-loss joint
 vmas summary > /dev/null
 # 2. the ablations to 10 seeds on simple_adversary at 100,000 frames (seed by seed: RNN only, transformer only)
 vmas study --study 100k --envs simple_adversary --variants rnn_only,transformer_only

@@ -58,6 +58,12 @@ def figure_value(row: dict, figure: str) -> float | None:
     return row.get("eval_reward" if figure == "sum" else figure)
 
 
+def partner_value(row: dict, anchor: dict, figure: str) -> float | None:
+    """The MADDPG figure a run is paired with: its cross-play partner's own (row["partner"], recorded since
+    partners can be retrained), else the MADDPG run of the same seed."""
+    return row.get("partner", {}).get(figure, figure_value(anchor, figure)) if figure != "sum" else figure_value(anchor, figure)
+
+
 def comparisons(runs: list[dict], study: str = "100k") -> list[dict]:
     """Every declared comparison against MADDPG, paired by seed; the primary at 95%, the rest
     Bonferroni-corrected for how many secondary comparisons the study declares (8 in 100k, 1 in 200k)."""
@@ -67,7 +73,7 @@ def comparisons(runs: list[dict], study: str = "100k") -> list[dict]:
     for env, variant, figure in wanted:
         anchor = {r["seed"]: r for r in runs if r["env"] == env and r["variant"] == ANCHOR}
         vruns = [r for r in runs if r["env"] == env and r["variant"] == variant and r["seed"] in anchor]
-        pairs = [(figure_value(r, figure), figure_value(anchor[r["seed"]], figure)) for r in vruns]
+        pairs = [(figure_value(r, figure), partner_value(r, anchor[r["seed"]], figure)) for r in vruns]
         diffs = [a - b for a, b in pairs if a is not None and b is not None]
         if not diffs:
             continue
@@ -119,6 +125,24 @@ def peer_anchor(runs: list[dict], out: Path) -> list[dict]:
     return rows
 
 
+def ours_variants(out: Path) -> list[dict]:
+    """Our MADDPG with one setting changed (ours_variants.jsonl) beside BenchMARL's `matched` runs."""
+    mine, peers = read_runs(out / "ours_variants.jsonl"), read_runs(out / "benchmarl.jsonl")
+    rows = []
+    for env, config in dict.fromkeys((r["env"], r["config"]) for r in mine):
+        ours = [r["eval_reward"] for r in mine if (r["env"], r["config"]) == (env, config)]
+        theirs = [r["eval_reward"] for r in peers if r["env"] == env and r.get("config") == "matched"]
+        if not theirs:
+            continue
+        (om, olow, ohigh), (tm, tlow, thigh) = mpe2_bench.t_interval(ours), mpe2_bench.t_interval(theirs)
+        rows.append({"env": env, "benchmarl_config": "matched", "ours_config": config, "ours": om, "ours_low": olow,
+                     "ours_high": ohigh, "ours_seeds": len(ours), "benchmarl": tm, "benchmarl_low": tlow,
+                     "benchmarl_high": thigh, "benchmarl_seeds": len(theirs),
+                     "within_each_others_interval": bool(tlow <= om <= thigh and olow <= tm <= ohigh),
+                     **welch_difference(theirs, ours)})
+    return rows
+
+
 def welch_difference(a: list[float], b: list[float]) -> dict:
     """mean(a) - mean(b) with its 95% Welch (unequal-variance) t-interval; NaN bounds under 2 values each."""
     from scipy.stats import t
@@ -143,6 +167,17 @@ def peer_markdown(rows: list[dict]) -> str:
                      f"{r['ours_high']:.1f}), {r['ours_seeds']} seeds | {r['diff']:+.1f} ({r['diff_low']:+.1f}, "
                      f"{r['diff_high']:+.1f}) | {'yes' if r['within_each_others_interval'] else 'no'} | "
                      f"{r['benchmarl_wall_s']:.0f} s |")
+    return "\n".join(lines)
+
+
+def variants_markdown(rows: list[dict]) -> str:
+    lines = ["| our MADDPG | seeds | ours (95% CI) | BenchMARL matched (95% CI) | BenchMARL - ours (95% Welch CI) | "
+             "within each other's interval |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['ours_config']} ({r['env']}) | {r['ours_seeds']} | {r['ours']:.1f} ({r['ours_low']:.1f}, "
+                     f"{r['ours_high']:.1f}) | {r['benchmarl']:.1f} ({r['benchmarl_low']:.1f}, {r['benchmarl_high']:.1f}), "
+                     f"{r['benchmarl_seeds']} seeds | {r['diff']:+.1f} ({r['diff_low']:+.1f}, {r['diff_high']:+.1f}) | "
+                     f"{'yes' if r['within_each_others_interval'] else 'no'} |")
     return "\n".join(lines)
 
 
@@ -181,6 +216,7 @@ def write_summary(out: Path, runs: list[dict], study: str = "100k", started: flo
     summary = {"study": study, "params": runs[0]["params"] if runs else {}, "seeds": sorted({r["seed"] for r in runs}),
                "runs": len(runs), "complete": planned(study) <= done, "goal": goal(runs, comps),
                "comparisons": comps, "rows": rows, "peer_anchor": peer_anchor(runs, out),
+               "ours_variants": ours_variants(out),
                "study_wall_s": sum(r["wall_s"] for r in runs)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -208,6 +244,9 @@ def write_all_summaries() -> dict[str, dict]:
                   markdown(summary), ""]
         if summary["peer_anchor"]:
             parts += ["Peer anchor (bench/results/marl_vmas/benchmarl.jsonl):", "", peer_markdown(summary["peer_anchor"]), ""]
+        if summary.get("ours_variants"):
+            parts += ["Our MADDPG with one setting changed (ours_variants.jsonl) beside BenchMARL `matched`:", "",
+                      variants_markdown(summary["ours_variants"]), ""]
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "summary.md").write_text("\n".join(parts))
     return summaries

@@ -82,6 +82,34 @@ def test_a_tiny_vmas_run_trains_repeats_and_saves_its_backend(tmp_path):
                               init_from=tmp_path / "a"))
 
 
+def test_the_joint_actor_step_trains_every_actor_and_leaves_the_critics_as_their_own_step_left_them():
+    """actor_loss="joint" (BenchMARL's): one step through every critic with all current actions."""
+    import torch
+
+    from training.marl.buffer import SequenceReplayBuffer
+    from training.marl.maddpg import MADDPG, NetConfig
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    models = {kind: MADDPG([6, 6], [2, 2], "continuous", NetConfig(hidden=8, actor_loss=kind)) for kind in ("own", "joint")}
+    models["joint"].load_state_dict(models["own"].state_dict())
+    buffer = SequenceReplayBuffer(64, [6, 6], [2, 2])
+    for _ in range(64):
+        buffer.add([rng.normal(size=6).astype(np.float32)] * 2, [rng.uniform(size=2).astype(np.float32)] * 2,
+                   rng.normal(size=2), [rng.normal(size=6).astype(np.float32)] * 2, 0.0, 0)
+    batch = buffer.sample(32, np.random.default_rng(1), 0)
+    before = {k: v.clone() for k, v in models["joint"].state_dict().items()}
+    for model in models.values():
+        torch.manual_seed(1)
+        model.update(batch)
+    after = {kind: model.state_dict() for kind, model in models.items()}
+    critic_keys = [k for k in before if k.startswith("critics.")]
+    actor_keys = [k for k in before if k.startswith("actors.")]
+    assert all(torch.equal(after["own"][k], after["joint"][k]) for k in critic_keys)  # same critic steps
+    assert all(not torch.equal(before[k], after["joint"][k]) for k in actor_keys if k.endswith("weight"))
+    assert any(not torch.equal(after["own"][k], after["joint"][k]) for k in actor_keys)  # another actor step
+
+
 def test_discrete_actions_run_on_vmas():
     result = train_marl(MARLConfig(env="simple_spread", algo="maddpg", action_type="discrete", **TINY))
     assert result.metrics["updates"] > 0 and np.isfinite(result.metrics["eval_reward"])
@@ -92,6 +120,7 @@ def test_discrete_actions_run_on_vmas():
     ({"backend": "vmas", "num_envs": 0}, "num_envs"), ({"backend": "vmas", "num_envs": 10**6}, "num_envs"),
     ({"num_envs": 4}, "num_envs"), ({"backend": "vmas", "steps": 10}, "steps"),
     ({"backend": "vmas", "steps": 10**9}, "steps"), ({"backend": "vmas", "num_envs": 8, "steps": 199}, "steps"), ({"backend": "vmas", "eval_episodes": 10**5}, "eval_episodes"),
+    ({"actor_loss": "shared"}, "actor_loss"),
 ])
 def test_bad_vmas_config_names_the_field(changes, field):
     with pytest.raises(MARLConfigError, match=f"^{field}: "):
@@ -191,16 +220,24 @@ def test_the_vmas_study_appends_each_run_and_resumes_where_it_stopped(tmp_path, 
     marl_vmas.main(args)  # everything done: nothing reruns
     assert "2 runs done, 0 to go" in capsys.readouterr().out
     assert len((tmp_path / "out" / "runs.jsonl").read_text().splitlines()) == 2
-    # Resumed on a machine without the checkpoints: the MADDPG partner is retrained (same seed, same
-    # weights), so a variant run later gets the same cross-play figures.
+    # Resumed on a machine without the checkpoints: the MADDPG partner is retrained (same seed; not
+    # always bit-for-bit the recorded run), and the variant is paired with the partner it met.
     import shutil
 
     shutil.rmtree(tmp_path / "ck")
     (tmp_path / "out" / "runs.jsonl").write_text(json.dumps(runs[0]) + "\n")
     marl_vmas.main(args)
     rerun = [json.loads(x) for x in (tmp_path / "out" / "runs.jsonl").read_text().splitlines()]
-    assert len(rerun) == 2 and rerun[1]["xp_adversary"] == runs[1]["xp_adversary"]
-    assert "retraining the maddpg checkpoint" in capsys.readouterr().out
+    assert len(rerun) == 2 and "retraining the maddpg checkpoint" in capsys.readouterr().out
+    # The variant is paired with the partner it met: the retrained checkpoint's own self-play figures.
+    partner = json.loads((tmp_path / "ck" / "simple_adversary" / "maddpg-0" / "metrics.json").read_text())
+    assert rerun[1]["partner"] == {"eval_reward": partner["eval_reward"], "xp_adversary": partner["eval_reward_adversary"],
+                                   "xp_agent": partner["eval_reward_agent"]}
+    from bench.marl_vmas_summary import comparisons
+
+    moved = [dict(rerun[0], xp_adversary=rerun[0]["xp_adversary"] + 100.0), rerun[1]]  # a recorded run unlike the partner
+    primary = next(c for c in comparisons(moved) if c["primary"])
+    assert primary["diff"] == pytest.approx(rerun[1]["xp_adversary"] - partner["eval_reward_adversary"])
     with pytest.raises(SystemExit, match="^steps: "):  # other settings are refused, not mixed in
         marl_vmas.main([a if a != "200" else "300" for a in args])
 

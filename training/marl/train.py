@@ -25,8 +25,8 @@ from tqdm import tqdm
 from training.marl.buffer import EpisodeHistory, SequenceReplayBuffer
 from training.marl.envs import EPISODE_LENGTH, EnvError, action_dim, describe_spaces, make_env, teams
 from training.marl.maddpg import MADDPG, Lineup, NetConfig
-from training.marl.options import (ACTION_TYPES, ALGOS, BACKENDS, ENCODER_KINDS, MAX_NUM_ENVS, MAX_STEPS,
-                                  MIN_NUM_ENVS, MIN_STEPS, PLACEMENTS, SCENARIOS)
+from training.marl.options import (ACTION_TYPES, ACTOR_LOSSES, ALGOS, BACKENDS, ENCODER_KINDS, MAX_NUM_ENVS,
+                                  MAX_STEPS, MIN_NUM_ENVS, MIN_STEPS, PLACEMENTS, SCENARIOS)
 from training.trainer import determinism, jsonable, notify, write_json
 
 CHECKPOINT_FORMAT = "zhufu-marl-v1"
@@ -59,6 +59,7 @@ class MARLConfig:
     lr: float = 1e-3
     gamma: float = 0.95
     tau: float = 0.01
+    actor_loss: str = "own"       # own (Lowe et al.) or joint (BenchMARL's): see NetConfig
     eval_episodes: int = 20
     report_every: int = 4         # episodes between on_progress reward points
     out_dir: Path | None = None
@@ -87,6 +88,8 @@ class MARLConfig:
             raise MARLConfigError(f"action_type: unknown {self.action_type!r}; choose one of {', '.join(ACTION_TYPES)}")
         if self.encoder not in ENCODER_KINDS:
             raise MARLConfigError(f"encoder: unknown {self.encoder!r}; choose one of {', '.join(ENCODER_KINDS)}")
+        if self.actor_loss not in ACTOR_LOSSES:
+            raise MARLConfigError(f"actor_loss: unknown {self.actor_loss!r}; choose one of {', '.join(ACTOR_LOSSES)}")
         if self.placement not in PLACEMENTS:
             raise MARLConfigError(f"placement: unknown {self.placement!r}; choose one of {', '.join(PLACEMENTS)}")
         for name in ("window", "windows", "hidden", "d_model", "batch_size", "update_every", "eval_episodes",
@@ -105,7 +108,8 @@ class MARLConfig:
     def net_config(self) -> NetConfig:
         return NetConfig(hidden=self.hidden, encoder=self.encoder if self.algo == "hrtmaddpg" else None,
                          placement=self.placement, window=self.window, windows=self.windows, d_model=self.d_model,
-                         lr_actor=self.lr, lr_critic=self.lr, gamma=self.gamma, tau=self.tau)
+                         lr_actor=self.lr, lr_critic=self.lr, gamma=self.gamma, tau=self.tau,
+                         actor_loss=self.actor_loss)
 
     def hyperparameters(self) -> dict:
         skip = {"out_dir", "progress_bar", "init_from"}
