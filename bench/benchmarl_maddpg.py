@@ -1,7 +1,7 @@
 """BenchMARL's MADDPG on a VMAS task, evaluated like ours; run by `python -m bench.marl --backend vmas benchmarl`.
 
-This file runs under BenchMARL's own venv (it does not install beside ours: it pulls its own
-torch), so it imports nothing from this repository. BenchMARL's own MADDPG, model and
+This file runs under BenchMARL's own venv (README: it reads our site-packages and is held to
+our torch by a constraint file), so it imports nothing from this repository. BenchMARL's own MADDPG, model and
 experiment configuration (its YAML defaults), except: the frame budget (ours), the episode
 length (25 steps, ours and mpe2's; BenchMARL's VMAS tasks default to 100), CPU, csv logging
 only and no evaluation during training. Evaluation afterwards is ours: the final deterministic
@@ -17,7 +17,8 @@ from ours (and from Lowe et al.'s): a target actor (BenchMARL's DDPGLoss bootstr
 live actor) and bootstrapping at the 25-step time limit (TorchRL's VmasEnv marks the horizon as
 terminated; VMAS MPE scenarios never end otherwise), and one update per 32 frames in small
 collections (one episode per environment) instead of 100 updates after 3,200 frames.
-`ours+target_actor` and `ours+bootstrap` make one of those changes each, to attribute the gap.
+`ours+target_actor` and `ours+bootstrap` make one of those changes each, to attribute the gap
+(bootstrapping alone closes it: README, HRTMADDPG on VMAS).
 """
 from __future__ import annotations
 
@@ -81,8 +82,8 @@ def with_small_collections(config, num_envs: int) -> None:
 
 def curve_callback(curve: list):
     """A BenchMARL callback appending (frames, mean training episode return per agent) after every
-    collection. BenchMARL pickles its callbacks, so the class is module-level (made on first use:
-    this module imports without BenchMARL for its tests)."""
+    collection. BenchMARL pickles its callbacks, so the class is module-level (made on first use, so
+    that this module imports without BenchMARL)."""
     global Curve
     from benchmarl.experiment.callback import Callback
 
