@@ -1,9 +1,11 @@
-"""HRTMADDPG vs MADDPG on VMAS: ``python -m bench.marl --backend vmas {study,throughput,parity,benchmarl}``
+"""HRTMADDPG vs MADDPG on VMAS: ``python -m bench.marl --backend vmas {study,summary,throughput,parity,benchmarl}``
 
-- study: the paired-seed comparison (MADDPG, HRTMADDPG, RNN only, transformer only) on VMAS
-  scenarios, one run at a time on one thread, resumable: every finished run is appended to
-  bench/results/marl_vmas/runs.jsonl (with its cross-play figures) and the summary is rewritten,
+- study [--study 100k|200k]: the paired-seed comparison (MADDPG, HRTMADDPG, RNN only, transformer
+  only) on VMAS scenarios, one run at a time on one thread, resumable: every finished run is
+  appended to the study's runs.jsonl (with its cross-play figures) and its summary is rewritten,
   so a killed study keeps what it had and a rerun of the same command skips the runs done.
+- summary: every study's summary.json and study.svg rebuilt from its runs.jsonl, README tables
+  printed (bench/marl_vmas_summary.py, which also declares the studies).
 - throughput: environment steps per second of our training loop (acting + stepping + updates,
   the study's schedule) on VMAS at several num_envs beside mpe2, in one run, as ratios to mpe2.
 - parity: each VMAS scenario beside its mpe2 twin: spaces per agent and random-policy returns.
@@ -16,25 +18,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from statistics import mean
 
 from bench import marl as mpe2_bench
+from bench.marl_vmas_summary import (ANCHOR, FIGURES, MIXED, STUDIES, VARIANTS, markdown, read_runs,
+                                     write_all_summaries, write_summary)
 from training.metrics import emit, format_table
 
-OUT = Path(__file__).resolve().parent / "results" / "marl_vmas"
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "var" / "marl_vmas" / "checkpoints"
-VARIANTS, ANCHOR, MIXED = mpe2_bench.VARIANTS, mpe2_bench.ANCHOR, mpe2_bench.MIXED
-PRIMARY = ("simple_adversary", "hrt", "xp_adversary")  # the goal figure, fixed before the study ran
-# Secondary comparisons against MADDPG, corrected together (Bonferroni): every variant on every figure but the primary.
-FIGURES = {"simple_adversary": ("xp_adversary", "xp_agent"), "simple_spread": ("sum",)}
-STUDY_DEFAULTS = dict(envs="simple_adversary,simple_spread", seeds=10, steps=100_000, num_envs=32, update_every=32,
-                      batch_size=64, eval_episodes=100)
+STUDY_DEFAULTS = dict(seeds=10, num_envs=32, update_every=32, batch_size=64, eval_episodes=100)
 
 
 # ---- study --------------------------------------------------------------------------------------
@@ -139,7 +134,8 @@ def UniformActor(act_dim: int):  # noqa: N802 (a class made on first use, so thi
 
 def ensure_anchor(env: str, variant: str, seed: int, params: dict, checkpoints: Path) -> None:
     """Cross-play needs the MADDPG checkpoint of the same seed; a study resumed on a machine without
-    var/ retrains it (seeded and deterministic on CPU, so the same weights) without a new result row."""
+    var/ retrains it (seeded, but not bit-for-bit the recorded run: on 2026-12-03 seed 2 evaluated to
+    -3.199, recorded -3.208), without a new result row; `partner_figures` then pairs against it."""
     if env not in MIXED or variant == ANCHOR:
         return
     if not (mpe2_bench.checkpoint_dir(str(checkpoints), env, ANCHOR, seed) / "model.safetensors").is_file():
@@ -147,8 +143,35 @@ def ensure_anchor(env: str, variant: str, seed: int, params: dict, checkpoints: 
         run_one(env, ANCHOR, seed, params, checkpoints)
 
 
+def partner_figures(row: dict, checkpoints: Path) -> None:
+    """row["partner"]: the self-play figures of the MADDPG checkpoint this run met in cross-play (from its
+    metrics.json), which the comparison pairs against, so a retrained partner is compared with itself."""
+    if row["env"] not in MIXED or row["variant"] == ANCHOR:
+        return
+    folder = mpe2_bench.checkpoint_dir(str(checkpoints), row["env"], ANCHOR, row["seed"])
+    metrics = json.loads((folder / "metrics.json").read_text())
+    row["partner"] = {"eval_reward": metrics["eval_reward"],
+                      **{"xp_" + team: metrics["eval_reward_" + team] for team in MIXED[row["env"]]}}
+
+
 def plan(envs: list[str], variants: list[str], seeds: int) -> list[tuple[str, str, int]]:
     return mpe2_bench.plan(envs, variants, seeds)
+
+
+def check_study(args, params: dict) -> None:
+    """Refuse a bad study before any run starts, naming the field (a typo must not cost a run first)."""
+    from training.marl.train import MARLConfig, MARLConfigError
+
+    for variant in args.variants.split(","):
+        if variant not in VARIANTS:
+            raise SystemExit(f"variants: unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    for env in args.envs.split(","):
+        if env not in FIGURES:
+            raise SystemExit(f"envs: the studies have no figure for {env!r}; choose from {', '.join(FIGURES)}")
+        try:
+            MARLConfig(env=env, backend="vmas", **params).validate()
+        except MARLConfigError as error:
+            raise SystemExit(str(error)) from None
 
 
 def study(args) -> dict:
@@ -157,6 +180,7 @@ def study(args) -> dict:
     torch.set_num_threads(1)  # one core: other work shares this machine
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     params, out = study_params(args), Path(args.out)
+    check_study(args, params)
     out.mkdir(parents=True, exist_ok=True)
     runs_path = out / "runs.jsonl"
     runs = load_runs(runs_path, params)
@@ -168,121 +192,15 @@ def study(args) -> dict:
         ensure_anchor(env, variant, seed, params, Path(args.checkpoints))
         row = run_one(env, variant, seed, params, Path(args.checkpoints))
         add_crossplay(row, Path(args.checkpoints), args.eval_episodes)
+        partner_figures(row, Path(args.checkpoints))
         with runs_path.open("a") as f:  # one line per finished run: a killed study keeps every run it finished
             f.write(json.dumps(row) + "\n")
         runs.append(row)
         xp = " ".join(f"{k} {v:.2f}" for k, v in row.items() if k.startswith("xp_"))
         print(f"done {env} {variant} seed {seed}: eval {row['eval_reward']:.2f} in {row['wall_s']:.0f} s {xp}",
               flush=True)
-        write_summary(out, runs, complete=False, started=started)
-    return write_summary(out, runs, complete=not jobs or len(runs) >= len(done) + len(jobs), started=started)
-
-
-# ---- summary ------------------------------------------------------------------------------------
-
-
-def corrected_interval(diffs: list[float], comparisons: int) -> tuple[float, float, float]:
-    """Mean paired difference and its two-sided Student-t interval at 95% / comparisons (Bonferroni)."""
-    from scipy.stats import t
-
-    m = mean(diffs)
-    if len(diffs) < 2:
-        return m, math.nan, math.nan
-    sd = math.sqrt(sum((d - m) ** 2 for d in diffs) / (len(diffs) - 1))
-    half = t.ppf(1 - 0.025 / comparisons, len(diffs) - 1) * sd / math.sqrt(len(diffs))
-    return m, m - half, m + half
-
-
-def figure_value(row: dict, figure: str) -> float | None:
-    return row.get("eval_reward" if figure == "sum" else figure)
-
-
-def comparisons(runs: list[dict]) -> list[dict]:
-    """Every variant against MADDPG on every figure, paired by seed; the primary at 95%, the rest
-    Bonferroni-corrected for how many secondary comparisons the study declares."""
-    secondary = sum(1 for env, figs in FIGURES.items() for fig in figs for v in VARIANTS
-                    if v != ANCHOR and (env, v, fig) != PRIMARY)
-    out = []
-    for env, figures in FIGURES.items():
-        anchor = {r["seed"]: r for r in runs if r["env"] == env and r["variant"] == ANCHOR}
-        for variant in (v for v in VARIANTS if v != ANCHOR):
-            vruns = [r for r in runs if r["env"] == env and r["variant"] == variant and r["seed"] in anchor]
-            for figure in figures:
-                pairs = [(figure_value(r, figure), figure_value(anchor[r["seed"]], figure)) for r in vruns]
-                diffs = [a - b for a, b in pairs if a is not None and b is not None]
-                if not diffs:
-                    continue
-                primary = (env, variant, figure) == PRIMARY
-                d, low, high = corrected_interval(diffs, 1 if primary else secondary)
-                out.append({"env": env, "variant": variant, "figure": figure, "primary": primary, "seeds": len(diffs),
-                            "level": 0.95 if primary else 1 - 0.05 / secondary, "diff": d, "low": low, "high": high,
-                            "beyond_noise": bool(low > 0 or high < 0) if not math.isnan(low) else False,
-                            "better_seeds": sum(x > 0 for x in diffs)})
-    return out
-
-
-def goal(runs: list[dict], rows: list[dict]) -> dict:
-    """The primary figure and the issue's power rule: the interval excludes 0, or its half-width is
-    under a quarter of MADDPG's gap over a random team against the same opponents."""
-    env, _, figure = PRIMARY
-    primary = next((c for c in rows if c["primary"]), None)
-    anchors = [r for r in runs if r["env"] == env and r["variant"] == ANCHOR and "xp_random_adversary" in r]
-    if primary is None or not anchors:
-        return {"figure": f"{env} {figure}: HRTMADDPG - MADDPG", "met": None}
-    gap = mean(r["xp_adversary"] - r["xp_random_adversary"] for r in anchors)
-    half = (primary["high"] - primary["low"]) / 2
-    return {"figure": f"{env} {figure}: HRTMADDPG - MADDPG", "diff": primary["diff"], "low": primary["low"],
-            "high": primary["high"], "seeds": primary["seeds"], "met": bool(primary["low"] > 0),
-            "maddpg_vs_random_gap": gap, "half_width": half,
-            "powered": bool(primary["low"] > 0 or primary["high"] < 0 or half < gap / 4)}
-
-
-def peer_anchor(runs: list[dict], out: Path) -> list[dict]:
-    """Our MADDPG beside BenchMARL's (bench/benchmarl_maddpg.py) per scenario: mean evaluation return
-    with its 95% t-interval over seeds, and whether each mean lies inside the other's interval."""
-    path = out / "benchmarl.jsonl"
-    if not path.is_file():
-        return []
-    peers = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows = []
-    for env, config in dict.fromkeys((r["env"], r.get("config", "benchmarl")) for r in peers):
-        theirs = [r["eval_reward"] for r in peers if r["env"] == env and r.get("config", "benchmarl") == config]
-        ours = [r["eval_reward"] for r in runs if r["env"] == env and r["variant"] == ANCHOR]
-        if not ours:
-            continue
-        (om, olow, ohigh), (tm, tlow, thigh) = mpe2_bench.t_interval(ours), mpe2_bench.t_interval(theirs)
-        rows.append({"env": env, "benchmarl_config": config, "ours": om, "ours_low": olow, "ours_high": ohigh, "ours_seeds": len(ours),
-                     "benchmarl": tm, "benchmarl_low": tlow, "benchmarl_high": thigh, "benchmarl_seeds": len(theirs),
-                     "benchmarl_wall_s": mean(r["wall_s"] for r in peers if r["env"] == env
-                                              and r.get("config", "benchmarl") == config),
-                     "within_each_others_interval": bool(tlow <= om <= thigh and olow <= tm <= ohigh)})
-    return rows
-
-
-def markdown(summary: dict) -> str:
-    """The comparisons as a README table: difference against MADDPG with its (corrected) interval."""
-    lines = ["| scenario | variant | figure | seeds | diff vs MADDPG | interval | level | better in |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for c in summary["comparisons"]:
-        lines.append(f"| {c['env']} | {c['variant']}{' (primary)' if c['primary'] else ''} | {c['figure']} | "
-                     f"{c['seeds']} | {c['diff']:+.2f} | ({c['low']:+.2f}, {c['high']:+.2f}) | "
-                     f"{100 * c['level']:.3g}% | {c['better_seeds']}/{c['seeds']} |")
-    return "\n".join(lines)
-
-
-def write_summary(out: Path, runs: list[dict], complete: bool, started: float | None = None) -> dict:
-    rows = mpe2_bench.summarise(runs)
-    comps = comparisons(runs)
-    summary = {"params": runs[0]["params"] if runs else {}, "seeds": sorted({r["seed"] for r in runs}),
-               "runs": len(runs), "complete": complete, "goal": goal(runs, comps), "comparisons": comps,
-               "rows": rows, "peer_anchor": peer_anchor(runs, out), "study_wall_s": sum(r["wall_s"] for r in runs)}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    if rows:
-        title = (f"VMAS: HRTMADDPG vs MADDPG, {summary['params'].get('steps', 0):,} frames, "
-                 f"{len(summary['seeds'])} seeds (paired)")
-        (out / "study.svg").write_text(mpe2_bench.svg_chart(mpe2_bench.chart_panels(rows), title))
-    return summary
+        write_summary(out, runs, args.study, started=started)
+    return write_summary(out, runs, args.study, started=started)
 
 
 # ---- throughput ---------------------------------------------------------------------------------
@@ -403,6 +321,31 @@ def benchmarl(args) -> dict:
     return {"rows": rows}
 
 
+def ours_variant(args) -> dict:
+    """Our MADDPG with --actor-loss changed, on the peer anchor's task and settings, one line per seed in
+    ours_variants.jsonl (resumable): does BenchMARL's joint actor step explain what is left between them?"""
+    import torch
+
+    from training.marl.train import MARLConfig, train_marl
+
+    torch.set_num_threads(1)
+    results, name = Path(args.out) / "ours_variants.jsonl", f"actor_loss={args.actor_loss}"
+    done = {(r["env"], r["seed"], r["config"]) for r in read_runs(results)}
+    for env in args.envs.split(","):
+        for seed in range(args.seeds):
+            if (env, seed, name) in done:
+                continue
+            started = time.perf_counter()
+            m = train_marl(MARLConfig(env=env, algo="maddpg", backend="vmas", seed=seed, progress_bar=False,
+                                      actor_loss=args.actor_loss, **study_params(args))).metrics
+            row = {"env": env, "seed": seed, "config": name, "params": study_params(args), "eval_reward": m["eval_reward"],
+                   "updates": m["updates"], "wall_s": time.perf_counter() - started}
+            with results.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"done {env} {name} seed {seed}: eval {row['eval_reward']:.2f} in {row['wall_s']:.0f} s", flush=True)
+    return {"rows": read_runs(results)}
+
+
 # ---- command line -------------------------------------------------------------------------------
 
 
@@ -410,12 +353,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=["vmas"], default="vmas", help="(this bench is the vmas one)")
     parser.add_argument("command", nargs="?", default="study", choices=["study", "throughput", "parity", "benchmarl",
-                                                                       "summary"])
+                                                                       "summary", "ours-variant"])
+    parser.add_argument("--study", choices=list(STUDIES), default="100k",
+                        help="study: which declared study (sets --envs, --variants, --steps, --out, --checkpoints)")
     for name, value in STUDY_DEFAULTS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--checkpoints", default=str(CHECKPOINTS))
-    parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--envs", help="default: the study's scenarios")
+    parser.add_argument("--variants", help="default: the study's variants")
+    parser.add_argument("--steps", type=int, help="frames per run; default: the study's")
+    parser.add_argument("--checkpoints", help="default: the study's checkpoint folder")
+    parser.add_argument("--out", help="default: the study's results folder")
     parser.add_argument("--env", default="simple_adversary", help="throughput: the scenario")
     parser.add_argument("--sizes", default="1,64,512", help="throughput: VMAS num_envs to measure")
     parser.add_argument("--throughput-variants", default="maddpg,hrt")
@@ -423,19 +370,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1000, help="throughput: random-action frames first")
     parser.add_argument("--episodes", type=int, default=200, help="parity: random-policy episodes per backend")
     parser.add_argument("--benchmarl-python", default="/work/marl-venv-benchmarl/bin/python")
-    parser.add_argument("--benchmarl-config", choices=["benchmarl", "ours"], default="benchmarl",
-                        help="benchmarl: BenchMARL's own defaults; ours: its knobs set to our MADDPG's")
+    parser.add_argument("--benchmarl-config", default="benchmarl",
+                        choices=["benchmarl", "ours", "matched", "ours+target_actor", "ours+bootstrap"],
+                        help="benchmarl: BenchMARL's own defaults; ours: its knobs set to our MADDPG's; matched: "
+                             "ours plus a target actor, bootstrapping at the time limit and small collections; "
+                             "ours+target_actor, ours+bootstrap: one of those each (bench/benchmarl_maddpg.py)")
+    parser.add_argument("--actor-loss", default="joint", help="ours-variant: own (Lowe et al.) or joint (BenchMARL's)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    spec = STUDIES[args.study]
+    for name in ("envs", "variants", "steps", "checkpoints", "out"):
+        if getattr(args, name) is None:
+            setattr(args, name, spec[name] if name in ("envs", "variants", "steps") else str(spec[name]))
     if args.command == "study":
         summary = study(args)
         emit(summary, format_table(summary["comparisons"], ["env", "variant", "figure", "seeds", "level", "diff",
                                                             "low", "high", "better_seeds"]), args.json)
-    elif args.command == "summary":
-        runs = [json.loads(x) for x in (Path(args.out) / "runs.jsonl").read_text().splitlines() if x.strip()]
-        summary = write_summary(Path(args.out), runs, complete=False)
-        print(markdown(summary))
-        emit(summary, format_table(summary["rows"], ["env", "variant", "seeds", "eval_reward", "xp_adversary",
+    elif args.command == "summary":  # every study's summary and chart, from whatever runs have finished
+        summaries = write_all_summaries()
+        for name, summary in summaries.items():
+            print(f"study {name} ({summary['runs']} runs, complete: {summary['complete']}):\n{markdown(summary)}\n")
+        summary = summaries.get(args.study, {"rows": [], "peer_anchor": []})
+        emit(summaries if args.json else summary, format_table(summary["rows"], ["env", "variant", "seeds", "eval_reward", "xp_adversary",
                                                      "xp_agent", "wall_s", "wall_ratio"]) + "\n"
              + (format_table(summary["peer_anchor"], ["env", "benchmarl_config", "ours", "ours_low", "ours_high", "benchmarl",
                                                       "benchmarl_low", "benchmarl_high",
@@ -450,6 +406,9 @@ def main(argv: list[str] | None = None) -> None:
         summary = parity(args)
         emit(summary, format_table(summary["rows"], ["env", "agent", "team", "obs_mpe2", "obs_vmas", "act_mpe2",
                                                      "act_vmas", "random_mpe2", "random_vmas", "ratio"]), args.json)
+    elif args.command == "ours-variant":
+        summary = ours_variant(args)
+        emit(summary, format_table(summary["rows"], ["env", "config", "seed", "eval_reward", "wall_s"]), args.json)
     else:
         summary = benchmarl(args)
         emit(summary, format_table(summary["rows"], ["env", "seed", "frames", "eval_reward", "wall_s"]), args.json)

@@ -82,6 +82,34 @@ def test_a_tiny_vmas_run_trains_repeats_and_saves_its_backend(tmp_path):
                               init_from=tmp_path / "a"))
 
 
+def test_the_joint_actor_step_trains_every_actor_and_leaves_the_critics_as_their_own_step_left_them():
+    """actor_loss="joint" (BenchMARL's): one step through every critic with all current actions."""
+    import torch
+
+    from training.marl.buffer import SequenceReplayBuffer
+    from training.marl.maddpg import MADDPG, NetConfig
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    models = {kind: MADDPG([6, 6], [2, 2], "continuous", NetConfig(hidden=8, actor_loss=kind)) for kind in ("own", "joint")}
+    models["joint"].load_state_dict(models["own"].state_dict())
+    buffer = SequenceReplayBuffer(64, [6, 6], [2, 2])
+    for _ in range(64):
+        buffer.add([rng.normal(size=6).astype(np.float32)] * 2, [rng.uniform(size=2).astype(np.float32)] * 2,
+                   rng.normal(size=2), [rng.normal(size=6).astype(np.float32)] * 2, 0.0, 0)
+    batch = buffer.sample(32, np.random.default_rng(1), 0)
+    before = {k: v.clone() for k, v in models["joint"].state_dict().items()}
+    for model in models.values():
+        torch.manual_seed(1)
+        model.update(batch)
+    after = {kind: model.state_dict() for kind, model in models.items()}
+    critic_keys = [k for k in before if k.startswith("critics.")]
+    actor_keys = [k for k in before if k.startswith("actors.")]
+    assert all(torch.equal(after["own"][k], after["joint"][k]) for k in critic_keys)  # same critic steps
+    assert all(not torch.equal(before[k], after["joint"][k]) for k in actor_keys if k.endswith("weight"))
+    assert any(not torch.equal(after["own"][k], after["joint"][k]) for k in actor_keys)  # another actor step
+
+
 def test_discrete_actions_run_on_vmas():
     result = train_marl(MARLConfig(env="simple_spread", algo="maddpg", action_type="discrete", **TINY))
     assert result.metrics["updates"] > 0 and np.isfinite(result.metrics["eval_reward"])
@@ -92,6 +120,7 @@ def test_discrete_actions_run_on_vmas():
     ({"backend": "vmas", "num_envs": 0}, "num_envs"), ({"backend": "vmas", "num_envs": 10**6}, "num_envs"),
     ({"num_envs": 4}, "num_envs"), ({"backend": "vmas", "steps": 10}, "steps"),
     ({"backend": "vmas", "steps": 10**9}, "steps"), ({"backend": "vmas", "num_envs": 8, "steps": 199}, "steps"), ({"backend": "vmas", "eval_episodes": 10**5}, "eval_episodes"),
+    ({"actor_loss": "shared"}, "actor_loss"),
 ])
 def test_bad_vmas_config_names_the_field(changes, field):
     with pytest.raises(MARLConfigError, match=f"^{field}: "):
@@ -191,22 +220,30 @@ def test_the_vmas_study_appends_each_run_and_resumes_where_it_stopped(tmp_path, 
     marl_vmas.main(args)  # everything done: nothing reruns
     assert "2 runs done, 0 to go" in capsys.readouterr().out
     assert len((tmp_path / "out" / "runs.jsonl").read_text().splitlines()) == 2
-    # Resumed on a machine without the checkpoints: the MADDPG partner is retrained (same seed, same
-    # weights), so a variant run later gets the same cross-play figures.
+    # Resumed on a machine without the checkpoints: the MADDPG partner is retrained (same seed; not
+    # always bit-for-bit the recorded run), and the variant is paired with the partner it met.
     import shutil
 
     shutil.rmtree(tmp_path / "ck")
     (tmp_path / "out" / "runs.jsonl").write_text(json.dumps(runs[0]) + "\n")
     marl_vmas.main(args)
     rerun = [json.loads(x) for x in (tmp_path / "out" / "runs.jsonl").read_text().splitlines()]
-    assert len(rerun) == 2 and rerun[1]["xp_adversary"] == runs[1]["xp_adversary"]
-    assert "retraining the maddpg checkpoint" in capsys.readouterr().out
+    assert len(rerun) == 2 and "retraining the maddpg checkpoint" in capsys.readouterr().out
+    # The variant is paired with the partner it met: the retrained checkpoint's own self-play figures.
+    partner = json.loads((tmp_path / "ck" / "simple_adversary" / "maddpg-0" / "metrics.json").read_text())
+    assert rerun[1]["partner"] == {"eval_reward": partner["eval_reward"], "xp_adversary": partner["eval_reward_adversary"],
+                                   "xp_agent": partner["eval_reward_agent"]}
+    from bench.marl_vmas_summary import comparisons
+
+    moved = [dict(rerun[0], xp_adversary=rerun[0]["xp_adversary"] + 100.0), rerun[1]]  # a recorded run unlike the partner
+    primary = next(c for c in comparisons(moved) if c["primary"])
+    assert primary["diff"] == pytest.approx(rerun[1]["xp_adversary"] - partner["eval_reward_adversary"])
     with pytest.raises(SystemExit, match="^steps: "):  # other settings are refused, not mixed in
         marl_vmas.main([a if a != "200" else "300" for a in args])
 
 
 def test_secondary_intervals_are_bonferroni_corrected_and_wider():
-    from bench.marl_vmas import FIGURES, PRIMARY, comparisons, corrected_interval
+    from bench.marl_vmas_summary import FIGURES, PRIMARY, comparisons, corrected_interval
 
     diffs = [0.5, 1.0, -0.2, 0.8, 0.3]
     _, low95, high95 = corrected_interval(diffs, 1)
@@ -221,3 +258,69 @@ def test_secondary_intervals_are_bonferroni_corrected_and_wider():
     assert {r["level"] for r in rows if not r["primary"]} == {1 - 0.05 / 8}
     spread_hrt = next(r for r in rows if r["env"] == "simple_spread" and r["variant"] == "hrt")
     assert spread_hrt["diff"] == 1.0 and spread_hrt["better_seeds"] == 3
+
+
+@pytest.mark.parametrize("changes,field", [
+    (["--envs", "simple_world"], "envs"), (["--envs", "simple_tag"], "envs"), (["--variants", "maddpg,lstm"], "variants"),
+    (["--num-envs", "0"], "num_envs"), (["--num-envs", "5000"], "num_envs"), (["--steps", "10"], "steps"),
+    (["--steps", "3000000"], "steps"), (["--num-envs", "64", "--steps", "1000"], "steps"),
+    (["--eval-episodes", "5000"], "eval_episodes"),
+])
+def test_a_bad_study_is_refused_before_any_run_naming_the_field(tmp_path, changes, field):
+    from bench import marl_vmas
+
+    options = {"--envs": "simple_adversary", "--seeds": "1", "--steps": "200", "--num-envs": "4",
+               "--eval-episodes": "4", "--out": str(tmp_path / "out"), "--checkpoints": str(tmp_path / "ck")}
+    options.update(zip(changes[::2], changes[1::2]))
+    with pytest.raises(SystemExit, match=f"^{field}: "):
+        marl_vmas.main(["study", *[x for pair in options.items() for x in pair]])
+    assert not (tmp_path / "out").exists() and not (tmp_path / "ck").exists()  # nothing ran, nothing was written
+
+
+def test_the_bench_refuses_an_unknown_backend_or_study():
+    from bench import marl_vmas
+
+    for argv in (["--backend", "isaac", "study"], ["study", "--study", "1m"]):
+        with pytest.raises(SystemExit):
+            marl_vmas.main(argv)
+
+
+def test_the_summary_rebuilds_every_study_and_the_peer_anchor_from_whatever_finished(tmp_path, monkeypatch):
+    from bench import marl_vmas_summary as summary
+
+    studies = {name: {**spec, "out": tmp_path / name} for name, spec in summary.STUDIES.items()}
+    monkeypatch.setattr(summary, "STUDIES", studies)
+    monkeypatch.setattr(summary, "OUT", tmp_path / "100k")
+    params = {"steps": 100_000}
+
+    def run(env, variant, seed, **figures):
+        return {"env": env, "variant": variant, "seed": seed, "params": params, "steps": 100_000, "wall_s": 60.0,
+                "eval_reward": -370.0 - seed,
+                "xp_adversary": -18.0 + seed / 10 + (variant == "hrt"), "xp_agent": 15.0, "xp_random_adversary": -26.0,
+                "eval_reward_adversary": -18.0, "eval_reward_agent": 15.0,
+                **figures}
+
+    rows = [run("simple_adversary", v, s) for s in range(3) for v in ("maddpg", "hrt")]
+    rows += [run("simple_spread", "maddpg", s) for s in range(3)]
+    (tmp_path / "100k").mkdir()
+    (tmp_path / "100k" / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    peers = [{"env": "simple_spread", "seed": s, "config": "matched", "eval_reward": -365.0 + s, "wall_s": 300.0}
+             for s in range(3)]
+    (tmp_path / "100k" / "benchmarl.jsonl").write_text("".join(json.dumps(r) + "\n" for r in peers))
+    done = summary.write_all_summaries()
+    assert list(done) == ["100k"]  # the 200k study has no runs yet: skipped, not an error
+    s100 = json.loads((tmp_path / "100k" / "summary.json").read_text())
+    assert s100["complete"] is False and s100["goal"]["met"] is True and s100["goal"]["seeds"] == 3
+    (peer,) = s100["peer_anchor"]
+    assert peer["benchmarl_config"] == "matched" and peer["diff"] == pytest.approx(-364.0 - (-371.0))
+    assert peer["diff_low"] < peer["diff"] < peer["diff_high"]
+    text = (tmp_path / "100k" / "summary.md").read_text()
+    assert "## Study 100k" in text and "| matched (simple_spread) | 3 |" in text and "hrt (primary)" in text
+    assert (tmp_path / "100k" / "study.svg").read_text().startswith("<svg")
+    # the 200k study's first pair appears on the next rebuild, with its only secondary at 95%
+    (tmp_path / "200k").mkdir()
+    (tmp_path / "200k" / "runs.jsonl").write_text("".join(json.dumps(run("simple_adversary", v, s)) + "\n"
+                                                          for s in range(2) for v in ("maddpg", "hrt")))
+    done = summary.write_all_summaries()
+    assert list(done) == ["100k", "200k"] and {c["level"] for c in done["200k"]["comparisons"]} == {0.95}
+    assert "## Study 200k" in (tmp_path / "100k" / "summary.md").read_text()

@@ -35,6 +35,9 @@ class NetConfig:
     grad_clip: float = 0.5
     action_reg: float = 1e-3  # penalty on actor pre-activations, as in the reference MADDPG
     noise: float = 0.1        # Gaussian exploration noise for continuous actions
+    # "own": agent i's actor through its critic with the others' buffer actions (Lowe et al.); "joint": every
+    # actor through every critic with all agents' current actions (TorchRL's DDPGLoss, so BenchMARL's MADDPG)
+    actor_loss: str = "own"
 
     @property
     def history(self) -> int:
@@ -214,7 +217,9 @@ class MADDPG(Lineup):
             critic_loss.backward()
             nn.utils.clip_grad_norm_(self.critics[i].parameters(), cfg.grad_clip)
             self.critic_optims[i].step()
-
+            critic_losses.append(critic_loss.item())
+            if cfg.actor_loss == "joint":
+                continue
             logits = self.actors[i](obs[i], hist[i], mask)
             joint_actions = list(actions)
             joint_actions[i] = self.to_action(logits, explore=True)
@@ -225,9 +230,33 @@ class MADDPG(Lineup):
             actor_loss.backward()
             nn.utils.clip_grad_norm_(self.actors[i].parameters(), cfg.grad_clip)
             self.actor_optims[i].step()
-            critic_losses.append(critic_loss.item())
             actor_losses.append(actor_loss.item())
+        if cfg.actor_loss == "joint":
+            actor_losses.append(self.joint_actor_step(obs, hist, mask, joint))
 
         soft_update(self.target_actors, self.actors, cfg.tau)
         soft_update(self.target_critics, self.critics, cfg.tau)
         return {"critic_loss": float(np.mean(critic_losses)), "actor_loss": float(np.mean(actor_losses))}
+
+    def joint_actor_step(self, obs, hist, mask, joint) -> float:
+        """actor_loss="joint": all actors at once, -mean_i Q_i(s, pi_1(o_1), ..., pi_n(o_n)), as TorchRL's
+        DDPGLoss does for a group (its critics' parameters are not trained by this step)."""
+        cfg = self.cfg
+        logits = [actor(obs[j], hist[j], mask) for j, actor in enumerate(self.actors)]
+        current = [self.to_action(x, explore=True) for x in logits]
+        values = []
+        for i, critic in enumerate(self.critics):
+            encoding = critic.encode(joint, mask)
+            values.append(critic(obs, current, encoding.detach() if encoding is not None else None).mean())
+        loss = -torch.stack(values).mean() + cfg.action_reg * torch.stack([(x ** 2).mean() for x in logits]).mean()
+        for optim in self.actor_optims:
+            optim.zero_grad()
+        for critic in self.critics:
+            critic.zero_grad(set_to_none=True)
+        loss.backward()
+        for actor, optim in zip(self.actors, self.actor_optims):
+            nn.utils.clip_grad_norm_(actor.parameters(), cfg.grad_clip)
+            optim.step()
+        for critic in self.critics:  # the critics were stepped already; drop the actor step's gradients on them
+            critic.zero_grad(set_to_none=True)
+        return float(loss.item())

@@ -3,6 +3,7 @@ ALGOS = ("maddpg", "hrtmaddpg")
 ENCODER_KINDS = ("hrt", "rnn", "transformer")
 PLACEMENTS = ("actor", "critic", "both")
 ACTION_TYPES = ("continuous", "discrete")
+ACTOR_LOSSES = ("own", "joint")  # Lowe et al.'s per-agent actor step, or TorchRL/BenchMARL's joint one
 ENV_MODULES = {
     "simple_spread": "mpe2.simple_spread_v3",
     "simple_adversary": "mpe2.simple_adversary_v3",

@@ -25,8 +25,8 @@ from tqdm import tqdm
 from training.marl.buffer import EpisodeHistory, SequenceReplayBuffer
 from training.marl.envs import EPISODE_LENGTH, EnvError, action_dim, describe_spaces, make_env, teams
 from training.marl.maddpg import MADDPG, Lineup, NetConfig
-from training.marl.options import (ACTION_TYPES, ALGOS, BACKENDS, ENCODER_KINDS, MAX_NUM_ENVS, MAX_STEPS,
-                                  MIN_NUM_ENVS, MIN_STEPS, PLACEMENTS, SCENARIOS)
+from training.marl.options import (ACTION_TYPES, ACTOR_LOSSES, ALGOS, BACKENDS, ENCODER_KINDS, MAX_NUM_ENVS,
+                                  MAX_STEPS, MIN_NUM_ENVS, MIN_STEPS, PLACEMENTS, SCENARIOS)
 from training.runs import jsonable, notify, write_json
 from training.trainer import determinism
 
@@ -60,6 +60,7 @@ class MARLConfig:
     lr: float = 1e-3
     gamma: float = 0.95
     tau: float = 0.01
+    actor_loss: str = "own"       # own (Lowe et al.) or joint (BenchMARL's): see NetConfig
     eval_episodes: int = 20
     report_every: int = 4         # episodes between on_progress reward points
     out_dir: Path | None = None
@@ -88,6 +89,8 @@ class MARLConfig:
             raise MARLConfigError(f"action_type: unknown {self.action_type!r}; choose one of {', '.join(ACTION_TYPES)}")
         if self.encoder not in ENCODER_KINDS:
             raise MARLConfigError(f"encoder: unknown {self.encoder!r}; choose one of {', '.join(ENCODER_KINDS)}")
+        if self.actor_loss not in ACTOR_LOSSES:
+            raise MARLConfigError(f"actor_loss: unknown {self.actor_loss!r}; choose one of {', '.join(ACTOR_LOSSES)}")
         if self.placement not in PLACEMENTS:
             raise MARLConfigError(f"placement: unknown {self.placement!r}; choose one of {', '.join(PLACEMENTS)}")
         for name in ("window", "windows", "hidden", "d_model", "batch_size", "update_every", "eval_episodes",
@@ -100,11 +103,14 @@ class MARLConfig:
             raise MARLConfigError("tau: must be in (0, 1]")
         if self.backend == "vmas" and self.eval_episodes > MAX_NUM_ENVS:
             raise MARLConfigError(f"eval_episodes: at most {MAX_NUM_ENVS} on vmas (they run as one batch)")
+        if self.init_from is not None:  # refused before anything trains (forms and jobs validate too)
+            check_origin(read_checkpoint_config(Path(self.init_from)), self.env, self.action_type, self.backend)
 
     def net_config(self) -> NetConfig:
         return NetConfig(hidden=self.hidden, encoder=self.encoder if self.algo == "hrtmaddpg" else None,
                          placement=self.placement, window=self.window, windows=self.windows, d_model=self.d_model,
-                         lr_actor=self.lr, lr_critic=self.lr, gamma=self.gamma, tau=self.tau)
+                         lr_actor=self.lr, lr_critic=self.lr, gamma=self.gamma, tau=self.tau,
+                         actor_loss=self.actor_loss)
 
     def hyperparameters(self) -> dict:
         skip = {"out_dir", "progress_bar", "init_from"}
@@ -360,7 +366,8 @@ def saved_backend(saved: dict) -> str:
     return saved.get("backend", "mpe2")  # checkpoints from before the VMAS backend are mpe2's
 
 
-def check_compatible(saved: dict, env_name: str, info: dict, action_type: str, backend: str = "mpe2") -> None:
+def check_origin(saved: dict, env_name: str, action_type: str, backend: str) -> None:
+    """MARLCheckpointError naming the field when the checkpoint comes from another backend, scenario or action type."""
     if saved_backend(saved) != backend:
         raise MARLCheckpointError(f"backend: the checkpoint was trained on backend {saved_backend(saved)!r}, "
                                   f"not {backend!r}")
@@ -368,6 +375,10 @@ def check_compatible(saved: dict, env_name: str, info: dict, action_type: str, b
         raise MARLCheckpointError(f"env: the checkpoint was trained on {saved['env']!r}, not {env_name!r}")
     if saved["action_type"] != action_type:
         raise MARLCheckpointError(f"action_type: the checkpoint uses {saved['action_type']!r} actions, not {action_type!r}")
+
+
+def check_compatible(saved: dict, env_name: str, info: dict, action_type: str, backend: str = "mpe2") -> None:
+    check_origin(saved, env_name, action_type, backend)
     if saved["agents"] != info["agents"] or saved["spaces"] != jsonable(info["spaces"]):
         raise MARLCheckpointError("env: the checkpoint's agents or observation/action spaces differ from this environment's")
 

@@ -38,7 +38,7 @@ class MARLParams(forms.Form):
         return self.cleaned_data["seed"] or 0
 
     def clean(self):
-        from training.marl.train import MARLConfigError
+        from training.marl.train import MARLCheckpointError, MARLConfigError
 
         from webapp.checkpoints.services import RegistryError
         from webapp.marl.services import config_from_params
@@ -48,7 +48,7 @@ class MARLParams(forms.Form):
             return cleaned
         try:
             config_from_params(cleaned).validate()
-        except (MARLConfigError, RegistryError) as exc:
+        except (MARLConfigError, MARLCheckpointError, RegistryError) as exc:
             field, _, message = str(exc).partition(": ")
             self.add_error(field if field in self.fields else None, message or str(exc))
         return cleaned

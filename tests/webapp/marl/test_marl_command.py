@@ -96,3 +96,24 @@ def test_train_marl_on_vmas_registers_its_backend_and_refuses_bad_num_envs(runs_
     with pytest.raises(CommandError, match="^backend: "):
         call_command("train_marl", *TINY, "--algo", "maddpg", "--env", "simple_adversary", "--init-from",
                      checkpoint.name)
+
+
+def test_the_marl_job_form_refuses_bad_vmas_input_and_foreign_checkpoints_naming_the_field(runs_dir):
+    from webapp.jobs import services
+    from webapp.jobs.kinds import get_kind
+
+    kind = get_kind("marl")
+    base = {"algo": "maddpg", "env": "simple_adversary", "steps": 100, "seed": 0}
+    vmas = train("--algo", "maddpg", "--env", "simple_adversary", "--backend", "vmas", "--num-envs", "2")
+    spread = train("--algo", "maddpg", "--env", "simple_spread")
+    for changes, field in [({"backend": "isaac"}, "backend"), ({"backend": "vmas", "num_envs": 0}, "num_envs"),
+                           ({"backend": "vmas", "num_envs": 5000}, "num_envs"), ({"num_envs": 4}, "num_envs"),
+                           ({"backend": "vmas", "num_envs": 8}, "steps"),  # 100 frames do not finish 8 episodes
+                           ({"init_from": vmas.name}, "backend"),  # a VMAS checkpoint for an mpe2 run
+                           ({"backend": "vmas", "num_envs": 2, "init_from": spread.name}, "backend"),
+                           ({"init_from": spread.name}, "env")]:
+        with pytest.raises(services.JobError) as caught:
+            services.validate_params(kind, {**base, **changes})
+        assert caught.value.field == field, (changes, caught.value)
+    params = services.validate_params(kind, {**base, "backend": "vmas", "num_envs": 2, "init_from": vmas.name})
+    assert params["backend"] == "vmas"  # the matching checkpoint is accepted
