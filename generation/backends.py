@@ -45,12 +45,6 @@ class GenerationBackend:
             texts[event.candidate_index] += event.text_delta
         return texts
 
-    def greetings(self, query: str, n: int = 3, temperature: float = 0.8, top_p: float = 0.95, top_k: int = 0,
-                  max_new_tokens: int = 96, seed: int | None = None) -> list[str]:
-        """Same arguments as generation.sampling.generate_greetings."""
-        params = SamplingParams(n=n, max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k, seed=seed)
-        return [text.strip() for text in self.generate(self.greeting_prompt(query), params)]
-
 
 class LocalEngineBackend(GenerationBackend):
     def __init__(self, engine: Engine):

@@ -51,6 +51,8 @@ GREETING_PATH = ("stream_greetings", "write_greetings", "write_checked")
 PROMPT_BUILDERS = frozenset({"greeting_prompt", "encode_prompt"})
 SAMPLERS = frozenset({"stream", "generate"})  # backend.stream, engine.generate, model.generate
 ENGINE_PACKAGE = "generation/engine/"  # the engine samples token ids; it builds no prompt
+# The backends are the interface the one path calls (each encodes its own prompt and streams); they write no greeting.
+BACKENDS_MODULE = "generation/backends.py"
 
 
 def python_files() -> list[Path]:
@@ -193,7 +195,7 @@ def read_house() -> dict:
         if lines > LONG_MODULE:
             long_modules.append((where, lines))
         path_sites, calls = greeting_sites(path)
-        if path_sites and not where.startswith(ENGINE_PACKAGE):
+        if path_sites and not where.startswith(ENGINE_PACKAGE) and where != BACKENDS_MODULE:
             greeting_paths.append((where, path_sites))
         if where != GREETING_PATH_MODULE:
             greeting_calls += [f"{where}:{line} {name}" for line, name in calls]
@@ -307,7 +309,7 @@ def main(argv=None) -> int:
     print(f"modules over {LONG_MODULE} lines: {len(house['long_modules'])}")
     for where, lines in house["long_modules"]:
         print(f"  {lines:5d}  {where}" + ("" if where in LONG_MODULES_NOT_YET_SPLIT else "  (not on the allow-list)"))
-    print(f"modules that write greetings (build a prompt and sample from it, the engine aside): "
+    print(f"modules that write greetings (build a prompt and sample from it, the engine and the backends aside): "
           f"{len(house['greeting_paths'])} (goal 1: {GREETING_PATH_MODULE})")
     for where, sites in house["greeting_paths"]:
         print(f"  {where}: " + ", ".join(sites))

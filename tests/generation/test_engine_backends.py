@@ -8,6 +8,7 @@ import pytest
 from generation.backends import BackendError, LocalEngineBackend, OpenAICompatibleBackend
 from generation.engine import SamplingParams
 from generation.engine.testing import random_model, toy_tokenizer
+from generation.greeting import final_text, sampling_params, write_greetings
 from generation.tokenizer import encode_prompt
 
 
@@ -18,19 +19,19 @@ def backend():
 
 
 def test_local_backend_threads_share_the_engine(backend):
-    params = SamplingParams(n=2, max_tokens=12, temperature=0.9, seed=11)
+    params = sampling_params(2, 12, seed=11, temperature=0.9, top_p=1.0)  # what the greeting path asks
     alone = backend.generate(encode_prompt(backend.engine.tokenizer, "新年快乐"), params)
     results = {}
 
     def worker(name, query, seed):
-        results[name] = backend.greetings(query, n=2, max_new_tokens=12, temperature=0.9, top_p=1.0, seed=seed)
+        results[name] = write_greetings(backend, query, 2, max_tokens=12, temperature=0.9, top_p=1.0, seed=seed)
 
     threads = [threading.Thread(target=worker, args=(i, q, s)) for i, (q, s) in enumerate([("新年快乐", 11), ("生日快乐", 5), ("祝福", 6)])]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=300)
-    assert results[0] == [t.strip() for t in alone]  # same seed, same text, whatever ran alongside
+    assert results[0] == [final_text(t) for t in alone]  # same seed, same text, whatever ran alongside
     assert len(results) == 3 and all(len(r) == 2 for r in results.values())
     assert backend.engine.cache.free_slots == 6 and not backend.engine.has_unfinished()
 
@@ -91,7 +92,7 @@ def test_remote_backend_streams_sse(server):
     assert body["stream"] is True and body["n"] == 2 and body["top_k"] == 5 and body["stop"] == ["。"]
     assert body["response_format"]["json_schema"]["schema"] == schema and body["seed"] == 3
     assert backend.payload("x", SamplingParams(json_schema={"type": "object"}))["response_format"] == {"type": "json_object"}
-    assert backend.greetings("新年", n=2) == ["新年快乐", "万事如意"]
+    assert write_greetings(backend, "新年", 2) == ["新年快乐", "万事如意"]
     assert _FakeServer.seen[-1][1]["prompt"] == "<bos>请只生成一条祝福语：新年<sep>"
 
 

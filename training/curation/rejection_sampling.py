@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from tqdm import tqdm
 
+from generation.greeting import write_greetings
 from training.judges.registry import query_hash
 
 CANDIDATES_FILE = "candidates.jsonl"
@@ -33,8 +34,8 @@ class CurationError(Exception):
 
 @dataclass(frozen=True)
 class GeneratorAgent:
-    """One writer: a backend (``greetings(query, n=, temperature=, top_p=, max_new_tokens=, seed=)``,
-    e.g. generation.backends.LocalEngineBackend or OpenAICompatibleBackend) with its sampling setting
+    """One writer: a backend (generation.backends.LocalEngineBackend or OpenAICompatibleBackend, written
+    through the one greeting path, generation.greeting.write_greetings) with its sampling setting
     and an optional persona, a style hint added to the query so agents differ in more than noise."""
 
     name: str
@@ -54,8 +55,8 @@ class GeneratorAgent:
         return request
 
     def write(self, query: str, seed: int | None) -> list[str]:
-        return self.backend.greetings(self.request(query), n=self.n, temperature=self.temperature, top_p=self.top_p,
-                                      max_new_tokens=self.max_new_tokens, seed=seed)
+        return write_greetings(self.backend, self.request(query), self.n, temperature=self.temperature,
+                               top_p=self.top_p, max_tokens=self.max_new_tokens, seed=seed)
 
     def describe(self) -> dict:
         return {"name": self.name, "n": self.n, "temperature": self.temperature, "top_p": self.top_p,

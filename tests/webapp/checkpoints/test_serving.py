@@ -4,6 +4,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
+from generation.greeting import write_greetings
 from webapp.checkpoints import serving
 from webapp.checkpoints.models import Checkpoint
 
@@ -28,7 +29,7 @@ def test_backend_serves_the_active_checkpoint_and_swaps_on_promotion(corpus_file
     call_command("train_model", preset="tiny", data=[str(corpus_file)], max_steps=3, stdout=StringIO())
     first = serving.get_backend()
     assert serving.get_backend() is first
-    assert first.greetings("生日祝福", n=2, max_new_tokens=8, seed=1)
+    assert len(write_greetings(first, "生日祝福", 2, max_tokens=8, seed=1)) == 2
     assert serving.active_checkpoint_name() == Checkpoint.objects.get().name
 
     call_command("train_model", preset="tiny", data=[str(corpus_file)], max_steps=3, seed=1, promote=True,
