@@ -23,7 +23,10 @@ from training.judges.evaluation import in_heldout
 from training.rl.evaluation import EvalSettings, EvaluationError, evaluate_generation
 from training.rl.gate import GateConfig, GateDecision, gate
 from training.rl.grpo import GRPOConfig, GRPOError, GRPOResult, train_grpo
+from generation.checkpoint import read_metadata
+from generation.conditioning import DEFAULT_FORMAT
 from training.rl.pipeline import lineage, training_greetings
+from training.rl.request_judge import RequestJudge, prompts_for
 from training.rl.rewards import RewardConfig
 from training.runs import jsonable
 from webapp.checkpoints.models import Checkpoint
@@ -167,6 +170,15 @@ def new_run_name(prefix: str = "grpo") -> str:
     return f"{prefix}-{datetime.now(dt_timezone.utc):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
+def as_served(checkpoint: Checkpoint, requests: Sequence[str], judge) -> tuple[list[str], RequestJudge]:
+    """The model prompts `checkpoint` is served with for `requests` (the slot prefix for a slots
+    checkpoint) and `judge` reading the request behind each prompt, so GRPO and evaluation sample
+    the model as the studio does and judge what the writer asked."""
+    fmt = read_metadata(Path(checkpoint.path)).get("prompt_format", DEFAULT_FORMAT)
+    by_prompt = prompts_for(requests, fmt)
+    return list(by_prompt), RequestJudge(judge, by_prompt)
+
+
 def run_grpo(*, checkpoint: Checkpoint, judge, prompts: Sequence[str], run_name: str, resume: bool = False,
              on_progress: Callable | None = None, **grpo_fields) -> GRPOResult:
     """GRPO from ``checkpoint`` with KL to its SFT root, into RUNS_DIR/<run_name> (resumable there)."""
@@ -175,8 +187,9 @@ def run_grpo(*, checkpoint: Checkpoint, judge, prompts: Sequence[str], run_name:
     reference = sft_reference(checkpoint)
     if grpo_fields.get("reward") is not None and grpo_fields["reward"].copy_coef and "training_greetings" not in grpo_fields:
         grpo_fields["training_greetings"] = training_greetings(reference)  # what the copy penalty compares with
+    prompts, judge = as_served(checkpoint, prompts, judge)
     cfg = GRPOConfig(init_checkpoint=Path(checkpoint.path), reference_checkpoint=reference,
-                     out_dir=out_dir, prompts=list(prompts), progress_bar=False, **grpo_fields)
+                     out_dir=out_dir, prompts=prompts, progress_bar=False, **grpo_fields)
     try:
         return train_grpo(cfg, judge, resume=resume, on_progress=on_progress)
     except GRPOError as exc:
@@ -204,6 +217,7 @@ def register_grpo_checkpoint(result: GRPOResult, *, parent: Checkpoint, run_name
 def evaluate_checkpoint(checkpoint: Checkpoint, prompts: Sequence[str], judge, settings_: EvalSettings | None = None) -> dict:
     """evaluate_generation on a registry checkpoint: KL to its SFT root, novelty against its SFT data."""
     try:
+        prompts, judge = as_served(checkpoint, prompts, judge)
         return evaluate_generation(Path(checkpoint.path), prompts, judge, reference=sft_reference(checkpoint),
                                    training_greetings=training_greetings(Path(checkpoint.path)), settings=settings_)
     except EvaluationError as exc:

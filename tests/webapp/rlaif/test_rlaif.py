@@ -235,3 +235,30 @@ def test_evaluate_generation_defaults_to_the_demos_principled_judge(setup, princ
     report = run_command("--prompts", str(setup["prompts"]), "--samples", "2", "--max-new-tokens", "24", "--json")
     assert report["judge_name"] == version.name and report["judge"] == version.name  # the object that scored
     assert 0 <= report["pass_rate"] <= 1 and 0 <= report["mean_judge_score"] <= 1
+
+
+class _EchoJudge:
+    version = "echo"
+
+    def __init__(self):
+        self.seen = []
+
+    def scores(self, queries, responses):
+        self.seen.append(list(queries))
+        return [0.5] * len(queries)
+
+
+def test_grpo_and_evaluation_prompt_a_slots_checkpoint_as_the_studio_does_and_judge_the_request(tmp_path):
+    from generation.checkpoint import META_FILE
+    from generation.conditioning import model_query
+    from webapp.rlaif.services import as_served
+
+    (tmp_path / META_FILE).write_text(json.dumps({"prompt_format": "slots"}), encoding="utf-8")
+    checkpoint = Checkpoint(name="slots-model", path=str(tmp_path))
+    requests = ["给我的猫写一句中秋祝福", "祝爷爷八十大寿"]
+    prompts, judge = as_served(checkpoint, requests, _EchoJudge())
+    assert prompts == [model_query(r, "slots") for r in requests] and prompts[0].startswith("场合：中秋")
+    judge.scores(prompts, ["喵，中秋快乐。", "爷爷，八十大寿快乐！"])
+    assert judge.judge.seen == [requests]  # the judge reads what the writer asked, not the prefix
+    (tmp_path / META_FILE).write_text(json.dumps({}), encoding="utf-8")
+    assert as_served(checkpoint, requests, _EchoJudge())[0] == requests  # an older checkpoint: the typed request
