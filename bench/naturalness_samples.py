@@ -15,12 +15,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bench.greetings import Writer
+from bench.judges import HELDOUT_FRACTION
 from training.judges.evaluation import in_heldout
 from training.judges.naturalness import REPO, SAMPLES_FILE
 from training.judges.train_side import STARTER_DIR, collect
-
-HELDOUT_FRACTION = 0.15  # bench.judges' held-out share
-
 
 def sample(out: Path, count: int, model: Path, seed: int = 0) -> None:
     side = collect(STARTER_DIR, None, exclude_query=lambda q: in_heldout(q, HELDOUT_FRACTION))

@@ -48,13 +48,18 @@ def local_backend(checkpoint):
     return describe_backend(backend, Path(checkpoint.path), checkpoint.name)
 
 
+def check_loadable(checkpoint) -> None:
+    """RegistryError naming what is missing when `checkpoint`'s files are not all there."""
+    problem = checkpoint.missing_files()
+    if problem:
+        raise RegistryError(f"checkpoint {checkpoint.name} cannot be loaded: {problem}")
+
+
 def backend_for(checkpoint):
     """The one way from a registry row to a backend that writes with it: this process's served
     backend when `checkpoint` is the active local one, else a local engine loaded for the caller
     (a remote server cannot switch to an arbitrary checkpoint)."""
-    problem = checkpoint.missing_files()
-    if problem:
-        raise RegistryError(f"checkpoint {checkpoint.name} cannot be loaded: {problem}")
+    check_loadable(checkpoint)
     if settings.GENERATION_BACKEND == "local" and checkpoint.status == checkpoint.Status.ACTIVE:
         return get_backend()
     return local_backend(checkpoint)

@@ -9,49 +9,46 @@ from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
 from django.core.exceptions import ValidationError
 
 
-class MinimumLengthValidator(stock.MinimumLengthValidator):
-    def validate(self, password, user=None):
-        if len(password) < self.min_length:
-            raise ValidationError(
-                f"密码太短，至少 {self.min_length} 个字符。 The password is too short: it needs at least "
-                f"{self.min_length} characters.", code="password_too_short")
+class _Bilingual:
+    """Django's own check, its failure said in both languages (`message` and `help` may name the
+    validator's settings, e.g. {v.min_length})."""
 
-    def get_help_text(self):
-        return f"至少 {self.min_length} 个字符。 At least {self.min_length} characters."
+    message: str
+    code: str
+    help: str
 
-
-class UserAttributeSimilarityValidator(stock.UserAttributeSimilarityValidator):
     def validate(self, password, user=None):
         try:
             super().validate(password, user)
         except ValidationError as exc:
-            raise ValidationError("密码和用户名太像。 The password is too similar to the username.",
-                                  code="password_too_similar") from exc
+            raise ValidationError(self.message.format(v=self), code=self.code) from exc
 
     def get_help_text(self):
-        return "不能和用户名太像。 Not too similar to the username."
+        return self.help.format(v=self)
 
 
-class CommonPasswordValidator(stock.CommonPasswordValidator):
-    def validate(self, password, user=None):
-        try:
-            super().validate(password, user)
-        except ValidationError as exc:
-            raise ValidationError("这个密码太常见。 This password is too common.",
-                                  code="password_too_common") from exc
-
-    def get_help_text(self):
-        return "不能是常见密码。 Not a commonly used password."
+class MinimumLengthValidator(_Bilingual, stock.MinimumLengthValidator):
+    message = "密码太短，至少 {v.min_length} 个字符。 The password is too short: it needs at least {v.min_length} characters."
+    code = "password_too_short"
+    help = "至少 {v.min_length} 个字符。 At least {v.min_length} characters."
 
 
-class NumericPasswordValidator(stock.NumericPasswordValidator):
-    def validate(self, password, user=None):
-        if password.isdigit():
-            raise ValidationError("密码不能全是数字。 The password cannot be entirely numeric.",
-                                  code="password_entirely_numeric")
+class UserAttributeSimilarityValidator(_Bilingual, stock.UserAttributeSimilarityValidator):
+    message = "密码和用户名太像。 The password is too similar to the username."
+    code = "password_too_similar"
+    help = "不能和用户名太像。 Not too similar to the username."
 
-    def get_help_text(self):
-        return "不能全是数字。 Not entirely numeric."
+
+class CommonPasswordValidator(_Bilingual, stock.CommonPasswordValidator):
+    message = "这个密码太常见。 This password is too common."
+    code = "password_too_common"
+    help = "不能是常见密码。 Not a commonly used password."
+
+
+class NumericPasswordValidator(_Bilingual, stock.NumericPasswordValidator):
+    message = "密码不能全是数字。 The password cannot be entirely numeric."
+    code = "password_entirely_numeric"
+    help = "不能全是数字。 Not entirely numeric."
 
 
 USERNAME_ERRORS = {

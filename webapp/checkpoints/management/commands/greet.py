@@ -5,7 +5,7 @@ from generation.conditioning import model_query
 from generation.greeting import RequestTooLong, write_checked
 from generation.guards import Guards
 from generation.requests import parse_request
-from webapp.checkpoints.serving import build_backend
+from webapp.checkpoints.serving import build_backend, check_loadable
 from webapp.checkpoints.services import RegistryError, resolve_checkpoint
 
 
@@ -32,9 +32,7 @@ class Command(BaseCommand):
             raise CommandError("--temperature must be in (0, 2]")
         try:
             record = resolve_checkpoint(checkpoint)
-            problem = record.missing_files()
-            if problem:
-                raise RegistryError(f"checkpoint {record.name} cannot be loaded: {problem}")
+            check_loadable(record)
             backend = build_backend(record)  # what is on disk now, not a cached served engine
         except (RegistryError, CheckpointError) as exc:
             raise CommandError(str(exc)) from exc
